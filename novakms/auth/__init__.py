@@ -1,0 +1,1 @@
+"""Pure authorization: registry model, policy, static registry, rate limiting."""

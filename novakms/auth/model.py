@@ -1,0 +1,132 @@
+"""The registry records authorization is decided on, mirroring the on-chain structs.
+
+The enums carry exactly the ``uint8`` values of the NovaAppRegistry ABI
+(``shared/NOVA_APP_REGISTRY.md``), so a chain-backed source can build them with
+``AppStatus(raw)``. The records keep only the fields the authorization policy needs; every
+source (the static JSON registry, the chain poller + cache) produces the same records and hands
+them to the same pure policy functions in :mod:`novakms.auth.policy`.
+
+Records are plain values: they are not validated here. A source is responsible for building
+them from trustworthy data (the static registry validates its JSON; the chain source decodes
+the ABI). The policy is defensive about inconsistent or zeroed records anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal
+
+__all__ = [
+    "ZERO_ADDRESS",
+    "App",
+    "AppStatus",
+    "AppVersion",
+    "Identity",
+    "Instance",
+    "InstanceStatus",
+    "Role",
+    "VersionStatus",
+]
+
+ZERO_ADDRESS = "0x" + "00" * 20
+"""The all-zero address, the owner of a record whose owner is not known."""
+
+Role = Literal["app", "peer"]
+
+
+class AppStatus(IntEnum):
+    """``NovaAppRegistry.AppStatus`` (ABI ``uint8``)."""
+
+    ACTIVE = 0
+    INACTIVE = 1
+    REVOKED = 2
+
+
+class VersionStatus(IntEnum):
+    """``NovaAppRegistry.VersionStatus`` (ABI ``uint8``)."""
+
+    ENROLLED = 0
+    DEPRECATED = 1
+    REVOKED = 2
+
+
+class InstanceStatus(IntEnum):
+    """``NovaAppRegistry.InstanceStatus`` (ABI ``uint8``)."""
+
+    ACTIVE = 0
+    STOPPED = 1
+    FAILED = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class App:
+    """An application registered on NovaAppRegistry.
+
+    Attributes:
+        app_id: the registry's app id (ids start at 1; 0 means "no such app").
+        status: the app's lifecycle status.
+        owner: the app owner's address (lowercase ``0x`` + 40 hex), informational only.
+    """
+
+    app_id: int
+    status: AppStatus
+    owner: str = ZERO_ADDRESS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppVersion:
+    """One enrolled version (code measurement) of an app.
+
+    Attributes:
+        app_id: the app the version belongs to (not part of the on-chain struct: the source fills
+            it in from the ``getVersion(appId, versionId)`` query).
+        version_id: the version id within the app (ids start at 1; 0 means "no such version").
+        status: the version's lifecycle status.
+    """
+
+    app_id: int
+    version_id: int
+    status: VersionStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """A running enclave instance, identified by its TEE wallet.
+
+    Attributes:
+        instance_id: the registry's instance id (0 means "no instance for this wallet").
+        app_id: the app the instance runs.
+        version_id: the app version the instance runs.
+        wallet: the instance's TEE wallet address (lowercase ``0x`` + 40 hex).
+        zk_verified: whether the instance was registered with a verified attestation proof.
+        status: the instance's lifecycle status.
+        instance_url: the instance's advertised URL (informational; ``""`` if unknown).
+    """
+
+    instance_id: int
+    app_id: int
+    version_id: int
+    wallet: str
+    zk_verified: bool
+    status: InstanceStatus
+    instance_url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """The result of a successful authorization: who is calling, as far as the registry says.
+
+    Attributes:
+        wallet: the authenticated wallet (lowercase ``0x`` + 40 hex).
+        app_id: the wallet's app id, always taken from the registry, never from the client.
+        version_id: the version the wallet's instance runs.
+        instance_id: the wallet's instance id.
+        role: ``"app"`` for an application instance, ``"peer"`` for another KMS node.
+    """
+
+    wallet: str
+    app_id: int
+    version_id: int
+    instance_id: int
+    role: Role

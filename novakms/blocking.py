@@ -1,0 +1,216 @@
+"""A blocking client for programs that do not run trio.
+
+It drives the same pure protocol core (:mod:`novakms.wire`) over a plain socket: no event loop,
+no threads. Calls are serialised by a lock, so one instance may be shared between threads.
+
+Example::
+
+    with BlockingClient.connect("127.0.0.1:7400", signer=LocalSigner.from_file("app.key")) as kms:
+        key = kms.derive("disk/encryption").key
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from novakms.client import DEFAULT_TIMEOUT, DeriveResult
+from novakms.crypto.signer import SyncSigner
+from novakms.errors import NovaKMSError, ProtocolError, TransportError
+from novakms.net.addresses import Address, parse_address
+from novakms.wire.channel import SecureChannel
+from novakms.wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from novakms.wire.handshake import ClientHandshake, Role
+from novakms.wire.messages import parse_close_notice, parse_response, request_message
+
+__all__ = ["BlockingClient"]
+
+
+def _connect_socket(address: Address, timeout: float) -> socket.socket:
+    try:
+        if address.scheme == "tcp":
+            return socket.create_connection((address.host, address.port), timeout=timeout)
+        if address.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target: Any = address.path
+        else:
+            family = getattr(socket, "AF_VSOCK", None)
+            if family is None:
+                raise TransportError("AF_VSOCK is not available on this platform")
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            target = (address.cid, address.port)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(target)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+    return sock
+
+
+class BlockingClient:
+    """A blocking connection to one KMS node. Create with :meth:`connect`.
+
+    Attributes:
+        server_wallet: the wallet the server proved in the handshake.
+        wallet: this client's authenticated wallet, or None when anonymous.
+    """
+
+    def __init__(
+        self, sock: socket.socket, decoder: FrameDecoder, channel: SecureChannel, max_frame: int
+    ) -> None:
+        self._sock = sock
+        self._decoder = decoder
+        self._channel = channel
+        self._max_frame = max_frame
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._broken: NovaKMSError | None = None
+        self.server_wallet = ""
+        self.wallet: str | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        *,
+        signer: SyncSigner | None = None,
+        role: Role = "app",
+        expect_wallet: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+    ) -> BlockingClient:
+        """Connect and run the handshake (same arguments and errors as ``Client.connect``)."""
+        sock = _connect_socket(parse_address(address), timeout)
+        try:
+            decoder = FrameDecoder(max_frame=max_frame)
+            hs = ClientHandshake(
+                role=role, eph_private=random_bytes(32), expect_wallet=expect_wallet
+            )
+            cls._send(sock, hs.hello(), max_frame)
+            channel = hs.receive_challenge(cls._receive(sock, decoder))
+            if signer is None:
+                auth = hs.auth_message(wallet=None)
+            else:
+                ts = int(clock())
+                auth = hs.auth_message(
+                    wallet=signer.wallet, ts=ts, sig=signer.sign_text_sync(hs.auth_text(ts))
+                )
+            cls._send(sock, channel.seal(auth), max_frame)
+            ready = hs.receive_ready(channel.open(cls._receive(sock, decoder)))
+        except BaseException:
+            sock.close()
+            raise
+        client = cls(sock, decoder, channel, max_frame)
+        assert hs.server_wallet is not None
+        client.server_wallet = hs.server_wallet
+        client.wallet = ready.wallet
+        return client
+
+    @staticmethod
+    def _send(sock: socket.socket, body: bytes, max_frame: int) -> None:
+        try:
+            sock.sendall(encode_frame(body, max_frame=max_frame))
+        except OSError as exc:
+            raise TransportError(f"connection lost: {exc}") from None
+
+    @staticmethod
+    def _receive(sock: socket.socket, decoder: FrameDecoder) -> bytes:
+        while True:
+            body = decoder.next_body()
+            if body is not None:
+                return body
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                raise TransportError("timed out waiting for the server") from None
+            except OSError as exc:
+                raise TransportError(f"connection lost: {exc}") from None
+            if not data:
+                decoder.eof()
+                raise TransportError("the server closed the connection")
+            decoder.feed(data)
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._broken = self._broken or TransportError("the client was closed")
+        self._sock.close()
+
+    def call(self, op: str, args: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        """Send one request and wait for its response (errors as in ``Client.call``)."""
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            request_id = next(self._ids)
+            try:
+                self._send(
+                    self._sock,
+                    self._channel.seal(request_message(request_id, op, args or {})),
+                    self._max_frame,
+                )
+                while True:
+                    item = self._channel.open(self._receive(self._sock, self._decoder))
+                    notice = parse_close_notice(item)
+                    if notice is not None:
+                        raise notice
+                    response = parse_response(item)
+                    if response.id == request_id:
+                        break
+            except NovaKMSError as exc:
+                # Any failure mid-exchange leaves the stream at an unknown point: stop using it.
+                self._broken = exc
+                self._sock.close()
+                raise
+        if response.error is not None:
+            raise response.error
+        assert response.ok is not None
+        return response.ok
+
+    def health(self) -> Mapping[str, Any]:
+        """``health``: liveness."""
+        return self.call("health")
+
+    def status(self) -> Mapping[str, Any]:
+        """``status``: node, readiness and counters."""
+        return self.call("status")
+
+    def derive(
+        self, path: str, *, context: str | None = None, length: int | None = None
+    ) -> DeriveResult:
+        """``derive``: an app key."""
+        args: dict[str, Any] = {"path": path}
+        if context is not None:
+            args["context"] = context
+        if length is not None:
+            args["length"] = length
+        result = self.call("derive", args)
+        key = result.get("key")
+        if not isinstance(key, bytes):
+            raise ProtocolError("derive answered without key bytes")
+        return DeriveResult(
+            app_id=int(result["app_id"]),
+            path=str(result["path"]),
+            key=key,
+            length=int(result["length"]),
+        )

@@ -1,0 +1,301 @@
+"""``novakms``: serve a node, run a development KMS, and talk to a node as a client.
+
+Machine-readable output goes to stdout as JSON; logs go to stderr. Client errors print
+``{"error": {"code": …, "message": …}}`` and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+from novakms import __version__
+from novakms.auth.static import StaticRegistry
+from novakms.blocking import BlockingClient
+from novakms.config import (
+    Limits,
+    Mode,
+    ServerConfig,
+    explicitly_in_enclave,
+    in_enclave_from_env,
+    parse_limit_overrides,
+)
+from novakms.crypto.kdf import MASTER_SECRET_SIZE
+from novakms.crypto.signer import LocalSigner, SyncSigner
+from novakms.devenv import in_nitro_enclave, prepare_state
+from novakms.errors import NovaKMSError
+from novakms.log import configure
+from novakms.node import Node
+from novakms.server import Server
+
+__all__ = ["main"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem with what the user asked for; printed as an error and exit code 2."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(value), separators=(", ", ": ")) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(code: str, message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
+    _print_json({"error": {"code": code, "message": message}})
+    sys.exit(exit_code)
+
+
+def _parse_master_secret(text: str) -> bytes:
+    raw = text.strip().removeprefix("0x")
+    if len(raw) != 2 * MASTER_SECRET_SIZE:
+        raise CliError("the master secret must be 64 hex characters")
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        raise CliError("the master secret must be 64 hex characters") from None
+
+
+def _limits(items: Sequence[str]) -> Limits:
+    try:
+        return parse_limit_overrides(items)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    enclave = in_enclave_from_env(os.environ)
+    if enclave:
+        for flag, value in (
+            ("--key-file", args.key_file),
+            ("--master-secret-file", args.master_secret_file),
+            ("--registry", args.registry),
+        ):
+            if value:
+                raise CliError(
+                    f"{flag} is a development input and is refused in enclave mode (IN_ENCLAVE)"
+                )
+        raise CliError(
+            "enclave mode needs the on-chain authorization source, which this version lacks "
+            "yet; set IN_ENCLAVE=false to serve in development mode"
+        )
+    if not args.key_file or not args.registry:
+        raise CliError("development mode needs --key-file and --registry")
+    secret = None
+    if args.master_secret_file:
+        secret = _parse_master_secret(Path(args.master_secret_file).read_text())
+    try:
+        signer = LocalSigner.from_file(args.key_file)
+        registry = StaticRegistry.load(args.registry)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    config = ServerConfig(
+        listen=tuple(args.listen or ["127.0.0.1:7400"]),
+        mode=Mode.DEVELOPMENT,
+        limits=_limits(args.limit),
+    )
+    node = Node(
+        signer=signer, auth=registry, limits=config.limits, mode=config.mode, master_secret=secret
+    )
+    trio.run(_serve_until_signal, Server(config=config, node=node), None)
+    return 0
+
+
+async def _serve_until_signal(server: Server, ready_line: Any) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(server.run)
+            if ready_line is not None:
+                _print_json(ready_line(addresses))
+            async for _ in signals:
+                server.shutdown()
+                break
+
+
+# --- dev --------------------------------------------------------------------------------------
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    if explicitly_in_enclave(os.environ) or in_nitro_enclave():
+        raise CliError("`novakms dev` is for development machines and refuses to run in an enclave")
+    secret = (
+        _parse_master_secret(args.master_secret)
+        if args.master_secret
+        else os.urandom(MASTER_SECRET_SIZE)
+    )
+    state_dir = (
+        Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="novakms-dev-"))
+    )
+    try:
+        state = prepare_state(state_dir)
+        signer = LocalSigner.from_file(state.node_key_file)
+        registry = StaticRegistry.load(state.registry_file)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    config = ServerConfig(
+        listen=(f"tcp://{args.host}:{args.port}",),
+        mode=Mode.DEVELOPMENT,
+        limits=_limits(args.limit),
+    )
+    node = Node(
+        signer=signer, auth=registry, limits=config.limits, mode=config.mode, master_secret=secret
+    )
+
+    def ready_line(addresses: list[str]) -> dict[str, Any]:
+        return {
+            "nodes": [{"address": addresses[0], "wallet": signer.wallet}],
+            "apps": [
+                {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)}
+                for a in state.apps
+            ],
+            "chain": None,
+        }
+
+    try:
+        trio.run(_serve_until_signal, Server(config=config, node=node), ready_line)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return 0
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
+    if args.key and args.odyn:
+        raise CliError("use either --key or --odyn, not both")
+    if args.key:
+        if explicitly_in_enclave(os.environ) or in_nitro_enclave():
+            raise CliError("local key files are refused in an enclave; use --odyn")
+        try:
+            return LocalSigner.from_file(args.key)
+        except (OSError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+    if args.odyn:
+        from novakms.net.odyn import OdynSigner
+
+        return OdynSigner.connect_sync(args.odyn)
+    return None
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    signer = _client_signer(args)
+    with BlockingClient.connect(
+        args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
+    ) as client:
+        if args.op == "health":
+            _print_json(client.health())
+        elif args.op == "status":
+            _print_json(client.status())
+        elif args.op == "derive":
+            result = client.derive(args.path, context=args.context, length=args.length)
+            _print_json(
+                {
+                    "app_id": result.app_id,
+                    "path": result.path,
+                    "key": result.key,
+                    "length": result.length,
+                }
+            )
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``novakms`` argument parser."""
+    parser = argparse.ArgumentParser(prog="novakms", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"novakms {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("NOVAKMS_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    limit_help = "override a limit, e.g. --limit max_inflight=64 (see protocol/PROTOCOL.md §10)"
+
+    serve = commands.add_parser(
+        "serve", help="serve a KMS node (mode from IN_ENCLAVE; unset = enclave)"
+    )
+    serve.add_argument(
+        "--listen", action="append", help="tcp://HOST:PORT, unix:///path or vsock://CID:PORT"
+    )
+    serve.add_argument("--key-file", help="development only: the node's wallet key file")
+    serve.add_argument(
+        "--master-secret-file", help="development only: file with the 64-hex master secret"
+    )
+    serve.add_argument("--registry", help="development only: static registry JSON file")
+    serve.add_argument(
+        "--limit", action="append", default=[], metavar="NAME=VALUE", help=limit_help
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    dev = commands.add_parser("dev", help="run a local development KMS with two demo apps")
+    dev.add_argument("--port", type=int, default=7400, help="TCP port (0 picks a free one)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument(
+        "--master-secret", help="development only: 64 hex characters (default: random)"
+    )
+    dev.add_argument(
+        "--state-dir", help="where dev keys and the registry live (default: a new temp dir)"
+    )
+    dev.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE", help=limit_help)
+    dev.set_defaults(func=_cmd_dev)
+
+    client = commands.add_parser("client", help="call a KMS node")
+    client.add_argument("--node", required=True, help="HOST:PORT, unix:///path or vsock://CID:PORT")
+    client.add_argument("--key", help="the app's wallet key file (0x + 64 hex)")
+    client.add_argument(
+        "--odyn", nargs="?", const="http://127.0.0.1:18000", help="sign with the enclave's Odyn API"
+    )
+    client.add_argument("--expect-wallet", help="refuse a server that does not prove this wallet")
+    client.add_argument("--timeout", type=float, default=10.0)
+    ops = client.add_subparsers(dest="op", required=True)
+    ops.add_parser("health")
+    ops.add_parser("status")
+    derive = ops.add_parser("derive")
+    derive.add_argument("--path", required=True)
+    derive.add_argument("--context")
+    derive.add_argument("--length", type=int)
+    client.set_defaults(func=_cmd_client)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``novakms`` command."""
+    args = build_parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        _fail("bad_request", str(exc), EXIT_USAGE)
+    except NovaKMSError as exc:
+        _fail(exc.code, exc.message)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""The trio client: one secure connection, many concurrent calls, no hidden tasks.
+
+Concurrency without a background reader task (the trio-websocket lesson): whichever caller is
+waiting takes the *reader role*, reads frames and hands each response to its caller; when its
+own response arrives it passes the role to another waiting caller. Every exception therefore
+surfaces in the task that made the call — never as an ExceptionGroup from a task you did not
+start.
+
+Example::
+
+    async with await Client.connect("127.0.0.1:7400", signer=LocalSigner.from_file("app.key"),
+                                    expect_wallet="0x…") as kms:
+        key = (await kms.derive("disk/encryption")).key
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from novakms.crypto.signer import Signer
+from novakms.errors import ChannelError, NovaKMSError, ProtocolError, TransportError
+from novakms.net.addresses import parse_address
+from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
+from novakms.net.sockets import open_stream
+from novakms.wire.framing import DEFAULT_MAX_FRAME
+from novakms.wire.handshake import ClientHandshake, Ready, Role
+from novakms.wire.messages import parse_close_notice, parse_response, request_message
+
+__all__ = ["Client", "DeriveResult"]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeriveResult:
+    """Result of ``derive``."""
+
+    app_id: int
+    path: str
+    key: bytes
+    length: int
+
+    def __repr__(self) -> str:  # never show key material
+        return f"DeriveResult(app_id={self.app_id}, path={self.path!r}, length={self.length})"
+
+
+class _Slot:
+    __slots__ = ("done", "error", "result", "wake")
+
+    def __init__(self) -> None:
+        self.wake = trio.Event()
+        self.done = False
+        self.result: Mapping[str, Any] | None = None
+        self.error: NovaKMSError | None = None
+
+
+class Client:
+    """A connection to one KMS node. Create with :meth:`connect`; use as an async context manager.
+
+    Attributes:
+        server_wallet: the wallet the server proved in the handshake.
+        wallet: this client's authenticated wallet, or None when anonymous.
+    """
+
+    def __init__(
+        self, sealed: SealedStream, server_wallet: str, ready: Ready, timeout: float
+    ) -> None:
+        self._sealed = sealed
+        self.server_wallet = server_wallet
+        self.wallet = ready.wallet
+        self.server_max_frame = ready.max_frame
+        self.server_max_inflight = ready.max_inflight
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._slots: dict[int, _Slot] = {}
+        self._reading = False
+        self._failure: NovaKMSError | None = None
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        address: str,
+        *,
+        signer: Signer | None = None,
+        role: Role = "app",
+        expect_wallet: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+    ) -> Client:
+        """Connect and run the handshake.
+
+        Args:
+            address: ``HOST:PORT``, ``tcp://…``, ``unix:///path`` or ``vsock://CID:PORT``.
+            signer: the app's (or peer's) wallet signer; None connects anonymously.
+            role: ``"app"`` or ``"peer"``.
+            expect_wallet: the server must prove exactly this wallet (recommended).
+            timeout: seconds for connecting + handshake, and the default per-call timeout.
+            max_frame: largest frame this client accepts.
+
+        Raises:
+            TransportError: cannot connect, or timed out.
+            HandshakeError: the server's proof failed or is not the expected wallet.
+            NovaKMSError: the server refused the connection (its close notice).
+        """
+        target = parse_address(address)
+        with trio.move_on_after(timeout) as scope:
+            stream = await open_stream(target)
+            framed = FramedStream(stream, max_frame=max_frame)
+            try:
+                return await cls._handshake(
+                    framed, signer, role, expect_wallet, timeout, random_bytes, clock
+                )
+            except BaseException:
+                await framed.aclose()
+                raise
+        assert scope.cancelled_caught
+        raise TransportError(f"connecting to {address} timed out after {timeout} s")
+
+    @classmethod
+    async def _handshake(
+        cls,
+        framed: FramedStream,
+        signer: Signer | None,
+        role: Role,
+        expect_wallet: str | None,
+        timeout: float,
+        random_bytes: Callable[[int], bytes],
+        clock: Callable[[], float],
+    ) -> Client:
+        hs = ClientHandshake(role=role, eph_private=random_bytes(32), expect_wallet=expect_wallet)
+        await framed.send_body(hs.hello())
+        body = await framed.receive_body()
+        if body is None:
+            raise TransportError("the server closed the connection during the handshake")
+        channel = hs.receive_challenge(body)
+        sealed = SealedStream(framed, channel)
+        if signer is None:
+            auth = hs.auth_message(wallet=None)
+        else:
+            ts = int(clock())
+            auth = hs.auth_message(
+                wallet=signer.wallet, ts=ts, sig=await signer.sign_text(hs.auth_text(ts))
+            )
+        await sealed.send(auth)
+        item = await sealed.receive()
+        if item is END_OF_STREAM:
+            raise TransportError("the server closed the connection during the handshake")
+        ready = hs.receive_ready(item)
+        assert hs.server_wallet is not None
+        return cls(sealed, hs.server_wallet, ready, timeout)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; pending calls fail with TransportError."""
+        if not self._closed:
+            self._closed = True
+            self._fail(TransportError("the client was closed"))
+            await self._sealed.framed.aclose()
+
+    def _fail(self, error: NovaKMSError) -> None:
+        if self._failure is None:
+            self._failure = error
+        for slot in self._slots.values():
+            slot.wake.set()
+
+    async def call(
+        self, op: str, args: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Mapping[str, Any]:
+        """Send one request and wait for its response.
+
+        Raises:
+            RequestError: the server answered with an error (typed by its code).
+            TransportError: the connection is gone or the call timed out (the connection is
+                then closed, since a late answer could not be matched any more).
+            NovaKMSError: the server closed the connection with a notice.
+        """
+        if self._failure is not None:
+            raise self._failure
+        request_id = next(self._ids)
+        slot = _Slot()
+        self._slots[request_id] = slot
+        limit = self.timeout if timeout is None else timeout
+        sent = False
+        try:
+            with trio.move_on_after(limit) as scope:
+                try:
+                    await self._sealed.send(request_message(request_id, op, args or {}))
+                except (TransportError, ChannelError) as exc:
+                    lost = TransportError(f"connection lost: {exc.message}")
+                    self._fail(lost)
+                    raise lost from None
+                sent = True
+                await self._await(slot)
+            if scope.cancelled_caught:
+                if not sent:
+                    # The request frame may be half-written: the stream cannot be used any more.
+                    self._fail(TransportError("connection abandoned after a cancelled send"))
+                    await self._sealed.framed.aclose()
+                raise TransportError(f"{op} timed out after {limit} s")
+        finally:
+            del self._slots[request_id]
+            if not self._reading:
+                self._hand_over()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.result is not None
+        return slot.result
+
+    async def _await(self, slot: _Slot) -> None:
+        while not slot.done:
+            if self._failure is not None:
+                raise self._failure
+            if self._reading:
+                await slot.wake.wait()
+                slot.wake = trio.Event()
+                continue
+            self._reading = True
+            try:
+                while not slot.done:
+                    self._dispatch(await self._sealed.receive())
+            except NovaKMSError as exc:
+                self._fail(
+                    exc if not isinstance(exc, ChannelError) else TransportError("channel broken")
+                )
+            finally:
+                self._reading = False
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wake one waiting caller to take the reader role."""
+        for other in self._slots.values():
+            if not other.done:
+                other.wake.set()
+                return
+
+    def _dispatch(self, item: Any) -> None:
+        if item is END_OF_STREAM:
+            raise TransportError("the server closed the connection")
+        notice = parse_close_notice(item)
+        if notice is not None:
+            raise notice
+        response = parse_response(item)
+        slot = self._slots.get(response.id)
+        if slot is None:
+            # An answer to a call that timed out or was cancelled: nobody is waiting for it.
+            return
+        slot.done, slot.result, slot.error = True, response.ok, response.error
+        slot.wake.set()
+
+    # Convenience wrappers for the operations -----------------------------------------------
+
+    async def health(self) -> Mapping[str, Any]:
+        """``health``: liveness."""
+        return await self.call("health")
+
+    async def status(self) -> Mapping[str, Any]:
+        """``status``: node, readiness and counters."""
+        return await self.call("status")
+
+    async def derive(
+        self, path: str, *, context: str | None = None, length: int | None = None
+    ) -> DeriveResult:
+        """``derive``: an app key (HKDF of the master secret, partitioned by the caller's app)."""
+        args: dict[str, Any] = {"path": path}
+        if context is not None:
+            args["context"] = context
+        if length is not None:
+            args["length"] = length
+        result = await self.call("derive", args)
+        key = result.get("key")
+        if not isinstance(key, bytes):
+            raise ProtocolError("derive answered without key bytes")
+        return DeriveResult(
+            app_id=int(result["app_id"]),
+            path=str(result["path"]),
+            key=key,
+            length=int(result["length"]),
+        )

@@ -1,0 +1,143 @@
+"""Frozen configuration: every limit of the service, parsed and validated here, documented once.
+
+The defaults below are the single source of truth for the numbers in ``protocol/PROTOCOL.md``
+§10. Nothing in this module performs I/O beyond reading the values it is handed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ENCLAVE_ENV",
+    "Limits",
+    "Mode",
+    "ServerConfig",
+    "explicitly_in_enclave",
+    "in_enclave_from_env",
+    "limits_from_mapping",
+    "parse_limit_overrides",
+]
+
+ENCLAVE_ENV = "IN_ENCLAVE"
+
+
+class Mode(enum.Enum):
+    """How a node runs: with development inputs allowed, or sealed inside an enclave."""
+
+    DEVELOPMENT = "development"
+    ENCLAVE = "enclave"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Every per-node limit. Field docs are the reference; PROTOCOL.md §10 lists the defaults.
+
+    Attributes:
+        max_frame: largest accepted frame body in bytes (checked on the 4-byte header).
+        max_inflight: requests of one connection processed at once; beyond it the server stops
+            reading that connection (backpressure, no queue).
+        max_connections: open connections per node; more are refused with a close notice.
+        handshake_timeout: seconds a connection may take to finish the handshake.
+        idle_timeout: seconds without a received frame (and nothing in flight) before closing.
+        drain_timeout: seconds in-flight requests get to finish on graceful shutdown.
+        timestamp_window: allowed |now - ts| of a client's auth signature, in seconds.
+        wallet_rate / wallet_burst: token bucket per authenticated wallet (requests/s, burst).
+        handshake_rate / handshake_burst: token bucket per connection source (IP, CID, "unix").
+        max_path_bytes / max_context_bytes / max_derive_length: ``derive`` argument limits.
+    """
+
+    max_frame: int = 2_097_152
+    max_inflight: int = 32
+    max_connections: int = 1024
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    drain_timeout: float = 10.0
+    timestamp_window: int = 120
+    wallet_rate: float = 500.0
+    wallet_burst: float = 1000.0
+    handshake_rate: float = 50.0
+    handshake_burst: float = 100.0
+    max_path_bytes: int = 1024
+    max_context_bytes: int = 1024
+    max_derive_length: int = 1024
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"limit {f.name} must be a positive number, got {value!r}")
+        if self.max_frame < 1024:
+            raise ValueError("limit max_frame must be at least 1024 bytes")
+        if self.max_derive_length > 8160:  # HKDF-SHA256 cannot produce more (255 * 32)
+            raise ValueError("limit max_derive_length cannot exceed 8160")
+        if self.wallet_burst < 1 or self.handshake_burst < 1:
+            raise ValueError("rate-limit bursts must be at least 1")
+
+
+def parse_limit_overrides(items: Iterable[str], base: Limits | None = None) -> Limits:
+    """Apply ``NAME=VALUE`` overrides (as given on the command line) to a :class:`Limits`.
+
+    Raises:
+        ValueError: unknown limit name, malformed item or invalid value.
+    """
+    base = base or Limits()
+    types = {f.name: f.type for f in dataclasses.fields(Limits)}
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in types:
+            known = ", ".join(sorted(types))
+            raise ValueError(f"unknown limit {item!r}; known limits: {known}")
+        try:
+            changes[name] = int(raw) if types[name] in (int, "int") else float(raw)
+        except ValueError:
+            raise ValueError(f"limit {name} needs a number, got {raw!r}") from None
+    return dataclasses.replace(base, **changes)
+
+
+def limits_from_mapping(data: Mapping[str, object]) -> Limits:
+    """Build :class:`Limits` from a JSON-like mapping (unknown keys are errors)."""
+    return parse_limit_overrides(f"{k}={v}" for k, v in data.items())
+
+
+def in_enclave_from_env(environ: Mapping[str, str]) -> bool:
+    """Decide enclave mode from ``IN_ENCLAVE`` for ``novakms serve``.
+
+    Unset or unparsable means **enclave** (the safe default: development inputs refused).
+    Only an explicit false value (``0``, ``false``, ``no``, ``off``) selects development mode.
+    """
+    raw = environ.get(ENCLAVE_ENV)
+    if raw is None:
+        return True
+    return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+def explicitly_in_enclave(environ: Mapping[str, str]) -> bool:
+    """True only when ``IN_ENCLAVE`` is explicitly set to a true value (used by ``novakms dev``)."""
+    raw = environ.get(ENCLAVE_ENV)
+    return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """What one node needs to serve.
+
+    Attributes:
+        listen: addresses to listen on (``tcp://HOST:PORT``, ``unix:///path``, ``vsock://CID:PORT``).
+        mode: development or enclave.
+        limits: all limits.
+    """
+
+    listen: tuple[str, ...]
+    mode: Mode = Mode.DEVELOPMENT
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ValueError("at least one listen address is required")

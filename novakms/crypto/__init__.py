@@ -1,0 +1,1 @@
+"""Pure cryptography: key derivation, EIP-191 signatures, the Signer interface."""

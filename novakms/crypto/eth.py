@@ -1,0 +1,328 @@
+"""Ethereum primitives: Keccak-256, wallets, EIP-191 ``personal_sign`` (PROTOCOL §4.5).
+
+Signing and recovery use coincurve (libsecp256k1) directly: deterministic RFC 6979 signatures,
+and recovery in tens of microseconds. Verification failures of any kind surface as
+:class:`novakms.errors.InvalidSignature` and nothing else.
+
+This module is pure: no I/O, no clocks; randomness is injected. Private keys never appear in
+exception messages, reprs or logs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from coincurve import PrivateKey, PublicKey
+from Crypto.Hash import keccak as _keccak
+
+from novakms.errors import InvalidSignature
+
+__all__ = [
+    "SECP256K1_N",
+    "eip191_digest",
+    "format_private_key",
+    "generate_private_key",
+    "keccak256",
+    "normalize_wallet",
+    "parse_private_key",
+    "recover_wallet",
+    "sign_text",
+    "wallet_from_private_key",
+    "wallet_from_public_key",
+    "wallet_to_bytes",
+]
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+"""Order of the secp256k1 group; scalars (private keys, r, s) live in ``1 .. N-1``."""
+
+_WALLET_RE = re.compile(r"0[xX][0-9a-fA-F]{40}")
+_PRIVATE_KEY_RE = re.compile(r"0[xX][0-9a-fA-F]{64}")
+_EIP191_PREFIX = b"\x19Ethereum Signed Message:\n"
+_SIGNATURE_SIZE = 65
+_PRIVATE_KEY_SIZE = 32
+_GENERATE_MAX_ATTEMPTS = 64
+
+
+def keccak256(data: bytes) -> bytes:
+    """Keccak-256 (the original Keccak padding used by Ethereum, not SHA3-256).
+
+    Args:
+        data: bytes to hash.
+
+    Returns:
+        The 32-byte digest.
+    """
+    return _keccak.new(digest_bits=256, data=bytes(data)).digest()
+
+
+def normalize_wallet(text: str) -> str:
+    """Validate a wallet address and return it in canonical form.
+
+    Accepts ``0x`` or ``0X`` followed by exactly 40 hex digits of any case (the EIP-55
+    checksum is not enforced). Surrounding whitespace is not accepted.
+
+    Args:
+        text: the address text.
+
+    Returns:
+        Lowercase ``"0x"`` + 40 hex digits.
+
+    Raises:
+        ValueError: the text is not an address.
+    """
+    if not isinstance(text, str) or _WALLET_RE.fullmatch(text) is None:
+        raise ValueError("wallet must be '0x' followed by 40 hex digits")
+    return "0x" + text[2:].lower()
+
+
+def wallet_to_bytes(wallet: str) -> bytes:
+    """Decode a wallet address to its 20 bytes.
+
+    Args:
+        wallet: address text (any accepted by :func:`normalize_wallet`).
+
+    Returns:
+        The 20-byte address.
+
+    Raises:
+        ValueError: the text is not an address.
+    """
+    return bytes.fromhex(normalize_wallet(wallet)[2:])
+
+
+def wallet_from_public_key(uncompressed64: bytes) -> str:
+    """The wallet of a public key: last 20 bytes of Keccak-256 of the 64-byte ``X || Y``.
+
+    Args:
+        uncompressed64: the uncompressed public key without the ``0x04`` prefix.
+
+    Returns:
+        Lowercase ``"0x"`` + 40 hex digits.
+
+    Raises:
+        ValueError: the key is not 64 bytes.
+    """
+    if not isinstance(uncompressed64, bytes | bytearray) or len(uncompressed64) != 64:
+        raise ValueError("public key must be the 64-byte uncompressed X || Y")
+    return "0x" + keccak256(bytes(uncompressed64))[12:].hex()
+
+
+def _public_key_wallet(public_key: PublicKey) -> str:
+    """The wallet of a coincurve public key.
+
+    Args:
+        public_key: the key.
+
+    Returns:
+        Lowercase ``"0x"`` + 40 hex digits.
+    """
+    return wallet_from_public_key(public_key.format(compressed=False)[1:])
+
+
+def _check_private_key(private_key: bytes) -> None:
+    """Reject anything that is not a valid secp256k1 private key (message never shows it).
+
+    Args:
+        private_key: candidate key.
+
+    Raises:
+        ValueError: not 32 bytes, or not in ``1 .. N-1``.
+    """
+    if not isinstance(private_key, bytes | bytearray) or len(private_key) != _PRIVATE_KEY_SIZE:
+        raise ValueError("private key must be 32 bytes")
+    if not 1 <= int.from_bytes(private_key, "big") < SECP256K1_N:
+        raise ValueError("private key is not a valid secp256k1 scalar (must be in 1..n-1)")
+
+
+def _private_key(private_key: bytes) -> PrivateKey:
+    """Build a coincurve private key after validating it.
+
+    Args:
+        private_key: 32-byte secp256k1 scalar.
+
+    Returns:
+        The coincurve key object.
+
+    Raises:
+        ValueError: the key is invalid.
+    """
+    _check_private_key(private_key)
+    return PrivateKey(bytes(private_key))
+
+
+def wallet_from_private_key(private_key: bytes) -> str:
+    """The wallet controlled by a private key.
+
+    Args:
+        private_key: 32-byte secp256k1 scalar in ``1 .. N-1``.
+
+    Returns:
+        Lowercase ``"0x"`` + 40 hex digits.
+
+    Raises:
+        ValueError: the key is invalid (the message does not contain it).
+    """
+    return _public_key_wallet(_private_key(private_key).public_key)
+
+
+def eip191_digest(text: str) -> bytes:
+    """The EIP-191 ``personal_sign`` digest of a text (PROTOCOL §4.5).
+
+    ``keccak256("\\x19Ethereum Signed Message:\\n" || decimal(len(utf8(text))) || utf8(text))``
+
+    Args:
+        text: the message.
+
+    Returns:
+        The 32-byte digest.
+
+    Raises:
+        UnicodeEncodeError: the text holds lone surrogates (not encodable as UTF-8).
+    """
+    body = text.encode("utf-8")
+    return keccak256(_EIP191_PREFIX + str(len(body)).encode("ascii") + body)
+
+
+def _sign_digest(key: PrivateKey, digest: bytes) -> bytes:
+    """Sign a 32-byte digest; return ``r || s || v`` with ``v`` in {27, 28}.
+
+    Args:
+        key: the coincurve private key.
+        digest: the 32-byte message digest.
+
+    Returns:
+        The 65-byte signature (low-s, RFC 6979 deterministic).
+    """
+    raw = key.sign_recoverable(digest, hasher=None)
+    return raw[:64] + bytes((raw[64] + 27,))
+
+
+def sign_text(*, private_key: bytes, text: str) -> bytes:
+    """EIP-191 ``personal_sign`` a text.
+
+    Args:
+        private_key: 32-byte secp256k1 scalar in ``1 .. N-1``.
+        text: the message.
+
+    Returns:
+        65 bytes ``r || s || v`` with ``v`` in {27, 28}; deterministic (RFC 6979), low-s.
+
+    Raises:
+        ValueError: the key is invalid (the message does not contain it).
+        UnicodeEncodeError: the text is not encodable as UTF-8.
+    """
+    key = _private_key(private_key)
+    return _sign_digest(key, eip191_digest(text))
+
+
+def recover_wallet(*, text: str, signature: bytes) -> str:
+    """Recover the wallet that EIP-191-signed ``text``.
+
+    Accepts ``v`` in {27, 28} and {0, 1}. Rejects a signature that is not 65 bytes, has ``r``
+    or ``s`` outside ``1 .. N-1``, another ``v``, or that does not recover to a point. High-s
+    signatures are accepted (``personal_sign`` does not require low-s).
+
+    Args:
+        text: the message that was signed.
+        signature: 65 bytes ``r || s || v``.
+
+    Returns:
+        Lowercase ``"0x"`` + 40 hex digits. The caller compares it with the expected wallet.
+
+    Raises:
+        InvalidSignature: for every kind of failure (and no other exception type).
+    """
+    if not isinstance(signature, bytes | bytearray | memoryview):
+        raise InvalidSignature("signature must be bytes")
+    sig = bytes(signature)
+    if len(sig) != _SIGNATURE_SIZE:
+        raise InvalidSignature(f"signature must be {_SIGNATURE_SIZE} bytes")
+    v = sig[64]
+    if v in (27, 28):
+        recovery_id = v - 27
+    elif v in (0, 1):
+        recovery_id = v
+    else:
+        raise InvalidSignature("signature v must be 27, 28, 0 or 1")
+    r = int.from_bytes(sig[0:32], "big")
+    s = int.from_bytes(sig[32:64], "big")
+    if not (1 <= r < SECP256K1_N and 1 <= s < SECP256K1_N):
+        raise InvalidSignature("signature r or s out of range")
+    try:
+        digest = eip191_digest(text)
+    except (UnicodeEncodeError, AttributeError):
+        raise InvalidSignature("signed text is not valid UTF-8 text") from None
+    try:
+        public_key = PublicKey.from_signature_and_message(
+            sig[:64] + bytes((recovery_id,)), digest, hasher=None
+        )
+    except Exception:
+        raise InvalidSignature("signature does not recover to a public key") from None
+    return _public_key_wallet(public_key)
+
+
+def parse_private_key(text: str) -> bytes:
+    """Parse the content of a private key file.
+
+    The content is ``0x`` + 64 hex digits (``0X`` is accepted), optionally surrounded by
+    whitespace, and must be a valid secp256k1 scalar.
+
+    Args:
+        text: the file content.
+
+    Returns:
+        The 32-byte private key.
+
+    Raises:
+        ValueError: malformed or out of range; the message never contains the input.
+        TypeError: ``text`` is not a str.
+    """
+    if not isinstance(text, str):
+        raise TypeError("private key text must be a str")
+    stripped = text.strip()
+    if _PRIVATE_KEY_RE.fullmatch(stripped) is None:
+        raise ValueError("private key must be '0x' followed by 64 hex digits")
+    key = bytes.fromhex(stripped[2:])
+    _check_private_key(key)
+    return key
+
+
+def generate_private_key(random_bytes: Callable[[int], bytes]) -> bytes:
+    """Generate a private key from an injected random source (e.g. ``secrets.token_bytes``).
+
+    Draws 32 bytes and retries (rejection sampling) while the value is not in ``1 .. N-1``.
+
+    Args:
+        random_bytes: returns ``n`` uniformly random bytes when called with ``n``.
+
+    Returns:
+        A 32-byte secp256k1 private key.
+
+    Raises:
+        ValueError: the source returned the wrong number of bytes.
+        RuntimeError: the source kept returning invalid scalars (a broken RNG).
+    """
+    for _ in range(_GENERATE_MAX_ATTEMPTS):
+        candidate = random_bytes(_PRIVATE_KEY_SIZE)
+        if not isinstance(candidate, bytes | bytearray) or len(candidate) != _PRIVATE_KEY_SIZE:
+            raise ValueError("random source must return exactly the requested number of bytes")
+        if 1 <= int.from_bytes(candidate, "big") < SECP256K1_N:
+            return bytes(candidate)
+    raise RuntimeError("random source keeps returning invalid secp256k1 scalars")
+
+
+def format_private_key(key: bytes) -> str:
+    """Render a private key as key file content (``"0x"`` + 64 lowercase hex digits).
+
+    Args:
+        key: 32-byte secp256k1 private key.
+
+    Returns:
+        The text to write to a key file (no trailing newline).
+
+    Raises:
+        ValueError: the key is invalid.
+    """
+    _check_private_key(key)
+    return "0x" + bytes(key).hex()

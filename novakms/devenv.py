@@ -1,0 +1,119 @@
+"""The local development environment: dev keys, a static registry with two demo apps.
+
+Everything here is development-only; ``novakms dev`` refuses to run inside an enclave.
+Key files are created with mode 0600 and reused when the state directory is reused, so app
+wallets stay stable across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from novakms.crypto.eth import (
+    format_private_key,
+    generate_private_key,
+    parse_private_key,
+    wallet_from_private_key,
+)
+
+__all__ = ["DEMO_APP_IDS", "DevApp", "DevState", "in_nitro_enclave", "prepare_state"]
+
+DEMO_APP_IDS = (1, 2)
+NSM_DEVICE = "/dev/nsm"
+
+
+def in_nitro_enclave(nsm_device: str = NSM_DEVICE) -> bool:
+    """True when the Nitro Security Module device exists (we are inside a Nitro Enclave)."""
+    return os.path.exists(nsm_device)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevApp:
+    """A demo app: its id, its instance wallet and the key file holding that wallet's key."""
+
+    app_id: int
+    wallet: str
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevState:
+    """Files of a development environment."""
+
+    directory: Path
+    node_key_file: Path
+    node_wallet: str
+    registry_file: Path
+    apps: tuple[DevApp, ...]
+
+
+def _key_file(path: Path, random_bytes: Callable[[int], bytes]) -> str:
+    """Load the key in ``path``, creating it (0600) first when missing; return its wallet."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(format_private_key(generate_private_key(random_bytes)) + "\n")
+    try:
+        key = parse_private_key(path.read_text())
+    except ValueError:
+        raise ValueError(f"{path} does not hold a valid private key") from None
+    return wallet_from_private_key(key)
+
+
+def prepare_state(
+    directory: Path, *, random_bytes: Callable[[int], bytes] = os.urandom
+) -> DevState:
+    """Create (or reuse) the dev keys and write the static registry for them.
+
+    Raises:
+        ValueError: an existing key file is invalid.
+        OSError: the directory cannot be written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    node_key = directory / "node.key"
+    node_wallet = _key_file(node_key, random_bytes)
+    apps = []
+    for app_id in DEMO_APP_IDS:
+        key_file = directory / f"app{app_id}.key"
+        apps.append(
+            DevApp(
+                app_id=app_id, wallet=_key_file(key_file, random_bytes), key_file=key_file.resolve()
+            )
+        )
+    registry = {
+        "kms_app_id": None,
+        "operators": [node_wallet],
+        "apps": [
+            {
+                "app_id": app.app_id,
+                "status": "ACTIVE",
+                "versions": [{"version_id": 1, "status": "ENROLLED"}],
+            }
+            for app in apps
+        ],
+        "instances": [
+            {
+                "instance_id": index,
+                "app_id": app.app_id,
+                "version_id": 1,
+                "wallet": app.wallet,
+                "zk_verified": True,
+                "status": "ACTIVE",
+                "instance_url": f"http://127.0.0.1/demo-app-{app.app_id}",
+            }
+            for index, app in enumerate(apps, start=1)
+        ],
+    }
+    registry_file = directory / "registry.json"
+    registry_file.write_text(json.dumps(registry, indent=2) + "\n")
+    return DevState(
+        directory=directory.resolve(),
+        node_key_file=node_key.resolve(),
+        node_wallet=node_wallet,
+        registry_file=registry_file.resolve(),
+        apps=tuple(apps),
+    )

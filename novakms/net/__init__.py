@@ -1,0 +1,1 @@
+"""trio glue: listeners, dialers, framed encrypted streams, the Odyn signer."""

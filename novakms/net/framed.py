@@ -1,0 +1,127 @@
+"""Frames over a trio stream, and the sealed-message stream built on it.
+
+The protocol logic lives in the pure :mod:`novakms.wire` modules; this is the I/O around them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import trio
+
+from novakms.errors import ProtocolError, TransportError
+from novakms.wire import cbor
+from novakms.wire.channel import SecureChannel
+from novakms.wire.framing import FrameDecoder, encode_frame
+
+__all__ = ["END_OF_STREAM", "FramedStream", "SealedStream"]
+
+
+class _EndOfStream:
+    """Sentinel for an orderly close (a sealed message may itself decode to None)."""
+
+    def __repr__(self) -> str:
+        return "END_OF_STREAM"
+
+
+END_OF_STREAM: Any = _EndOfStream()
+
+_RECEIVE_CHUNK = 65536
+
+
+class FramedStream:
+    """Length-prefixed frames over a byte stream.
+
+    Receiving is cancellation-safe: partial input stays in the decoder, so a cancelled
+    ``receive_body`` can be retried without losing bytes.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, *, max_frame: int) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame=max_frame)
+
+    async def receive_body(self) -> bytes | None:
+        """The next frame body, or None on an orderly end of stream.
+
+        Raises:
+            ProtocolError: framing violation, or end of stream inside a frame.
+            TransportError: the connection broke.
+        """
+        while True:
+            body = self._decoder.next_body()
+            if body is not None:
+                return body
+            try:
+                data = await self.stream.receive_some(_RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise TransportError(f"connection lost: {exc}") from None
+            if not data:
+                self._decoder.eof()
+                return None
+            self._decoder.feed(data)
+
+    async def receive_item(self) -> Any:
+        """The next frame decoded as one CBOR item (plaintext phase).
+
+        Raises:
+            ProtocolError: also when the stream ends before a frame arrives.
+        """
+        body = await self.receive_body()
+        if body is None:
+            raise ProtocolError("connection closed during the handshake")
+        return cbor.decode(body)
+
+    async def send_body(self, body: bytes) -> None:
+        """Send one frame body.
+
+        Raises:
+            TransportError: the connection broke.
+        """
+        try:
+            await self.stream.send_all(encode_frame(body, max_frame=self.max_frame))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise TransportError(f"connection lost: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Close the underlying stream (never raises for an already-broken one)."""
+        with trio.CancelScope(shield=True), contextlib.suppress(trio.BrokenResourceError, OSError):
+            await self.stream.aclose()
+
+
+class SealedStream:
+    """Sealed messages over a :class:`FramedStream`.
+
+    Sealing and sending happen under one lock, so frames reach the wire in counter order even
+    when many tasks send at once.
+    """
+
+    def __init__(self, framed: FramedStream, channel: SecureChannel) -> None:
+        self.framed = framed
+        self.channel = channel
+        self._send_lock = trio.StrictFIFOLock()
+
+    async def send(self, message: Any) -> None:
+        """Seal and send one message.
+
+        Raises:
+            TransportError: the connection broke.
+            ChannelError: the channel is closed.
+        """
+        plaintext = cbor.encode(message)
+        async with self._send_lock:
+            await self.framed.send_body(self.channel.seal_plaintext(plaintext))
+
+    async def receive(self) -> Any:
+        """The next opened message, or ``END_OF_STREAM`` on an orderly end of stream.
+
+        Raises:
+            ChannelError: a frame failed to open (close the connection).
+            ProtocolError: framing violation or invalid plaintext.
+            TransportError: the connection broke.
+        """
+        body = await self.framed.receive_body()
+        if body is None:
+            return END_OF_STREAM
+        return self.channel.open(body)

@@ -1,0 +1,117 @@
+"""Listening and dialing over TCP, Unix sockets and AF_VSOCK with one code path.
+
+``trio.SocketListener`` accepts any stream socket, so the server needs no per-family code beyond
+creating the socket here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+import trio
+
+from novakms.errors import TransportError
+from novakms.net.addresses import Address
+
+__all__ = ["connection_source", "listener_address", "open_listener", "open_stream"]
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a crashed run blocks bind; remove sockets only, never other files."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def open_listener(address: Address, *, backlog: int = 128) -> trio.SocketListener:
+    """Bind and listen on ``address``.
+
+    Raises:
+        OSError: the address cannot be bound (in use, permission, no vsock support).
+    """
+    if address.scheme == "tcp":
+        listeners = await trio.open_tcp_listeners(address.port, host=address.host, backlog=backlog)
+        # A hostname may resolve to several addresses; one listener per node address is enough
+        # and keeps the reported address unambiguous.
+        for extra in listeners[1:]:
+            await extra.aclose()
+        return listeners[0]
+    if address.scheme == "unix":
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _remove_stale_socket(address.path)
+            await sock.bind(address.path)
+            os.chmod(address.path, 0o660)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketListener(sock)
+    vsock_family = getattr(socket, "AF_VSOCK", None)
+    if vsock_family is None:
+        raise OSError("AF_VSOCK is not available on this platform")
+    sock = trio.socket.socket(vsock_family, socket.SOCK_STREAM)
+    try:
+        await sock.bind((address.cid, address.port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+def listener_address(listener: trio.SocketListener) -> str:
+    """The address a listener is bound to, in the form :func:`parse_address` accepts."""
+    sock = listener.socket
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix://{name}"
+    if sock.family == getattr(socket, "AF_VSOCK", object()):
+        return f"vsock://{name[0]}:{name[1]}"
+    host = name[0]
+    return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
+
+
+def connection_source(stream: trio.abc.Stream) -> str:
+    """A rate-limiting key for where a connection comes from: IP, ``vsock:CID`` or ``unix``."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "unknown"
+    try:
+        if sock.family == socket.AF_UNIX:
+            return "unix"
+        peer = sock.getpeername()
+    except OSError:
+        return "unknown"
+    if sock.family == getattr(socket, "AF_VSOCK", object()):
+        return f"vsock:{peer[0]}"
+    return str(peer[0])
+
+
+async def open_stream(address: Address) -> trio.SocketStream:
+    """Connect to ``address``.
+
+    Raises:
+        TransportError: the connection could not be made.
+    """
+    try:
+        if address.scheme == "tcp":
+            return await trio.open_tcp_stream(address.host, address.port)
+        if address.scheme == "unix":
+            return await trio.open_unix_socket(address.path)
+        vsock_family = getattr(socket, "AF_VSOCK", None)
+        if vsock_family is None:
+            raise TransportError("AF_VSOCK is not available on this platform")
+        sock = trio.socket.socket(vsock_family, socket.SOCK_STREAM)
+        try:
+            await sock.connect((address.cid, address.port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {address}: {exc.strerror or exc}") from None

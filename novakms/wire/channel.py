@@ -1,0 +1,105 @@
+"""The sealed channel of PROTOCOL.md §5: per-direction ChaCha20-Poly1305 with counter nonces.
+
+Counters are implicit: both sides count the frames they seal and open, so a dropped, replayed,
+reordered or modified frame simply fails to open. After any failure the channel refuses all
+further use — the caller must close the connection.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from novakms.errors import ChannelError, ProtocolError
+from novakms.wire import cbor
+
+__all__ = ["KEY_SIZE", "TAG_SIZE", "SecureChannel"]
+
+KEY_SIZE = 32
+TAG_SIZE = 16
+_MAX_COUNTER = 2**64 - 1
+_NONCE = struct.Struct(">IQ")
+
+
+class SecureChannel:
+    """One end of a sealed channel.
+
+    Args:
+        send_key: 32-byte key for frames this end sends.
+        recv_key: 32-byte key for frames this end receives.
+    """
+
+    __slots__ = ("_broken", "_recv", "_recv_ctr", "_send", "_send_ctr")
+
+    def __init__(self, *, send_key: bytes, recv_key: bytes) -> None:
+        if len(send_key) != KEY_SIZE or len(recv_key) != KEY_SIZE:
+            raise ValueError("channel keys must be 32 bytes")
+        self._send = ChaCha20Poly1305(send_key)
+        self._recv = ChaCha20Poly1305(recv_key)
+        self._send_ctr = 0
+        self._recv_ctr = 0
+        self._broken = False
+
+    def __repr__(self) -> str:
+        return f"<SecureChannel sent={self._send_ctr} received={self._recv_ctr}>"
+
+    @property
+    def counters(self) -> tuple[int, int]:
+        """(frames sealed, frames opened) so far."""
+        return self._send_ctr, self._recv_ctr
+
+    def seal(self, message: Any) -> bytes:
+        """Encode ``message`` and seal it into a frame body (a CBOR byte string).
+
+        Raises:
+            ChannelError: the send counter is exhausted or the channel is broken.
+        """
+        return self.seal_plaintext(cbor.encode(message))
+
+    def seal_plaintext(self, plaintext: bytes) -> bytes:
+        """Seal already-encoded CBOR bytes into a frame body."""
+        if self._broken:
+            raise ChannelError("channel is closed")
+        if self._send_ctr >= _MAX_COUNTER:
+            self._broken = True
+            raise ChannelError("send counter exhausted")
+        sealed = self._send.encrypt(_NONCE.pack(0, self._send_ctr), plaintext, None)
+        self._send_ctr += 1
+        return cbor.encode(sealed)
+
+    def open(self, body: bytes) -> Any:
+        """Open a sealed frame body and decode the message inside.
+
+        Raises:
+            ChannelError: not a byte string, tag failure (tampering, replay, reorder, gap),
+                counter exhausted; the channel is unusable afterwards.
+            ProtocolError: the plaintext is not one valid CBOR item (the channel stays in step,
+                but the caller should treat it as a protocol violation).
+        """
+        return cbor.decode(self.open_plaintext(body))
+
+    def open_plaintext(self, body: bytes) -> bytes:
+        """Open a sealed frame body and return the plaintext bytes."""
+        if self._broken:
+            raise ChannelError("channel is closed")
+        try:
+            sealed = cbor.decode(body)
+        except ProtocolError:
+            self._broken = True
+            raise ChannelError("sealed frame is not a CBOR byte string") from None
+        if not isinstance(sealed, bytes) or len(sealed) < TAG_SIZE:
+            self._broken = True
+            raise ChannelError("sealed frame is not a CBOR byte string")
+        if self._recv_ctr >= _MAX_COUNTER:
+            self._broken = True
+            raise ChannelError("receive counter exhausted")
+        try:
+            plaintext = self._recv.decrypt(_NONCE.pack(0, self._recv_ctr), sealed, None)
+        except InvalidTag:
+            self._broken = True
+            raise ChannelError("sealed frame failed to open") from None
+        self._recv_ctr += 1
+        return plaintext

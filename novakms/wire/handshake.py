@@ -1,0 +1,366 @@
+"""The handshake of PROTOCOL.md §4 as two pure state machines (client and server).
+
+Theory of operation (SIGMA, as in TLS 1.3 and Noise with identity signatures):
+
+* ClientHello carries the role and a fresh X25519 key. The server answers with its own fresh
+  key, a fresh 32-byte nonce, its wallet and an EIP-191 signature over the transcript hash
+  ``TH`` = SHA-256(label ‖ len(H) ‖ H ‖ E_s ‖ N_s ‖ W_s). ``H`` is the ClientHello body exactly as
+  sent, so any re-encoding by an attacker changes ``TH``.
+* Both sides derive one key per direction from the X25519 secret with ``TH`` as HKDF salt:
+  forward secrecy, and keys bound to this transcript only.
+* The client's optional Proof-of-Possession signature names ``TH`` and the server wallet, so it
+  is useless in any other session or towards any other server. It travels sealed (first c2s
+  frame), which also proves the client holds the session key; the server's sealed Ready proves
+  the same the other way.
+
+Neither machine does I/O, reads a clock or draws randomness: ephemeral keys, the nonce and
+``now`` are arguments; signing is done by the caller (the text to sign is returned), because
+signers may be remote (Odyn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from novakms.crypto.eth import normalize_wallet, recover_wallet, wallet_to_bytes
+from novakms.errors import (
+    HandshakeError,
+    NovaKMSError,
+    ProtocolError,
+    UnsupportedVersion,
+)
+from novakms.wire import cbor
+from novakms.wire.channel import SecureChannel
+from novakms.wire.messages import parse_close_notice
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ClientHandshake",
+    "Ready",
+    "Role",
+    "ServerHandshake",
+    "client_auth_text",
+    "server_text",
+    "session_keys",
+    "transcript_hash",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+Role = Literal["app", "peer"]
+ROLES: tuple[Role, ...] = ("app", "peer")
+
+_TRANSCRIPT_LABEL = b"novakms/1 transcript"
+_KEY_C2S = b"novakms/1 key c2s"
+_KEY_S2C = b"novakms/1 key s2c"
+_EPH_SIZE = 32
+_NONCE_SIZE = 32
+_SIG_SIZE = 65
+
+
+def transcript_hash(
+    *, hello_body: bytes, server_eph: bytes, nonce: bytes, server_wallet: str
+) -> bytes:
+    """TH of PROTOCOL.md §4.2."""
+    return hashlib.sha256(
+        _TRANSCRIPT_LABEL
+        + struct.pack(">I", len(hello_body))
+        + hello_body
+        + server_eph
+        + nonce
+        + wallet_to_bytes(server_wallet)
+    ).digest()
+
+
+def server_text(*, th: bytes, server_wallet: str) -> str:
+    """The text the server signs (PROTOCOL.md §4.2)."""
+    return f"NovaKMS:Response:{th.hex()}:{server_wallet}"
+
+
+def client_auth_text(*, role: Role, th: bytes, server_wallet: str, ts: int) -> str:
+    """The text a client signs for Proof-of-Possession (PROTOCOL.md §4.4)."""
+    prefix = "NovaKMS:AppAuth" if role == "app" else "NovaKMS:Auth"
+    return f"{prefix}:{th.hex()}:{server_wallet}:{ts}"
+
+
+def session_keys(
+    *, own_eph_private: bytes, other_eph_public: bytes, th: bytes
+) -> tuple[bytes, bytes]:
+    """(k_c2s, k_s2c) of PROTOCOL.md §4.3.
+
+    Raises:
+        HandshakeError: the other key is malformed or of low order (all-zero shared secret).
+    """
+    try:
+        private = X25519PrivateKey.from_private_bytes(own_eph_private)
+        shared = private.exchange(X25519PublicKey.from_public_bytes(other_eph_public))
+    except ValueError:
+        raise HandshakeError("invalid ephemeral key") from None
+    if shared == bytes(32):
+        raise HandshakeError("invalid ephemeral key")
+
+    def expand(info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=th, info=info).derive(shared)
+
+    return expand(_KEY_C2S), expand(_KEY_S2C)
+
+
+def _public(eph_private: bytes) -> bytes:
+    if len(eph_private) != _EPH_SIZE:
+        raise ValueError("ephemeral private key must be 32 bytes")
+    return X25519PrivateKey.from_private_bytes(eph_private).public_key().public_bytes_raw()
+
+
+def _exact_keys(item: object, keys: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ProtocolError(f"{what} must be a map")
+    if set(item) != keys:
+        raise ProtocolError(f"{what} must have exactly the keys {sorted(keys)}")
+    return item
+
+
+def _bytes_of(item: dict[str, Any], key: str, size: int, what: str) -> bytes:
+    value = item[key]
+    if not isinstance(value, bytes) or len(value) != size:
+        raise ProtocolError(f"{what}.{key} must be {size} bytes")
+    return value
+
+
+def _raise_if_close(item: object) -> None:
+    error = parse_close_notice(item)
+    if error is not None:
+        raise error
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What the server's Ready message told the client."""
+
+    wallet: str | None
+    max_frame: int
+    max_inflight: int
+
+
+class ClientHandshake:
+    """Client side: ``hello()`` → ``receive_challenge()`` → ``auth_*()`` → ``receive_ready()``.
+
+    Args:
+        role: ``"app"`` or ``"peer"``.
+        eph_private: a fresh 32-byte X25519 private key (used once).
+        expect_wallet: when given, the server must prove exactly this wallet.
+    """
+
+    def __init__(self, *, role: Role, eph_private: bytes, expect_wallet: str | None = None) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        self.role: Role = role
+        self._eph_private = eph_private
+        self._eph_public = _public(eph_private)
+        self._expect = normalize_wallet(expect_wallet) if expect_wallet is not None else None
+        self._hello: bytes | None = None
+        self.th: bytes | None = None
+        self.server_wallet: str | None = None
+        self._channel: SecureChannel | None = None
+
+    def hello(self) -> bytes:
+        """The ClientHello frame body."""
+        if self._hello is None:
+            self._hello = cbor.encode(
+                {"v": PROTOCOL_VERSION, "role": self.role, "eph": self._eph_public}
+            )
+        return self._hello
+
+    def receive_challenge(self, body: bytes) -> SecureChannel:
+        """Check the ServerChallenge and derive the channel.
+
+        Raises:
+            NovaKMSError: the server sent a close notice (its error is raised as is).
+            ProtocolError: malformed challenge.
+            HandshakeError: bad server signature, or not the expected wallet.
+        """
+        if self._hello is None or self.th is not None:
+            raise ProtocolError("unexpected ServerChallenge")
+        item = cbor.decode(body)
+        _raise_if_close(item)
+        msg = _exact_keys(item, {"v", "eph", "nonce", "wallet", "sig"}, "ServerChallenge")
+        if msg["v"] != PROTOCOL_VERSION:
+            raise ProtocolError("server answered with another protocol version")
+        server_eph = _bytes_of(msg, "eph", _EPH_SIZE, "ServerChallenge")
+        nonce = _bytes_of(msg, "nonce", _NONCE_SIZE, "ServerChallenge")
+        sig = _bytes_of(msg, "sig", _SIG_SIZE, "ServerChallenge")
+        if not isinstance(msg["wallet"], str):
+            raise ProtocolError("ServerChallenge.wallet must be text")
+        try:
+            wallet = normalize_wallet(msg["wallet"])
+        except ValueError:
+            raise ProtocolError("ServerChallenge.wallet is not a wallet") from None
+        if wallet != msg["wallet"]:
+            raise ProtocolError("ServerChallenge.wallet must be lowercase")
+        th = transcript_hash(
+            hello_body=self._hello, server_eph=server_eph, nonce=nonce, server_wallet=wallet
+        )
+        if recover_wallet(text=server_text(th=th, server_wallet=wallet), signature=sig) != wallet:
+            raise HandshakeError("server signature does not match its wallet")
+        if self._expect is not None and wallet != self._expect:
+            raise HandshakeError(f"server wallet {wallet} is not the expected {self._expect}")
+        k_c2s, k_s2c = session_keys(
+            own_eph_private=self._eph_private, other_eph_public=server_eph, th=th
+        )
+        self.th, self.server_wallet = th, wallet
+        self._channel = SecureChannel(send_key=k_c2s, recv_key=k_s2c)
+        return self._channel
+
+    def auth_text(self, ts: int) -> str:
+        """The text to sign for Proof-of-Possession at unix time ``ts``."""
+        if self.th is None or self.server_wallet is None:
+            raise ProtocolError("no challenge received yet")
+        return client_auth_text(role=self.role, th=self.th, server_wallet=self.server_wallet, ts=ts)
+
+    @staticmethod
+    def auth_message(*, wallet: str | None, ts: int = 0, sig: bytes = b"") -> dict[str, Any]:
+        """The ClientAuth map: ``{}`` when anonymous, else wallet, ts and signature."""
+        if wallet is None:
+            return {}
+        return {"wallet": normalize_wallet(wallet), "ts": ts, "sig": sig}
+
+    def receive_ready(self, item: object) -> Ready:
+        """Check the server's first sealed message (already opened).
+
+        Raises:
+            NovaKMSError: the server refused (close notice), e.g. ``unauthenticated``.
+            ProtocolError: malformed Ready.
+        """
+        _raise_if_close(item)
+        msg = _exact_keys(item, {"wallet", "limits"}, "Ready")
+        limits = _exact_keys(msg["limits"], {"max_frame", "max_inflight"}, "Ready.limits")
+        if not (msg["wallet"] is None or isinstance(msg["wallet"], str)):
+            raise ProtocolError("Ready.wallet must be text or null")
+        for key in ("max_frame", "max_inflight"):
+            if not isinstance(limits[key], int) or isinstance(limits[key], bool) or limits[key] < 1:
+                raise ProtocolError(f"Ready.limits.{key} must be a positive integer")
+        return Ready(
+            wallet=msg["wallet"], max_frame=limits["max_frame"], max_inflight=limits["max_inflight"]
+        )
+
+
+class ServerHandshake:
+    """Server side: ``receive_hello()`` → ``challenge()`` → ``receive_auth()`` → ``ready()``.
+
+    Args:
+        wallet: the server's wallet (its signer's address).
+        eph_private: a fresh 32-byte X25519 private key (used once).
+        nonce: a fresh 32-byte random nonce.
+    """
+
+    def __init__(self, *, wallet: str, eph_private: bytes, nonce: bytes) -> None:
+        if len(nonce) != _NONCE_SIZE:
+            raise ValueError("nonce must be 32 bytes")
+        self.wallet = normalize_wallet(wallet)
+        self._eph_private = eph_private
+        self._eph_public = _public(eph_private)
+        self._nonce = nonce
+        self.role: Role | None = None
+        self.th: bytes | None = None
+        self._client_eph: bytes | None = None
+        self._challenge_sent = False
+
+    def receive_hello(self, body: bytes) -> str:
+        """Check the ClientHello; return the text the server must sign.
+
+        Raises:
+            UnsupportedVersion: a version this server does not speak (send as close notice).
+            ProtocolError: anything else wrong with the hello.
+        """
+        if self.th is not None:
+            raise ProtocolError("unexpected ClientHello")
+        item = cbor.decode(body)
+        if isinstance(item, dict) and "v" in item and item["v"] not in SUPPORTED_VERSIONS:
+            raise UnsupportedVersion(
+                f"protocol version {item['v']!r} is not supported",
+                versions=list(SUPPORTED_VERSIONS),
+            )
+        msg = _exact_keys(item, {"v", "role", "eph"}, "ClientHello")
+        if msg["role"] not in ROLES:
+            raise ProtocolError("ClientHello.role must be 'app' or 'peer'")
+        self._client_eph = _bytes_of(msg, "eph", _EPH_SIZE, "ClientHello")
+        self.role = msg["role"]
+        self.th = transcript_hash(
+            hello_body=body,
+            server_eph=self._eph_public,
+            nonce=self._nonce,
+            server_wallet=self.wallet,
+        )
+        return server_text(th=self.th, server_wallet=self.wallet)
+
+    def challenge(self, signature: bytes) -> tuple[bytes, SecureChannel]:
+        """The ServerChallenge body and the server's channel end.
+
+        Raises:
+            HandshakeError: the client's ephemeral key is unusable.
+        """
+        if self.th is None or self._client_eph is None or self._challenge_sent:
+            raise ProtocolError("challenge out of order")
+        if len(signature) != _SIG_SIZE:
+            raise ValueError("signature must be 65 bytes")
+        k_c2s, k_s2c = session_keys(
+            own_eph_private=self._eph_private, other_eph_public=self._client_eph, th=self.th
+        )
+        self._challenge_sent = True
+        body = cbor.encode(
+            {
+                "v": PROTOCOL_VERSION,
+                "eph": self._eph_public,
+                "nonce": self._nonce,
+                "wallet": self.wallet,
+                "sig": signature,
+            }
+        )
+        return body, SecureChannel(send_key=k_s2c, recv_key=k_c2s)
+
+    def receive_auth(self, item: object, *, now: int, window: int) -> str | None:
+        """Check the (opened) ClientAuth; return the proven wallet, or None when anonymous.
+
+        Raises:
+            HandshakeError: bad signature, stale timestamp, anonymous peer.
+            ProtocolError: malformed ClientAuth.
+        """
+        if self.th is None or not self._challenge_sent or self.role is None:
+            raise ProtocolError("ClientAuth out of order")
+        if item == {}:
+            if self.role == "peer":
+                raise HandshakeError("the peer role must authenticate")
+            return None
+        msg = _exact_keys(item, {"wallet", "ts", "sig"}, "ClientAuth")
+        ts = msg["ts"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
+            raise ProtocolError("ClientAuth.ts must be an unsigned integer")
+        if not isinstance(msg["wallet"], str):
+            raise ProtocolError("ClientAuth.wallet must be text")
+        try:
+            wallet = normalize_wallet(msg["wallet"])
+        except ValueError:
+            raise ProtocolError("ClientAuth.wallet is not a wallet") from None
+        sig = _bytes_of(msg, "sig", _SIG_SIZE, "ClientAuth")
+        if abs(now - ts) > window:
+            raise HandshakeError(f"auth timestamp is outside the allowed window of {window} s")
+        text = client_auth_text(role=self.role, th=self.th, server_wallet=self.wallet, ts=ts)
+        if recover_wallet(text=text, signature=sig) != wallet:
+            raise HandshakeError("auth signature does not match the wallet")
+        return wallet
+
+    @staticmethod
+    def ready(*, wallet: str | None, max_frame: int, max_inflight: int) -> dict[str, Any]:
+        """The Ready map."""
+        return {"wallet": wallet, "limits": {"max_frame": max_frame, "max_inflight": max_inflight}}
+
+
+def describe_error(error: NovaKMSError) -> str:
+    """A one-line description for logs (never contains secrets: errors never carry them)."""
+    return f"{error.code}: {error.message}"

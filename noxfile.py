@@ -1,0 +1,57 @@
+"""Developer sessions: tests, lint, typecheck, bench, dev, vectors.
+
+`nox -s tests` is what CI runs through `scripts/test` (same dependencies, own virtualenv).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+PY = "3.11"
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The whole test suite."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff>=0.6,<0.18")
+    session.run("ruff", "check", "novakms", "tests", "bench", "protocol", "noxfile.py")
+    session.run("ruff", "format", "--check", "novakms", "tests", "bench", "protocol", "noxfile.py")
+
+
+@nox.session(python=PY)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session(python=PY)
+def vectors(session: nox.Session) -> None:
+    """Regenerate protocol/vectors/*.json from the independent reference generator."""
+    session.install("-e", ".[test]")
+    session.run("python", "protocol/vectors/generate.py", *session.posargs)
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (prints tables, writes bench/results/*.json). `nox -s bench -- --quick`."""
+    session.install("-e", ".")
+    session.run("python", "bench/bench_derive.py", *session.posargs)
+
+
+@nox.session(python=PY)
+def dev(session: nox.Session) -> None:
+    """A local development KMS (same as scripts/dev)."""
+    session.install("-e", ".")
+    session.run("novakms", "dev", *session.posargs)

@@ -1,0 +1,928 @@
+#!/usr/bin/env python3
+"""Generate the novakms wire-protocol test vectors (PROTOCOL.md §11).
+
+This is an implementation of the derived values of PROTOCOL.md that is independent of the
+`novakms` package: it must never import it. It uses only the standard library (HKDF is written
+out with `hmac`, RFC 5869), `cryptography` (X25519, ChaCha20-Poly1305), `coincurve`
+(secp256k1 recoverable signatures with RFC 6979 nonces), pycryptodome's Keccak-256 and `cbor2`
+(for *encoding* only; the small strict decoder below exists only to check the framing vectors).
+
+Every key, nonce and secret is a fixed constant, so the output is byte-stable:
+
+    python protocol/vectors/generate.py            # (re)write the JSON files next to this file
+    python protocol/vectors/generate.py --check    # exit 1 if the files on disk differ
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import coincurve
+from Crypto.Hash import keccak
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+HERE = Path(__file__).resolve().parent
+
+DEFAULT_MAX_FRAME = 2_097_152
+MAX_DEPTH = 16
+TS = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+# --------------------------------------------------------------------------------------------
+# primitives
+
+
+def const(name: str) -> bytes:
+    """A visibly arbitrary fixed 32-byte constant."""
+    return hashlib.sha256(b"novakms vector: " + name.encode()).digest()
+
+
+def u32be(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+def u64be(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def keccak256(data: bytes) -> bytes:
+    h = keccak.new(digest_bits=256)
+    h.update(data)
+    return h.digest()
+
+
+def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF with SHA-256 (extract then expand)."""
+    if not 1 <= length <= 255 * 32:
+        raise ValueError("bad HKDF length")
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    okm = b""
+    block = b""
+    counter = 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        okm += block
+        counter += 1
+    return okm[:length]
+
+
+def cbor(item: Any) -> bytes:
+    return bytes(cbor2.dumps(item, canonical=True))
+
+
+def frame(body: bytes) -> bytes:
+    return u32be(len(body)) + body
+
+
+# --------------------------------------------------------------------------------------------
+# wallets and EIP-191 signatures (§4.5)
+
+
+def wallet_bytes(private_key: bytes) -> bytes:
+    public = coincurve.PrivateKey(private_key).public_key.format(compressed=False)
+    return keccak256(public[1:])[-20:]
+
+
+def wallet_of(private_key: bytes) -> str:
+    return "0x" + wallet_bytes(private_key).hex()
+
+
+def eip191_digest(text: str) -> bytes:
+    m = text.encode()
+    return keccak256(b"\x19Ethereum Signed Message:\n" + str(len(m)).encode() + m)
+
+
+def eip191_sign(private_key: bytes, text: str) -> bytes:
+    sig = coincurve.PrivateKey(private_key).sign_recoverable(eip191_digest(text), hasher=None)
+    return bytes(sig[:64]) + bytes([sig[64] + 27])
+
+
+def eip191_recover(sig: bytes, text: str) -> str:
+    recid = sig[64] - 27 if sig[64] >= 27 else sig[64]
+    public = coincurve.PublicKey.from_signature_and_message(
+        sig[:64] + bytes([recid]), eip191_digest(text), hasher=None
+    )
+    return "0x" + keccak256(public.format(compressed=False)[1:])[-20:].hex()
+
+
+# --------------------------------------------------------------------------------------------
+# X25519 and the sealed channel (§4.3, §5)
+
+
+def x25519_public(private_key: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes_raw()
+
+
+def x25519_shared(private_key: bytes, public_key: bytes) -> bytes:
+    priv = X25519PrivateKey.from_private_bytes(private_key)
+    return priv.exchange(X25519PublicKey.from_public_bytes(public_key))
+
+
+def seal_nonce(counter: int) -> bytes:
+    return u32be(0) + u64be(counter)
+
+
+def seal(key: bytes, counter: int, plaintext: bytes) -> bytes:
+    """The whole sealed frame: u32be(len(body)) || body, body = CBOR bstr(ct || tag)."""
+    ciphertext = ChaCha20Poly1305(key).encrypt(seal_nonce(counter), plaintext, b"")
+    return frame(cbor(ciphertext))
+
+
+def transcript_hash(hello_body: bytes, server_eph: bytes, nonce: bytes, wallet: str) -> bytes:
+    return hashlib.sha256(
+        b"novakms/1 transcript"
+        + u32be(len(hello_body))
+        + hello_body
+        + server_eph
+        + nonce
+        + bytes.fromhex(wallet.removeprefix("0x"))
+    ).digest()
+
+
+def session_keys(shared: bytes, th: bytes) -> tuple[bytes, bytes]:
+    k_c2s = hkdf_sha256(shared, th, b"novakms/1 key c2s", 32)
+    k_s2c = hkdf_sha256(shared, th, b"novakms/1 key s2c", 32)
+    return k_c2s, k_s2c
+
+
+# --------------------------------------------------------------------------------------------
+# key derivation (§9)
+
+
+def derive_app(master: bytes, app_id: int, path: str, context: str | None, length: int) -> bytes:
+    info = path if not context else path + ":" + context
+    return hkdf_sha256(master, f"nova-kms:app:{app_id}".encode(), info.encode(), length)
+
+
+def derive_internal(master: bytes, label: str, fields: list[str | int], length: int) -> bytes:
+    info = b""
+    for part in [label, *fields]:
+        data = str(part).encode()
+        info += u32be(len(data)) + data
+    return hkdf_sha256(master, b"nova-kms:internal:v1", info, length)
+
+
+# --------------------------------------------------------------------------------------------
+# a strict decoder of the §3 subset, used only to check the framing vectors
+
+
+class Rejected(Exception):
+    def __init__(self, error: str, why: str) -> None:
+        super().__init__(f"{error}: {why}")
+        self.error = error
+
+
+def _item(buf: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    if pos >= len(buf):
+        raise Rejected("bad_request", "truncated item")
+    major, ai = buf[pos] >> 5, buf[pos] & 0x1F
+    pos += 1
+    if major == 7:
+        simple: dict[int, Any] = {20: False, 21: True, 22: None}
+        if ai not in simple:
+            raise Rejected("bad_request", "simple value or float outside the subset")
+        return simple[ai], pos
+    if ai < 24:
+        arg = ai
+    elif ai <= 27:
+        size = 1 << (ai - 24)
+        if pos + size > len(buf):
+            raise Rejected("bad_request", "truncated argument")
+        arg = int.from_bytes(buf[pos : pos + size], "big")
+        pos += size
+    else:
+        raise Rejected("bad_request", "reserved or indefinite additional information")
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - arg, pos
+    if major in (2, 3):
+        if pos + arg > len(buf):
+            raise Rejected("bad_request", "string longer than the body")
+        raw = buf[pos : pos + arg]
+        if major == 2:
+            return raw, pos + arg
+        try:
+            return raw.decode("utf-8"), pos + arg
+        except UnicodeDecodeError:
+            raise Rejected("bad_request", "invalid UTF-8") from None
+    if major == 6:
+        raise Rejected("bad_request", "tag")
+    if depth > MAX_DEPTH:
+        raise Rejected("bad_request", "nesting too deep")
+    if major == 4:
+        items = []
+        for _ in range(arg):
+            value, pos = _item(buf, pos, depth + 1)
+            items.append(value)
+        return items, pos
+    result: dict[str, Any] = {}
+    for _ in range(arg):
+        key, pos = _item(buf, pos, depth + 1)
+        if not isinstance(key, str):
+            raise Rejected("bad_request", "map key is not a text string")
+        if key in result:
+            raise Rejected("bad_request", "duplicate map key")
+        result[key], pos = _item(buf, pos, depth + 1)
+    return result, pos
+
+
+def read_frame(data: bytes, max_frame: int) -> Any:
+    if len(data) < 4:
+        raise Rejected("bad_request", "end of stream inside the length")
+    (length,) = struct.unpack(">I", data[:4])
+    if length == 0:
+        raise Rejected("bad_request", "zero length")
+    if length > max_frame:
+        raise Rejected("too_large", "length above max_frame")
+    body = data[4:]
+    if len(body) < length:
+        raise Rejected("bad_request", "end of stream inside the body")
+    if len(body) > length:
+        raise ValueError("vector holds more than one frame")
+    item, end = _item(body, 0, 1)
+    if end != len(body):
+        raise Rejected("bad_request", "bytes after the item")
+    return item
+
+
+def render(item: Any) -> Any:
+    """The JSON rendering of a decoded item (byte strings as {"$bytes": hex})."""
+    if isinstance(item, bytes):
+        return {"$bytes": item.hex()}
+    if isinstance(item, list):
+        return [render(x) for x in item]
+    if isinstance(item, dict):
+        return {k: render(v) for k, v in item.items()}
+    return item
+
+
+# --------------------------------------------------------------------------------------------
+# framing.json
+
+
+def _nested_arrays(depth: int) -> bytes:
+    return bytes([0x81]) * (depth - 1) + bytes([0x80])
+
+
+def _mixed_nesting(depth: int) -> tuple[bytes, Any]:
+    """Maps and arrays alternating, `depth` containers deep, innermost an empty map."""
+    item: Any = {}
+    for level in range(depth - 1):
+        item = [item] if level % 2 == 0 else {"k": item}
+    return cbor(item), item
+
+
+def framing() -> dict[str, Any]:
+    nested: Any = {"a": [1, -1, {"b": [True, False, None]}], "c": {"d": b"\x01\x02"}}
+    integers = [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, -1, -24, -25, -256, -257]
+    text = "é€😀 ключ"
+    mixed_body, mixed_item = _mixed_nesting(MAX_DEPTH)
+    deep: Any = []
+    for _ in range(MAX_DEPTH - 1):
+        deep = [deep]
+    valid: list[tuple[str, int, bytes, Any]] = [
+        ("uint_zero_smallest_frame", DEFAULT_MAX_FRAME, b"\x00", 0),
+        (
+            "request_map",
+            DEFAULT_MAX_FRAME,
+            cbor({"id": 1, "op": "health", "args": {}}),
+            {"id": 1, "op": "health", "args": {}},
+        ),
+        ("nested_maps_and_arrays", DEFAULT_MAX_FRAME, cbor(nested), nested),
+        ("integer_boundaries", DEFAULT_MAX_FRAME, cbor(integers), integers),
+        ("empty_bstr", DEFAULT_MAX_FRAME, b"\x40", b""),
+        ("empty_tstr", DEFAULT_MAX_FRAME, b"\x60", ""),
+        ("empty_array", DEFAULT_MAX_FRAME, b"\x80", []),
+        ("empty_map", DEFAULT_MAX_FRAME, b"\xa0", {}),
+        ("max_uint64", DEFAULT_MAX_FRAME, b"\x1b" + b"\xff" * 8, 2**64 - 1),
+        ("min_negint", DEFAULT_MAX_FRAME, b"\x3b" + b"\xff" * 8, -(2**64)),
+        ("non_minimal_uint_accepted", DEFAULT_MAX_FRAME, b"\x1b" + u64be(1), 1),
+        ("non_minimal_negint_accepted", DEFAULT_MAX_FRAME, b"\x38\x00", -1),
+        ("non_minimal_text_length_accepted", DEFAULT_MAX_FRAME, b"\x7a" + u32be(1) + b"a", "a"),
+        ("utf8_multibyte_text", DEFAULT_MAX_FRAME, cbor(text), text),
+        ("depth_16_arrays", DEFAULT_MAX_FRAME, _nested_arrays(MAX_DEPTH), deep),
+        ("depth_16_maps_and_arrays", DEFAULT_MAX_FRAME, mixed_body, mixed_item),
+        ("body_exactly_max_frame", 64, b"\x58\x3e" + bytes(range(62)), bytes(range(62))),
+    ]
+    invalid: list[tuple[str, int, bytes, str, str]] = [
+        ("length_zero", DEFAULT_MAX_FRAME, u32be(0), "bad_request", "L = 0"),
+        (
+            "length_above_max_frame_header_only",
+            64,
+            u32be(65),
+            "too_large",
+            "header declares max_frame + 1 and no body follows: reject on the header alone",
+        ),
+        (
+            "length_above_default_max_frame_header_only",
+            DEFAULT_MAX_FRAME,
+            u32be(DEFAULT_MAX_FRAME + 1),
+            "too_large",
+            "header declares 2 MiB + 1 and no body follows: reject on the header alone",
+        ),
+        (
+            "length_above_max_frame_with_body",
+            63,
+            frame(b"\x58\x3e" + bytes(range(62))),
+            "too_large",
+            "a well-formed 64-byte body, but max_frame is 63",
+        ),
+        (
+            "truncated_header_3_bytes",
+            DEFAULT_MAX_FRAME,
+            b"\x00\x00\x00",
+            "bad_request",
+            "end of stream after 3 of the 4 length bytes",
+        ),
+        (
+            "truncated_header_1_byte",
+            DEFAULT_MAX_FRAME,
+            b"\x00",
+            "bad_request",
+            "end of stream after 1 of the 4 length bytes",
+        ),
+        (
+            "truncated_body",
+            DEFAULT_MAX_FRAME,
+            u32be(5) + b"\x64abc",
+            "bad_request",
+            "header declares 5 body bytes, end of stream after 4",
+        ),
+        (
+            "trailing_bytes_after_item",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xa0\x18"),
+            "bad_request",
+            "an empty map followed by a stray byte inside the body",
+        ),
+        (
+            "two_items_in_body",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xa0\xa0"),
+            "bad_request",
+            "two complete items in one body",
+        ),
+        (
+            "duplicate_map_key",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xa2\x61a\x01\x61a\x02"),
+            "bad_request",
+            'key "a" twice',
+        ),
+        (
+            "duplicate_map_key_non_minimal",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xa2\x61a\x01\x78\x01a\x02"),
+            "bad_request",
+            'key "a" twice, the second with a 1-byte length argument: keys compare as text',
+        ),
+        (
+            "int_map_key",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xa1\x01\x01"),
+            "bad_request",
+            "map key is an integer",
+        ),
+        (
+            "bstr_map_key",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xa1\x41a\x01"),
+            "bad_request",
+            "map key is a byte string",
+        ),
+        ("tag", DEFAULT_MAX_FRAME, frame(b"\xc1\x00"), "bad_request", "tag 1 (epoch time)"),
+        ("tag_bignum", DEFAULT_MAX_FRAME, frame(b"\xc2\x41\x01"), "bad_request", "tag 2 (bignum)"),
+        ("float16", DEFAULT_MAX_FRAME, frame(b"\xf9\x3c\x00"), "bad_request", "float16 1.0"),
+        (
+            "float32",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xfa\x3f\x80\x00\x00"),
+            "bad_request",
+            "float32 1.0",
+        ),
+        (
+            "float64",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xfb\x3f\xf0" + bytes(6)),
+            "bad_request",
+            "float64 1.0",
+        ),
+        ("undefined", DEFAULT_MAX_FRAME, frame(b"\xf7"), "bad_request", "undefined"),
+        (
+            "simple_value_16",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xf0"),
+            "bad_request",
+            "unassigned simple value 16",
+        ),
+        (
+            "simple_value_one_byte_form",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xf8\x20"),
+            "bad_request",
+            "simple value 32 (0xf8 form)",
+        ),
+        (
+            "false_in_two_byte_form",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xf8\x14"),
+            "bad_request",
+            "false written as 0xf8 0x14: only 0xf4 is allowed (and RFC 8949 calls it malformed)",
+        ),
+        (
+            "indefinite_bstr",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x5f\x41a\xff"),
+            "bad_request",
+            "indefinite-length byte string",
+        ),
+        (
+            "indefinite_tstr",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x7f\x61a\xff"),
+            "bad_request",
+            "indefinite-length text string",
+        ),
+        (
+            "indefinite_array",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x9f\x01\xff"),
+            "bad_request",
+            "indefinite-length array",
+        ),
+        (
+            "indefinite_map",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xbf\x61a\x01\xff"),
+            "bad_request",
+            "indefinite-length map",
+        ),
+        (
+            "lone_break",
+            DEFAULT_MAX_FRAME,
+            frame(b"\xff"),
+            "bad_request",
+            "break outside an indefinite item",
+        ),
+        (
+            "reserved_additional_info_28",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x1c"),
+            "bad_request",
+            "major type 0 with additional information 28",
+        ),
+        (
+            "reserved_additional_info_30_bstr",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x5e"),
+            "bad_request",
+            "major type 2 with additional information 30",
+        ),
+        (
+            "uint_additional_info_31",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x1f"),
+            "bad_request",
+            "major type 0 with additional information 31 (no indefinite integers)",
+        ),
+        (
+            "invalid_utf8",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x62\xc3\x28"),
+            "bad_request",
+            "text string with an invalid continuation byte",
+        ),
+        (
+            "invalid_utf8_overlong",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x62\xc0\xaf"),
+            "bad_request",
+            "text string with an overlong encoding of '/'",
+        ),
+        (
+            "invalid_utf8_surrogate",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x63\xed\xa0\x80"),
+            "bad_request",
+            "text string encoding the surrogate U+D800",
+        ),
+        (
+            "depth_17_arrays",
+            DEFAULT_MAX_FRAME,
+            frame(_nested_arrays(MAX_DEPTH + 1)),
+            "bad_request",
+            "17 nested arrays, the innermost empty",
+        ),
+        (
+            "bstr_longer_than_body",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x45ab"),
+            "bad_request",
+            "byte string declares 5 bytes, the body holds 2 after the header",
+        ),
+        (
+            "array_longer_than_body",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x82\x01"),
+            "bad_request",
+            "array declares 2 items, the body holds 1",
+        ),
+        (
+            "truncated_uint_argument",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x1b\x00\x00"),
+            "bad_request",
+            "8-byte integer argument cut after 2 bytes",
+        ),
+        (
+            "huge_bstr_length",
+            DEFAULT_MAX_FRAME,
+            frame(b"\x5b" + b"\xff" * 8),
+            "bad_request",
+            "byte string declares 2^64-1 bytes",
+        ),
+    ]
+
+    out_valid = []
+    for name, max_frame, body, item in valid:
+        data = frame(body)
+        got = read_frame(data, max_frame)
+        if json.dumps(render(got)) != json.dumps(render(item)):
+            raise AssertionError(f"framing vector {name}: decodes to {got!r}")
+        out_valid.append(
+            {"name": name, "max_frame": max_frame, "frame": data.hex(), "item": render(item)}
+        )
+    out_invalid = []
+    for name, max_frame, data, error, why in invalid:
+        try:
+            read_frame(data, max_frame)
+        except Rejected as exc:
+            if exc.error != error:
+                raise AssertionError(f"framing vector {name}: {exc}") from None
+        else:
+            raise AssertionError(f"framing vector {name}: accepted")
+        out_invalid.append(
+            {"name": name, "max_frame": max_frame, "frame": data.hex(), "error": error, "why": why}
+        )
+    return {
+        "description": (
+            "PROTOCOL.md §2 and §3. Each `frame` is the complete byte sequence a receiver reads "
+            "before end of stream (u32be length || body). `valid`: it must decode to `item` "
+            '(JSON rendering: byte strings as {"$bytes": hex}, integers as JSON numbers, maps '
+            "as objects). `invalid`: it must be rejected as a protocol error with `error` "
+            "(too_large: on the length header alone, before any body byte is read; "
+            "bad_request: everything else). Use the case's `max_frame`."
+        ),
+        "valid": out_valid,
+        "invalid": out_invalid,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# derive.json
+
+
+M0 = bytes(range(32))
+M1 = const("master secret 1")
+
+APP_CASES: list[tuple[str, bytes, int, str, str | None, int]] = [
+    ("app_1_default", M0, 1, "app/key", None, 32),
+    ("app_0", M0, 0, "app/key", None, 32),
+    ("app_1_other_master", M1, 1, "app/key", None, 32),
+    ("large_app_id_2_pow_64", M0, 2**64, "app/key", None, 32),
+    ("unicode_path", M0, 7, "schlüssel/ключ/🔑", None, 32),
+    ("context_null", M0, 1, "db", None, 32),
+    ("context_empty_same_as_null", M0, 1, "db", "", 32),
+    ("context_nonempty", M0, 1, "db", "tenant-42", 32),
+    ("colon_collision_a", M0, 1, "a:b", "c", 32),
+    ("colon_collision_b_same_key", M0, 1, "a", "b:c", 32),
+    ("length_1", M0, 1, "app/key", None, 1),
+    ("length_16", M0, 1, "app/key", None, 16),
+    ("length_64", M0, 1, "app/key", None, 64),
+    ("length_1024", M0, 1, "app/key", None, 1024),
+]
+
+INTERNAL_CASES: list[tuple[str, bytes, str, list[str | int], int]] = [
+    ("kv_data_key_app_1", M0, "kv-data-key", [1], 32),
+    ("ca_key_7", M0, "ca-key", [7], 32),
+    ("cluster_mac_no_fields", M0, "cluster-mac", [], 32),
+    ("text_fields_length_64", M1, "kv-data-key", [2**64 - 1, "v2", "ünï"], 64),
+    ("length_prefix_separates_ab_c", M0, "ab", ["c"], 32),
+    ("length_prefix_separates_a_bc", M0, "a", ["bc"], 32),
+]
+
+
+def derive() -> dict[str, Any]:
+    app = [
+        {
+            "name": name,
+            "master_secret": master.hex(),
+            "app_id": app_id,
+            "path": path,
+            "context": context,
+            "length": length,
+            "key": derive_app(master, app_id, path, context, length).hex(),
+        }
+        for name, master, app_id, path, context, length in APP_CASES
+    ]
+    internal = [
+        {
+            "name": name,
+            "master_secret": master.hex(),
+            "label": label,
+            "fields": fields,
+            "length": length,
+            "key": derive_internal(master, label, fields, length).hex(),
+        }
+        for name, master, label, fields, length in INTERNAL_CASES
+    ]
+    fingerprint = [
+        {"master_secret": m.hex(), "fingerprint": "0x" + keccak256(m).hex()} for m in (M0, M1)
+    ]
+    return {
+        "description": (
+            "PROTOCOL.md §9 and the `status` fingerprint of §8. `app`: §9.1 (context null and "
+            '"" both mean no context; the colon_collision pair documents that ("a:b", "c") '
+            'and ("a", "b:c") give the same key). `internal`: §9.2 (integer fields in '
+            'decimal; the length_prefix pair shows the labelled info keeps ("ab", ["c"]) '
+            'and ("a", ["bc"]) apart). `fingerprint`: 0x + hex Keccak-256(master secret).'
+        ),
+        "app": app,
+        "internal": internal,
+        "fingerprint": fingerprint,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# handshake.json
+
+
+def handshake() -> dict[str, Any]:
+    server_key = const("server wallet key")
+    client_key = const("client wallet key")
+    impostor_key = const("impostor wallet key")
+    client_eph = const("client ephemeral key")
+    server_eph = const("server ephemeral key")
+    nonce = const("server nonce")
+    server_wallet = wallet_of(server_key)
+    client_wallet = wallet_of(client_key)
+    client_eph_pub = x25519_public(client_eph)
+    server_eph_pub = x25519_public(server_eph)
+    shared = x25519_shared(client_eph, server_eph_pub)
+    if shared != x25519_shared(server_eph, client_eph_pub):
+        raise AssertionError("X25519 sides disagree")
+
+    def side(role: str) -> dict[str, Any]:
+        hello = cbor({"v": 1, "role": role, "eph": client_eph_pub})
+        th = transcript_hash(hello, server_eph_pub, nonce, server_wallet)
+        server_text = f"NovaKMS:Response:{th.hex()}:{server_wallet}"
+        server_sig = eip191_sign(server_key, server_text)
+        prefix = "AppAuth" if role == "app" else "Auth"
+        client_text = f"NovaKMS:{prefix}:{th.hex()}:{server_wallet}:{TS}"
+        k_c2s, k_s2c = session_keys(shared, th)
+        return {
+            "hello": hello,
+            "th": th,
+            "server_text": server_text,
+            "server_sig": server_sig,
+            "client_text": client_text,
+            "client_sig": eip191_sign(client_key, client_text),
+            "k_c2s": k_c2s,
+            "k_s2c": k_s2c,
+        }
+
+    app = side("app")
+    peer = side("peer")
+    k_c2s: bytes = app["k_c2s"]
+    k_s2c: bytes = app["k_s2c"]
+
+    def challenge(sig: bytes) -> bytes:
+        return cbor(
+            {"v": 1, "eph": server_eph_pub, "nonce": nonce, "wallet": server_wallet, "sig": sig}
+        )
+
+    challenge_body = challenge(app["server_sig"])
+    client_auth = cbor({"wallet": client_wallet, "ts": TS, "sig": app["client_sig"]})
+    client_auth_frame = seal(k_c2s, 0, client_auth)
+    ready = cbor(
+        {"wallet": client_wallet, "limits": {"max_frame": DEFAULT_MAX_FRAME, "max_inflight": 32}}
+    )
+    request = cbor({"id": 1, "op": "derive", "args": {"path": "app/key"}})
+    request_frame = seal(k_c2s, 1, request)
+    derived = derive_app(M0, 1, "app/key", None, 32)
+    response = cbor({"id": 1, "ok": {"app_id": 1, "path": "app/key", "key": derived, "length": 32}})
+    anonymous = cbor({})
+
+    # negative cases
+    impostor_sig = eip191_sign(impostor_key, app["server_text"])
+    impostor_challenge = challenge(impostor_sig)
+    signed_ts = TS + 1
+    sent_text = app["client_text"]
+    wrong_ts_text = f"NovaKMS:AppAuth:{app['th'].hex()}:{server_wallet}:{signed_ts}"
+    wrong_ts_sig = eip191_sign(client_key, wrong_ts_text)
+    wrong_ts_plain = cbor({"wallet": client_wallet, "ts": TS, "sig": wrong_ts_sig})
+    # flip the lowest bit of the first ciphertext byte (after the 4-byte length and the
+    # byte-string header of the body)
+    bstr_header = len(cbor(b"\x00" * (len(client_auth) + 16))) - (len(client_auth) + 16)
+    flip_at = 4 + bstr_header
+    flipped = bytearray(client_auth_frame)
+    flipped[flip_at] ^= 0x01
+    low_order_hello = cbor({"v": 1, "role": "app", "eph": bytes(32)})
+
+    negative: list[dict[str, Any]] = [
+        {
+            "name": "server_sig_wrong_signer",
+            "description": (
+                "A ServerChallenge claiming `server_wallet` whose `sig` over the correct "
+                "`server_text` was made by another key (`signer_wallet`). The client recovers "
+                "`signer_wallet` != `wallet` and must abort the handshake (close)."
+            ),
+            "server_wallet": server_wallet,
+            "signer_wallet": wallet_of(impostor_key),
+            "server_text": app["server_text"],
+            "server_sig": impostor_sig.hex(),
+            "challenge_body": impostor_challenge.hex(),
+            "challenge_frame": frame(impostor_challenge).hex(),
+        },
+        {
+            "name": "client_sig_wrong_ts",
+            "description": (
+                "A ClientAuth that sends `ts` but whose `sig` covers `signed_text` (with "
+                "`signed_ts`). The server rebuilds the text from the sent `ts` "
+                "(`expected_text`), recovers `recovered_wallet` != `client_wallet` and answers "
+                "a sealed close notice `unauthenticated`, even at now = `ts` (inside the "
+                "window). `client_auth_frame` is sealed with k_c2s at counter 0."
+            ),
+            "client_wallet": client_wallet,
+            "ts": TS,
+            "signed_ts": signed_ts,
+            "expected_text": sent_text,
+            "signed_text": wrong_ts_text,
+            "client_sig": wrong_ts_sig.hex(),
+            "recovered_wallet": eip191_recover(wrong_ts_sig, sent_text),
+            "client_auth_plaintext": wrong_ts_plain.hex(),
+            "client_auth_frame": seal(k_c2s, 0, wrong_ts_plain).hex(),
+        },
+        {
+            "name": "client_auth_bit_flipped",
+            "description": (
+                "`client_auth_frame` with bit 0 of the first ciphertext byte (frame offset "
+                "`flipped_offset`) flipped. Opening it with `key` at `expected_counter` fails; "
+                "the server closes without answering."
+            ),
+            "direction": "c2s",
+            "key": k_c2s.hex(),
+            "expected_counter": 0,
+            "sealed_counter": 0,
+            "flipped_offset": flip_at,
+            "frame": bytes(flipped).hex(),
+        },
+        {
+            "name": "request_counter_gap",
+            "description": (
+                "After ClientAuth (counter 0) the server expects counter 1; this is "
+                "`request_plaintext` sealed at counter 2 (a frame was skipped). Opening it with "
+                "`key` at `expected_counter` fails; the server closes without answering."
+            ),
+            "direction": "c2s",
+            "key": k_c2s.hex(),
+            "expected_counter": 1,
+            "sealed_counter": 2,
+            "frame": seal(k_c2s, 2, request).hex(),
+        },
+        {
+            "name": "request_replay",
+            "description": (
+                "The server accepted `client_auth_frame` (counter 0) and `request_frame` "
+                "(counter 1); the same `request_frame` arrives again, so it is opened at "
+                "`expected_counter` 2 and fails; the server closes without answering."
+            ),
+            "direction": "c2s",
+            "key": k_c2s.hex(),
+            "expected_counter": 2,
+            "sealed_counter": 1,
+            "preceding_frames": [client_auth_frame.hex(), request_frame.hex()],
+            "frame": request_frame.hex(),
+        },
+        {
+            "name": "low_order_client_eph",
+            "description": (
+                "A ClientHello whose `eph` is the all-zero X25519 public key (a low-order "
+                "point): the shared secret is all zero and the server must abort the "
+                "handshake (§4.3)."
+            ),
+            "client_eph_public": bytes(32).hex(),
+            "client_hello_body": low_order_hello.hex(),
+            "client_hello_frame": frame(low_order_hello).hex(),
+        },
+    ]
+
+    return {
+        "description": (
+            'PROTOCOL.md §4 and §5, role app, with fixed keys (each is sha256("novakms '
+            'vector: <name>")). X25519 private keys are the raw 32 bytes before clamping. '
+            "Sealed frames are u32be(len(body)) || body, body = CBOR bstr of "
+            "ChaCha20-Poly1305(key, u32be(0) || u64be(counter), plaintext, aad = empty). "
+            "c2s: client_auth_frame (0), request_frame (1); s2c: ready_frame (0), "
+            "response_frame (1). anonymous_auth_frame is the alternative c2s counter-0 frame. "
+            "`peer` repeats the derived values for role peer with the same keys and nonce. "
+            "`negative` lists inputs a receiver must reject."
+        ),
+        "server_wallet_key": server_key.hex(),
+        "server_wallet": server_wallet,
+        "client_wallet_key": client_key.hex(),
+        "client_wallet": client_wallet,
+        "client_eph_private": client_eph.hex(),
+        "client_eph_public": client_eph_pub.hex(),
+        "server_eph_private": server_eph.hex(),
+        "server_eph_public": server_eph_pub.hex(),
+        "server_nonce": nonce.hex(),
+        "role": "app",
+        "client_hello_body": app["hello"].hex(),
+        "client_hello_frame": frame(app["hello"]).hex(),
+        "transcript_hash": app["th"].hex(),
+        "server_text": app["server_text"],
+        "server_sig": app["server_sig"].hex(),
+        "challenge_body": challenge_body.hex(),
+        "challenge_frame": frame(challenge_body).hex(),
+        "shared_secret": shared.hex(),
+        "k_c2s": k_c2s.hex(),
+        "k_s2c": k_s2c.hex(),
+        "ts": TS,
+        "client_text": app["client_text"],
+        "client_sig": app["client_sig"].hex(),
+        "client_auth_plaintext": client_auth.hex(),
+        "client_auth_frame": client_auth_frame.hex(),
+        "ready_plaintext": ready.hex(),
+        "ready_frame": seal(k_s2c, 0, ready).hex(),
+        "request_plaintext": request.hex(),
+        "request_frame": request_frame.hex(),
+        "response_plaintext": response.hex(),
+        "response_frame": seal(k_s2c, 1, response).hex(),
+        "anonymous_auth_plaintext": anonymous.hex(),
+        "anonymous_auth_frame": seal(k_c2s, 0, anonymous).hex(),
+        "peer": {
+            "role": "peer",
+            "client_hello_body": peer["hello"].hex(),
+            "client_hello_frame": frame(peer["hello"]).hex(),
+            "transcript_hash": peer["th"].hex(),
+            "server_text": peer["server_text"],
+            "server_sig": peer["server_sig"].hex(),
+            "ts": TS,
+            "client_text": peer["client_text"],
+            "client_sig": peer["client_sig"].hex(),
+            "k_c2s": peer["k_c2s"].hex(),
+            "k_s2c": peer["k_s2c"].hex(),
+        },
+        "negative": negative,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+
+
+FILES: dict[str, Callable[[], dict[str, Any]]] = {
+    "framing.json": framing,
+    "handshake.json": handshake,
+    "derive.json": derive,
+}
+
+
+def render_files() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2) + "\n" for name, build in FILES.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the files on disk differ from the output"
+    )
+    args = parser.parse_args(argv)
+    outputs = render_files()
+    if args.check:
+        stale = []
+        for name, text in outputs.items():
+            path = HERE / name
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+                print(f"differs: {path}", file=sys.stderr)
+        return 1 if stale else 0
+    for name, text in outputs.items():
+        (HERE / name).write_text(text, encoding="utf-8")
+        print(f"wrote {HERE / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

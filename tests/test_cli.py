@@ -1,0 +1,280 @@
+"""`novakms dev` and `novakms client` as a user runs them: real processes, real sockets."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SECRET = "5a" * 32
+
+
+def novakms(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "novakms.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    state = tmp_path_factory.mktemp("dev-state")
+    env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "novakms.cli",
+            "dev",
+            "--port",
+            "0",
+            "--master-secret",
+            SECRET,
+            "--state-dir",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        yield from _run_dev(proc, state)
+
+
+def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any]]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    try:
+        ready = json.loads(line)
+        ready["state"] = state
+        yield ready
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert SECRET not in stderr and SECRET not in line
+        for key_file in state.glob("*.key"):
+            assert key_file.read_text().strip() not in stderr
+
+
+def hkdf(app_id: int, info: str, length: int) -> bytes:
+    prk = hmac.new(
+        f"nova-kms:app:{app_id}".encode(), bytes.fromhex(SECRET), hashlib.sha256
+    ).digest()
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info.encode() + bytes([i]), hashlib.sha256).digest()
+        out, i = out + block, i + 1
+    return out[:length]
+
+
+def test_dev_ready_line_shape(dev: dict[str, Any]) -> None:
+    assert set(dev) == {"nodes", "apps", "chain", "state"}
+    assert dev["chain"] is None
+    [node] = dev["nodes"]
+    assert (
+        set(node) == {"address", "wallet"}
+        and node["wallet"].startswith("0x")
+        and len(node["wallet"]) == 42
+    )
+    assert [a["app_id"] for a in dev["apps"]] == [1, 2]
+    for app in dev["apps"]:
+        assert Path(app["key_file"]).is_file()
+        assert oct(Path(app["key_file"]).stat().st_mode & 0o777) == "0o600"
+
+
+def test_client_derive_as_documented(dev: dict[str, Any]) -> None:
+    node = dev["nodes"][0]
+    for app in dev["apps"]:
+        out = novakms(
+            "client",
+            "--node",
+            node["address"],
+            "--key",
+            app["key_file"],
+            "--expect-wallet",
+            node["wallet"],
+            "derive",
+            "--path",
+            "db/key",
+            "--context",
+            "v1",
+            "--length",
+            "48",
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout)
+        assert result == {
+            "app_id": app["app_id"],
+            "path": "db/key",
+            "length": 48,
+            "key": base64.b64encode(hkdf(app["app_id"], "db/key:v1", 48)).decode(),
+        }
+
+
+def test_client_health_and_status(dev: dict[str, Any]) -> None:
+    address = dev["nodes"][0]["address"]
+    assert json.loads(novakms("client", "--node", address, "health").stdout) == {"status": "ok"}
+    status = json.loads(novakms("client", "--node", address, "status").stdout)
+    assert status["ready"] is True and status["node"]["mode"] == "development"
+
+
+def test_client_errors_are_json_with_nonzero_exit(dev: dict[str, Any]) -> None:
+    node = dev["nodes"][0]
+    out = novakms("client", "--node", node["address"], "derive", "--path", "p")
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["error"]["code"] == "unauthenticated"
+    out = novakms(
+        "client",
+        "--node",
+        node["address"],
+        "--key",
+        dev["apps"][0]["key_file"],
+        "derive",
+        "--path",
+        "p",
+        "--length",
+        "5000",
+    )
+    assert out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == "bad_request"
+    out = novakms(
+        "client", "--node", node["address"], "--expect-wallet", "0x" + "12" * 20, "health"
+    )
+    assert out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == "unauthenticated"
+    out = novakms("client", "--node", "127.0.0.1:1", "health")
+    assert out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == "unavailable"
+    out = novakms(
+        "client", "--node", node["address"], "--key", str(dev["state"] / "missing.key"), "health"
+    )
+    assert out.returncode == 2 and "missing.key" in json.loads(out.stdout)["error"]["message"]
+
+
+def test_state_dir_reuse_keeps_wallets(dev: dict[str, Any], tmp_path: Path) -> None:
+    from novakms.devenv import prepare_state
+
+    first = prepare_state(tmp_path / "s")
+    second = prepare_state(tmp_path / "s")
+    assert first.node_wallet == second.node_wallet
+    assert [a.wallet for a in first.apps] == [a.wallet for a in second.apps]
+
+
+def test_dev_refuses_in_enclave_mode(tmp_path: Path) -> None:
+    out = novakms("dev", "--port", "0", "--state-dir", str(tmp_path), env={"IN_ENCLAVE": "true"})
+    assert out.returncode == 2 and "enclave" in json.loads(out.stdout)["error"]["message"]
+    assert not list(tmp_path.iterdir())  # refused before creating anything
+
+
+def test_dev_rejects_bad_master_secret(tmp_path: Path) -> None:
+    out = novakms("dev", "--port", "0", "--master-secret", "abc", "--state-dir", str(tmp_path))
+    assert out.returncode == 2 and "64 hex" in json.loads(out.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize("value", [None, "", "maybe", "true", "1"])
+def test_serve_defaults_to_enclave_mode_and_refuses_dev_inputs(
+    tmp_path: Path, value: str | None
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
+    if value is not None:
+        env["IN_ENCLAVE"] = value
+    key = tmp_path / "k"
+    key.write_text("0x" + "11" * 32)
+    out = subprocess.run(
+        [sys.executable, "-m", "novakms.cli", "serve", "--key-file", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert out.returncode == 2
+    assert "refused in enclave mode" in json.loads(out.stdout)["error"]["message"]
+
+
+def test_client_key_file_refused_when_in_enclave(dev: dict[str, Any]) -> None:
+    out = novakms(
+        "client",
+        "--node",
+        dev["nodes"][0]["address"],
+        "--key",
+        dev["apps"][0]["key_file"],
+        "health",
+        env={"IN_ENCLAVE": "1"},
+    )
+    assert out.returncode == 2 and "enclave" in json.loads(out.stdout)["error"]["message"]
+
+
+def test_serve_in_development_mode(tmp_path: Path) -> None:
+    """`novakms serve` with IN_ENCLAVE=false and explicit development inputs serves derive."""
+    from novakms.devenv import prepare_state
+
+    state = prepare_state(tmp_path / "s")
+    (tmp_path / "secret").write_text(SECRET)
+    sock = tmp_path / "kms.sock"
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "novakms.cli",
+            "serve",
+            "--listen",
+            f"unix://{sock}",
+            "--key-file",
+            str(state.node_key_file),
+            "--registry",
+            str(state.registry_file),
+            "--master-secret-file",
+            str(tmp_path / "secret"),
+            "--limit",
+            "max_inflight=4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "IN_ENCLAVE": "false"},
+    ) as proc:
+        _serve_and_derive(proc, sock, state)
+
+
+def _serve_and_derive(proc: subprocess.Popen[str], sock: Path, state: Any) -> None:
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            import time
+
+            time.sleep(0.05)
+        out = novakms(
+            "client",
+            "--node",
+            f"unix://{sock}",
+            "--key",
+            str(state.apps[1].key_file),
+            "derive",
+            "--path",
+            "x",
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert json.loads(out.stdout)["key"] == base64.b64encode(hkdf(2, "x", 32)).decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

@@ -1,0 +1,511 @@
+"""End to end over real TCP and Unix sockets: derive, authorization, limits, bad input, shutdown."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+from typing import Any
+
+import pytest
+import trio
+
+from novakms.auth.model import Identity
+from novakms.blocking import BlockingClient
+from novakms.client import Client
+from novakms.config import Limits
+from novakms.errors import (
+    BadRequest,
+    Forbidden,
+    HandshakeError,
+    InternalError,
+    NovaKMSError,
+    RateLimited,
+    TransportError,
+    Unauthenticated,
+    Unavailable,
+    UnknownOp,
+)
+from novakms.net.addresses import parse_address
+from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
+from novakms.net.sockets import open_stream
+from novakms.wire import cbor
+from novakms.wire.handshake import ClientHandshake
+from novakms.wire.messages import parse_close_notice
+from tests.conftest import MASTER_SECRET, Wallets
+
+
+def reference_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869, written out independently of the code under test."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def expected_key(app_id: int, path: str, context: str = "", length: int = 32) -> bytes:
+    info = path if not context else f"{path}:{context}"
+    return reference_hkdf(MASTER_SECRET, f"nova-kms:app:{app_id}".encode(), info.encode(), length)
+
+
+# --- derive and authorization ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+async def test_derive_matches_independent_hkdf(
+    start_server: Any, wallets: Wallets, transport: str
+) -> None:
+    srv = await start_server()
+    address = getattr(srv, transport)
+    async with await Client.connect(
+        address, signer=wallets.app1, expect_wallet=wallets.node.wallet
+    ) as kms:
+        assert kms.server_wallet == wallets.node.wallet and kms.wallet == wallets.app1.wallet
+        r = await kms.derive("disk/key")
+        assert (r.app_id, r.path, r.length, r.key) == (
+            1,
+            "disk/key",
+            32,
+            expected_key(1, "disk/key"),
+        )
+        r = await kms.derive("disk/key", context="v2", length=64)
+        assert r.key == expected_key(1, "disk/key", "v2", 64)
+        assert (await kms.derive("disk/key", context="")).key == expected_key(1, "disk/key")
+        assert (await kms.derive("x", length=1024)).key == expected_key(1, "x", length=1024)
+    async with await Client.connect(address, signer=wallets.app2) as kms:
+        r = await kms.derive("disk/key")
+        assert r.app_id == 2 and r.key == expected_key(2, "disk/key") != expected_key(1, "disk/key")
+    # A deprecated (not revoked) version still gets keys.
+    async with await Client.connect(address, signer=wallets.deprecated_version) as kms:
+        assert (await kms.derive("p")).app_id == 1
+
+
+@pytest.mark.parametrize(
+    ("who", "reason"),
+    [
+        ("stranger", "unknown_wallet"),
+        ("stopped", "instance_not_active"),
+        ("not_zk", "instance_not_zk_verified"),
+        ("inactive_app", "app_not_active"),
+        ("revoked_version", "version_revoked"),
+    ],
+)
+async def test_unauthorized_wallets_are_forbidden(
+    start_server: Any, wallets: Wallets, who: str, reason: str
+) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp, signer=getattr(wallets, who)) as kms:
+        with pytest.raises(Forbidden) as info:
+            await kms.derive("p")
+        assert info.value.details["reason"] == reason
+        # The connection stays usable for unauthenticated ops.
+        assert await kms.health() == {"status": "ok"}
+
+
+async def test_anonymous_derive_is_unauthenticated(start_server: Any) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.unix) as kms:
+        assert kms.wallet is None
+        with pytest.raises(Unauthenticated):
+            await kms.derive("p")
+        status = await kms.status()
+        assert status["ready"] is True and status["secret"]["initialized"] is True
+        assert (
+            status["secret"]["fingerprint"].startswith("0x")
+            and len(status["secret"]["fingerprint"]) == 66
+        )
+        assert MASTER_SECRET.hex() not in repr(status)
+
+
+async def test_peer_role_cannot_derive(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp, signer=wallets.app1, role="peer") as kms:
+        with pytest.raises(Forbidden) as info:
+            await kms.derive("p")
+        assert info.value.details["reason"] == "wrong_role"
+
+
+async def test_revocation_applies_to_open_connections(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        await kms.derive("p")
+        srv.registry.set_version_status(1, 1, "REVOKED")
+        with pytest.raises(Forbidden):
+            await kms.derive("p")
+
+
+async def test_node_without_secret_is_unavailable(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server(master_secret=None)
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        with pytest.raises(Unavailable) as info:
+            await kms.derive("p")
+        assert info.value.reason == "not_ready"
+        status = await kms.status()
+        assert status["ready"] is False and status["secret"] == {
+            "initialized": False,
+            "fingerprint": None,
+        }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {},
+        {"path": ""},
+        {"path": "x" * 1025},
+        {"path": 7},
+        {"path": None},
+        {"path": b"bytes"},
+        {"path": "p", "length": 0},
+        {"path": "p", "length": 1025},
+        {"path": "p", "length": True},
+        {"path": "p", "length": "32"},
+        {"path": "p", "context": "c" * 1025},
+        {"path": "p", "context": 5},
+        {"path": "p", "app_id": 2},
+    ],
+)
+async def test_bad_derive_arguments(
+    start_server: Any, wallets: Wallets, args: dict[str, Any]
+) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        with pytest.raises(BadRequest):
+            await kms.call("derive", args)
+        assert (await kms.derive("still/fine")).app_id == 1
+
+
+async def test_unknown_op_and_unknown_health_args(start_server: Any) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp) as kms:
+        with pytest.raises(UnknownOp):
+            await kms.call("kv.teleport")
+        with pytest.raises(BadRequest):
+            await kms.call("health", {"verbose": True})
+
+
+async def test_wrong_expected_server_wallet(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server()
+    with pytest.raises(HandshakeError):
+        await Client.connect(srv.tcp, expect_wallet=wallets.app1.wallet)
+
+
+# --- concurrency and backpressure --------------------------------------------------------------
+
+
+async def test_many_tasks_share_one_connection(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server()
+    results: dict[int, bytes] = {}
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+
+        async def one(i: int) -> None:
+            results[i] = (await kms.derive(f"k/{i}")).key
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+    assert results == {i: expected_key(1, f"k/{i}") for i in range(200)}
+
+
+class GatedSource:
+    """Wraps the static registry; authorize_app waits on a gate and counts calls."""
+
+    name = "gated"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = trio.Event()
+        self.calls = 0
+        self.crash = False
+
+    async def authorize_app(self, wallet: str) -> Identity:
+        self.calls += 1
+        if self.crash:
+            raise RuntimeError("boom: a bug in the source")
+        await self.gate.wait()
+        return await self.inner.authorize_app(wallet)
+
+    async def authorize_peer(self, wallet: str) -> Identity:
+        return await self.inner.authorize_peer(wallet)
+
+    def describe(self) -> dict[str, object]:
+        return {}
+
+
+async def test_responses_come_back_out_of_order(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server()
+    srv.node.auth = gated = GatedSource(srv.node.auth)
+    order: list[str] = []
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+
+        async def slow() -> None:
+            await kms.derive("slow")
+            order.append("derive")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow)
+            await trio.testing.wait_all_tasks_blocked()
+            assert gated.calls == 1
+            await kms.health()
+            order.append("health")
+            gated.gate.set()
+    assert order == ["health", "derive"]
+
+
+async def test_inflight_limit_applies_backpressure(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server(limits=Limits(max_inflight=2))
+    srv.node.auth = gated = GatedSource(srv.node.auth)
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        assert kms.server_max_inflight == 2
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(kms.derive, f"p{i}")
+            await trio.sleep(0.2)
+            # Only two requests are being processed; the rest wait unread in the socket.
+            assert gated.calls == 2
+            gated.gate.set()
+    assert gated.calls == 6
+
+
+async def test_crashing_handler_is_an_internal_error_not_a_crash(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server()
+    srv.node.auth = gated = GatedSource(srv.node.auth)
+    gated.crash = True
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        with pytest.raises(InternalError) as info:
+            await kms.derive("p")
+        assert "boom" not in info.value.message  # details stay in the server log
+        assert await kms.health() == {"status": "ok"}
+
+
+# --- limits ------------------------------------------------------------------------------------
+
+
+async def test_wallet_rate_limit(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server(limits=Limits(wallet_rate=0.01, wallet_burst=3))
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        for _ in range(3):
+            await kms.derive("p")
+        with pytest.raises(RateLimited) as info:
+            await kms.derive("p")
+        assert info.value.details["retry_after_ms"] > 0
+    # Another wallet has its own bucket.
+    async with await Client.connect(srv.tcp, signer=wallets.app2) as kms:
+        await kms.derive("p")
+
+
+async def test_handshake_rate_limit_per_source(start_server: Any) -> None:
+    srv = await start_server(limits=Limits(handshake_rate=0.01, handshake_burst=2))
+    for _ in range(2):
+        async with await Client.connect(srv.tcp):
+            pass
+    with pytest.raises(RateLimited):
+        await Client.connect(srv.tcp)
+
+
+async def test_connection_limit(start_server: Any) -> None:
+    srv = await start_server(limits=Limits(max_connections=2))
+    async with await Client.connect(srv.tcp), await Client.connect(srv.unix):
+        with pytest.raises(Unavailable) as info:
+            await Client.connect(srv.tcp)
+        assert info.value.reason == "too_many_connections"
+    # Slots are released when connections close.
+    await trio.sleep(0.05)
+    async with await Client.connect(srv.tcp) as kms:
+        await kms.health()
+
+
+async def test_handshake_timeout_closes_silent_connections(start_server: Any) -> None:
+    srv = await start_server(limits=Limits(handshake_timeout=0.3))
+    stream = await open_stream(parse_address(srv.tcp))
+    with trio.fail_after(5):
+        assert await stream.receive_some(100) == b""  # closed by the server
+    await stream.aclose()
+
+
+async def test_idle_timeout_sends_a_notice(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server(limits=Limits(idle_timeout=0.3))
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        await kms.health()
+        await trio.sleep(0.8)
+        with pytest.raises((Unavailable, TransportError)) as info:
+            await kms.health()
+        if isinstance(info.value, Unavailable):
+            assert info.value.reason == "idle_timeout"
+
+
+# --- bad input never hurts other clients --------------------------------------------------------
+
+
+async def raw_session(address: str, signer: Any = None) -> SealedStream:
+    """A hand-driven session, for sending what the client library never would."""
+    import time
+
+    framed = FramedStream(await open_stream(parse_address(address)), max_frame=2_097_152)
+    hs = ClientHandshake(role="app", eph_private=os.urandom(32))
+    await framed.send_body(hs.hello())
+    body = await framed.receive_body()
+    assert body is not None
+    sealed = SealedStream(framed, hs.receive_challenge(body))
+    if signer is None:
+        await sealed.send({})
+    else:
+        ts = int(time.time())
+        await sealed.send(
+            hs.auth_message(
+                wallet=signer.wallet, ts=ts, sig=signer.sign_text_sync(hs.auth_text(ts))
+            )
+        )
+    hs.receive_ready(await sealed.receive())
+    return sealed
+
+
+async def next_notice(sealed: SealedStream) -> NovaKMSError | None:
+    item = await sealed.receive()
+    assert item is not END_OF_STREAM
+    return parse_close_notice(item)
+
+
+async def test_malformed_sealed_messages(start_server: Any) -> None:
+    srv = await start_server()
+    # A map with a usable id but a bad shape: an error response, the connection lives on.
+    s = await raw_session(srv.tcp)
+    await s.send({"id": 5, "op": "health"})
+    assert (await s.receive())["err"]["code"] == "bad_request"
+    await s.send({"id": 6, "op": "health", "args": {}})
+    assert await s.receive() == {"id": 6, "ok": {"status": "ok"}}
+    # No usable id: close notice, then the connection ends.
+    await s.send(["not", "a", "request"])
+    notice = await next_notice(s)
+    assert notice is not None and notice.code == "bad_request"
+    assert await s.receive() is END_OF_STREAM
+    await s.framed.aclose()
+    # A plaintext frame after the handshake breaks the channel: closed without an answer.
+    s = await raw_session(srv.unix)
+    await s.framed.send_body(cbor.encode({"id": 1, "op": "health", "args": {}}))
+    with trio.fail_after(5):
+        assert await s.receive() is END_OF_STREAM
+    await s.framed.aclose()
+
+
+async def test_duplicate_inflight_id_closes(start_server: Any, wallets: Wallets) -> None:
+    srv = await start_server()
+    srv.node.auth = gated = GatedSource(srv.node.auth)
+    s = await raw_session(srv.tcp, signer=wallets.app1)
+    await s.send({"id": 9, "op": "derive", "args": {"path": "p"}})
+    while gated.calls == 0:  # the first request is now held in flight by the gate
+        await trio.sleep(0.01)
+    await s.send({"id": 9, "op": "derive", "args": {"path": "p"}})
+    notice = await next_notice(s)
+    assert notice is not None and notice.code == "bad_request" and "in flight" in notice.message
+    assert await s.receive() is END_OF_STREAM
+    await s.framed.aclose()
+
+
+async def test_garbage_and_half_open_connections_do_not_disturb_others(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server(limits=Limits(max_frame=4096, handshake_timeout=2))
+    host, port = srv.tcp.rsplit(":", 1)
+    bad: list[socket.socket] = []
+    # random bytes, an oversize length prefix, a frame that never completes, an idle socket
+    for payload in (os.urandom(300), b"\xff\xff\xff\xff", b"\x00\x00\x10\x00" + b"\xa1" * 10, b""):
+        sock = socket.create_connection((host, int(port)))
+        if payload:
+            sock.sendall(payload)
+        bad.append(sock)
+    try:
+        async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+            for i in range(20):
+                assert (await kms.derive(f"ok/{i}")).key == expected_key(1, f"ok/{i}")
+        # The oversize prefix got a too_large notice before the server closed.
+        bad[1].settimeout(5)
+        data = bad[1].recv(4096)
+        assert b"too_large" in data
+    finally:
+        for sock in bad:
+            sock.close()
+
+
+# --- shutdown and the blocking client ------------------------------------------------------------
+
+
+async def test_graceful_shutdown_finishes_inflight_requests(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server(limits=Limits(drain_timeout=5))
+    srv.node.auth = gated = GatedSource(srv.node.auth)
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        result: list[Any] = []
+
+        async def pending() -> None:
+            result.append(await kms.derive("drain"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pending)
+            await trio.testing.wait_all_tasks_blocked()
+            srv.server.shutdown()
+            await trio.sleep(0.1)
+            with pytest.raises(TransportError):  # no longer listening
+                await Client.connect(srv.tcp)
+            gated.gate.set()
+        assert result[0].key == expected_key(1, "drain")
+        with pytest.raises((Unavailable, TransportError)):
+            await kms.health()
+
+
+def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
+    """The blocking client against a server running in another thread's trio loop."""
+    import threading
+
+    from novakms.auth.static import StaticRegistry
+    from novakms.config import Mode, ServerConfig
+    from novakms.node import Node
+    from novakms.server import Server
+    from tests.conftest import registry_json
+
+    config = ServerConfig(listen=("tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"))
+    node = Node(
+        signer=wallets.node,
+        auth=StaticRegistry.from_json(registry_json(wallets)),
+        limits=config.limits,
+        mode=Mode.DEVELOPMENT,
+        master_secret=MASTER_SECRET,
+    )
+    server = Server(config=config, node=node)
+    started = threading.Event()
+    token: list[Any] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            token.append(trio.lowlevel.current_trio_token())
+            started.set()
+
+    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        for address in server.addresses:
+            with BlockingClient.connect(
+                address, signer=wallets.app2, expect_wallet=wallets.node.wallet
+            ) as kms:
+                assert kms.health() == {"status": "ok"}
+                assert kms.derive("b", length=48).key == expected_key(2, "b", length=48)
+                with pytest.raises(BadRequest):
+                    kms.derive("")
+                assert kms.derive("c").app_id == 2  # still usable after an error response
+        with BlockingClient.connect(server.addresses[0]) as anon, pytest.raises(Unauthenticated):
+            anon.derive("b")
+        with pytest.raises(HandshakeError):
+            BlockingClient.connect(server.addresses[0], expect_wallet=wallets.app1.wallet)
+    finally:
+        trio.from_thread.run_sync(server.shutdown, trio_token=token[0])
+        thread.join(15)
+    assert not thread.is_alive()
