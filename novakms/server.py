@@ -43,6 +43,7 @@ from novakms.wire import cbor
 from novakms.wire.handshake import ServerHandshake
 from novakms.wire.messages import (
     InvalidRequest,
+    Request,
     close_notice,
     error_response,
     ok_response,
@@ -241,31 +242,29 @@ class Server:
             reader = trio.CancelScope()
             self._readers.add(reader)
             try:
+                if self._closing:  # the handshake finished while the node began shutting down
+                    reader.cancel()
                 with reader:
-                    notice = await self._read_requests(
-                        sealed, session, log, inflight, slots, requests
-                    )
+                    notice = await self._read_requests(sealed, session, inflight, slots, requests)
                 if reader.cancelled_caught:
                     notice = Unavailable("the node is shutting down", reason="shutting_down")
             finally:
                 self._readers.discard(reader)
-            if notice is not None and not isinstance(notice, ChannelError | TransportError):
-                if not isinstance(notice, Unavailable):
-                    # A broken stream: in-flight answers would be meaningless to the client.
-                    requests.cancel_scope.cancel()
-            elif notice is not None:
+            # Idle timeout and shutdown let in-flight requests finish (the drain); a broken
+            # stream or a protocol violation makes their answers meaningless.
+            if notice is not None and not isinstance(notice, Unavailable):
                 requests.cancel_scope.cancel()
-        if notice is not None and not isinstance(notice, ChannelError | TransportError):
+        if notice is None:
+            return
+        log.info("connection_closed", code=notice.code, error=notice.message)
+        if not isinstance(notice, ChannelError | TransportError):
             with trio.move_on_after(_NOTICE_TIMEOUT):
                 await self._send_sealed_quietly(sealed, close_notice(notice))
-        if notice is not None:
-            log.info("connection_closed", code=notice.code, error=notice.message)
 
     async def _read_requests(
         self,
         sealed: SealedStream,
         session: handlers.Session,
-        log: BoundLogger,
         inflight: set[int],
         slots: trio.Semaphore,
         requests: trio.Nursery,
@@ -296,13 +295,9 @@ class Server:
                 if request.id in inflight:
                     return ProtocolError(f"request id {request.id} is already in flight")
                 inflight.add(request.id)
-                requests.start_soon(
-                    self._run_request, sealed, session, log, request, inflight, slots
-                )
+                requests.start_soon(self._run_request, sealed, session, request, inflight, slots)
                 spawned = True
-            except (ChannelError, TransportError) as exc:
-                return exc
-            except ProtocolError as exc:
+            except (ProtocolError, TransportError) as exc:  # ChannelError is a ProtocolError
                 return exc
             finally:
                 if not spawned:
@@ -312,11 +307,11 @@ class Server:
         self,
         sealed: SealedStream,
         session: handlers.Session,
-        log: BoundLogger,
-        request: Any,
+        request: Request,
         inflight: set[int],
         slots: trio.Semaphore,
     ) -> None:
+        log = self._log.bind(wallet=session.wallet or "anonymous", op=request.op)
         try:
             try:
                 result = await handlers.handle(
@@ -325,9 +320,9 @@ class Server:
                 message = ok_response(request.id, result)
             except RequestError as exc:
                 message = error_response(request.id, exc)
-                log.debug("request_failed", op=request.op, code=exc.code)
+                log.debug("request_failed", code=exc.code)
             except Exception:
-                log.exception("request_crashed", op=request.op)
+                log.exception("request_crashed")
                 message = error_response(request.id, InternalError("internal error"))
             # Free the id before answering: the client may reuse it as soon as it reads this.
             inflight.discard(request.id)

@@ -52,11 +52,15 @@ _PACK_I: Final = struct.Struct(">BI").pack
 _PACK_Q: Final = struct.Struct(">BQ").pack
 
 
+# Every single-byte string, so short heads cost a list lookup instead of an allocation.
+_BYTE: Final = [bytes((i,)) for i in range(256)]
+
+
 def _head(major: int, arg: int) -> bytes:
     """Initial byte plus the shortest argument encoding (deterministic, §4.2.1)."""
     ib = major << 5
     if arg < 24:
-        return bytes((ib | arg,))
+        return _BYTE[ib | arg]
     if arg <= 0xFF:
         return _PACK_B(ib | 24, arg)
     if arg <= 0xFFFF:

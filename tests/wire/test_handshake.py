@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from novakms.crypto.eth import sign_text
 from novakms.crypto.kdf import derive_app_key
@@ -13,6 +15,7 @@ from novakms.errors import (
     ChannelError,
     HandshakeError,
     InvalidSignature,
+    NovaKMSError,
     ProtocolError,
     Unauthenticated,
     UnsupportedVersion,
@@ -330,3 +333,39 @@ def test_channel_round_trip_and_counters() -> None:
         b.open(cbor.encode("not bytes"))
     with pytest.raises(ChannelError):  # broken for good
         b.open(a.seal({"n": 5}))
+
+
+def test_reordered_frames_fail_closed() -> None:
+    a = SecureChannel(send_key=b"\x01" * 32, recv_key=b"\x02" * 32)
+    b = SecureChannel(send_key=b"\x02" * 32, recv_key=b"\x01" * 32)
+    first, second = a.seal({"n": 1}), a.seal({"n": 2})
+    with pytest.raises(ChannelError):
+        b.open(second)
+    with pytest.raises(ChannelError):
+        b.open(first)
+
+
+@given(st.binary(max_size=300))
+def test_random_input_to_every_step_raises_only_protocol_errors(data: bytes) -> None:
+    server = ServerHandshake(
+        wallet=V["server_wallet"], eph_private=h("server_eph_private"), nonce=h("server_nonce")
+    )
+    with pytest.raises(NovaKMSError):
+        server.receive_hello(data)
+    client = ClientHandshake(role="app", eph_private=h("client_eph_private"))
+    client.hello()
+    with pytest.raises(NovaKMSError):
+        client.receive_challenge(data)
+    client, server, client_channel, server_channel = run_to_challenge()
+    with pytest.raises(NovaKMSError):
+        server_channel.open(data)
+    # and well-formed CBOR of the wrong shape inside a valid seal
+    try:
+        item = cbor.decode(data)
+    except NovaKMSError:
+        return
+    if item != {}:  # the empty map is the valid anonymous ClientAuth
+        with pytest.raises(NovaKMSError):
+            server.receive_auth(server_channel.open(client_channel.seal(item)), now=0, window=1)
+    with pytest.raises(NovaKMSError):
+        client.receive_ready(client_channel.open(server_channel.seal(item)))
