@@ -48,6 +48,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (prints tables, writes bench/results/*.json). `nox -s bench -- --quick`."""
     session.install("-e", ".")
     session.run("python", "bench/bench_derive.py", *session.posargs)
+    session.run("python", "bench/bench_store.py")
 
 
 @nox.session(python=PY)

@@ -89,7 +89,9 @@ async def serve(host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: ``--listen HOST:PORT``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--listen", default="127.0.0.1:7499", help="HOST:PORT (default %(default)s)")
+    parser.add_argument(
+        "--listen", default="127.0.0.1:7499", help="HOST:PORT (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     host, _, port = str(args.listen).rpartition(":")
     trio.run(serve, host or "127.0.0.1", int(port))

@@ -20,9 +20,16 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from novakms.client import DEFAULT_TIMEOUT, DeriveResult
+from novakms.client import (
+    DEFAULT_TIMEOUT,
+    DeriveResult,
+    KVItem,
+    optional_args,
+    parse_derive_result,
+    parse_kv_item,
+)
 from novakms.crypto.signer import SyncSigner
-from novakms.errors import NovaKMSError, ProtocolError, TransportError
+from novakms.errors import NovaKMSError, TransportError
 from novakms.net.addresses import Address, parse_address
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
@@ -199,18 +206,35 @@ class BlockingClient:
         self, path: str, *, context: str | None = None, length: int | None = None
     ) -> DeriveResult:
         """``derive``: an app key."""
-        args: dict[str, Any] = {"path": path}
-        if context is not None:
-            args["context"] = context
-        if length is not None:
-            args["length"] = length
-        result = self.call("derive", args)
-        key = result.get("key")
-        if not isinstance(key, bytes):
-            raise ProtocolError("derive answered without key bytes")
-        return DeriveResult(
-            app_id=int(result["app_id"]),
-            path=str(result["path"]),
-            key=key,
-            length=int(result["length"]),
+        args = optional_args(path=path, context=context, length=length)
+        return parse_derive_result(self.call("derive", args))
+
+    def kv_get(self, key: str) -> KVItem:
+        """``kv.get``."""
+        return parse_kv_item(self.call("kv.get", {"key": key}))
+
+    def kv_put(
+        self, key: str, value: bytes, *, ttl_ms: int | None = None, if_version: str | None = None
+    ) -> Mapping[str, Any]:
+        """``kv.put``."""
+        return self.call(
+            "kv.put", optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version)
         )
+
+    def kv_delete(self, key: str, *, if_version: str | None = None) -> Mapping[str, Any]:
+        """``kv.delete``."""
+        return self.call("kv.delete", optional_args(key=key, if_version=if_version))
+
+    def kv_list(
+        self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Mapping[str, Any]:
+        """``kv.list``."""
+        return self.call("kv.list", optional_args(prefix=prefix, limit=limit, cursor=cursor))
+
+    def cert_ca(self, app_id: int) -> str:
+        """``cert.ca``."""
+        return str(self.call("cert.ca", {"app_id": app_id})["certificate"])
+
+    def cert_sign(self, csr: str | bytes, *, days: int | None = None) -> Mapping[str, Any]:
+        """``cert.sign``."""
+        return self.call("cert.sign", optional_args(csr=csr, days=days))

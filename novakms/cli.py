@@ -222,7 +222,52 @@ def _cmd_client(args: argparse.Namespace) -> int:
                     "length": result.length,
                 }
             )
+        elif args.op == "kv":
+            _print_json(_kv(client, args))
+        elif args.op == "cert":
+            _cert(client, args)
     return 0
+
+
+def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
+    if args.kv_op == "get":
+        item = client.kv_get(args.kv_key)
+        return {
+            "key": item.key,
+            "value": item.value,
+            "version": item.version,
+            "updated_at_ms": item.updated_at_ms,
+        }
+    if args.kv_op == "put":
+        if args.value is not None:
+            value = args.value.encode("utf-8")
+        else:
+            try:
+                value = Path(args.value_file).read_bytes()
+            except OSError as exc:
+                raise CliError(f"cannot read {args.value_file}: {exc.strerror or exc}") from None
+        result = client.kv_put(args.kv_key, value, ttl_ms=args.ttl_ms, if_version=args.if_version)
+        return {
+            "key": result["key"],
+            "version": result["version"],
+            "updated_at_ms": result["updated_at_ms"],
+        }
+    if args.kv_op == "delete":
+        return client.kv_delete(args.kv_key, if_version=args.if_version)
+    return client.kv_list(prefix=args.prefix, limit=args.limit, cursor=args.cursor)
+
+
+def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
+    if args.cert_op == "ca":
+        sys.stdout.write(client.cert_ca(args.app_id))
+        sys.stdout.flush()
+        return
+    try:
+        csr = Path(args.csr).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.csr}: {exc.strerror or exc}") from None
+    result = client.cert_sign(csr, days=args.days)
+    _print_json({"certificate": result["certificate"], "ca": result["ca"]})
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -279,6 +324,34 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--path", required=True)
     derive.add_argument("--context")
     derive.add_argument("--length", type=int)
+    kv = ops.add_parser("kv", help="the app's key-value store").add_subparsers(
+        dest="kv_op", required=True
+    )
+    kv_get = kv.add_parser("get")
+    kv_get.add_argument("kv_key", metavar="KEY")
+    kv_put = kv.add_parser("put")
+    kv_put.add_argument("kv_key", metavar="KEY")
+    source = kv_put.add_mutually_exclusive_group(required=True)
+    source.add_argument("--value", help="the value as UTF-8 text")
+    source.add_argument("--value-file", help="read the value's bytes from a file")
+    kv_put.add_argument("--ttl-ms", type=int)
+    kv_put.add_argument(
+        "--if-version", help="a version from an earlier read, or 'absent' for new keys only"
+    )
+    kv_delete = kv.add_parser("delete")
+    kv_delete.add_argument("kv_key", metavar="KEY")
+    kv_delete.add_argument("--if-version")
+    kv_list = kv.add_parser("list")
+    kv_list.add_argument("--prefix")
+    kv_list.add_argument("--limit", type=int)
+    kv_list.add_argument("--cursor")
+    cert = ops.add_parser("cert", help="per-app certificates").add_subparsers(
+        dest="cert_op", required=True
+    )
+    cert.add_parser("ca").add_argument("--app-id", type=int, required=True)
+    cert_sign = cert.add_parser("sign")
+    cert_sign.add_argument("--csr", required=True, help="CSR file, PEM or DER")
+    cert_sign.add_argument("--days", type=int)
     client.set_defaults(func=_cmd_client)
     return parser
 

@@ -34,7 +34,7 @@ from novakms.wire.framing import DEFAULT_MAX_FRAME
 from novakms.wire.handshake import ClientHandshake, Ready, Role
 from novakms.wire.messages import parse_close_notice, parse_response, request_message
 
-__all__ = ["Client", "DeriveResult"]
+__all__ = ["Client", "DeriveResult", "KVItem"]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -50,6 +50,53 @@ class DeriveResult:
 
     def __repr__(self) -> str:  # never show key material
         return f"DeriveResult(app_id={self.app_id}, path={self.path!r}, length={self.length})"
+
+
+@dataclass(frozen=True, slots=True)
+class KVItem:
+    """Result of ``kv.get``."""
+
+    key: str
+    value: bytes
+    version: str
+    updated_at_ms: int
+    expires_at_ms: int | None
+
+    def __repr__(self) -> str:  # values are secrets: never show them
+        return f"KVItem(key={self.key!r}, version={self.version!r}, size={len(self.value)})"
+
+
+def optional_args(**items: Any) -> dict[str, Any]:
+    """An args map without the None entries (shared by the trio and blocking clients)."""
+    return {k: v for k, v in items.items() if v is not None}
+
+
+def parse_derive_result(result: Mapping[str, Any]) -> DeriveResult:
+    """Check and wrap a ``derive`` result."""
+    key = result.get("key")
+    if not isinstance(key, bytes):
+        raise ProtocolError("derive answered without key bytes")
+    return DeriveResult(
+        app_id=int(result["app_id"]),
+        path=str(result["path"]),
+        key=key,
+        length=int(result["length"]),
+    )
+
+
+def parse_kv_item(result: Mapping[str, Any]) -> KVItem:
+    """Check and wrap a ``kv.get`` result."""
+    value = result.get("value")
+    if not isinstance(value, bytes):
+        raise ProtocolError("kv.get answered without value bytes")
+    expires = result.get("expires_at_ms")
+    return KVItem(
+        key=str(result["key"]),
+        value=value,
+        version=str(result["version"]),
+        updated_at_ms=int(result["updated_at_ms"]),
+        expires_at_ms=None if expires is None else int(expires),
+    )
 
 
 class _Slot:
@@ -282,18 +329,34 @@ class Client:
         self, path: str, *, context: str | None = None, length: int | None = None
     ) -> DeriveResult:
         """``derive``: an app key (HKDF of the master secret, partitioned by the caller's app)."""
-        args: dict[str, Any] = {"path": path}
-        if context is not None:
-            args["context"] = context
-        if length is not None:
-            args["length"] = length
-        result = await self.call("derive", args)
-        key = result.get("key")
-        if not isinstance(key, bytes):
-            raise ProtocolError("derive answered without key bytes")
-        return DeriveResult(
-            app_id=int(result["app_id"]),
-            path=str(result["path"]),
-            key=key,
-            length=int(result["length"]),
-        )
+        args = optional_args(path=path, context=context, length=length)
+        return parse_derive_result(await self.call("derive", args))
+
+    async def kv_get(self, key: str) -> KVItem:
+        """``kv.get``: a value of the caller's app (NotFound when absent, deleted or expired)."""
+        return parse_kv_item(await self.call("kv.get", {"key": key}))
+
+    async def kv_put(
+        self, key: str, value: bytes, *, ttl_ms: int | None = None, if_version: str | None = None
+    ) -> Mapping[str, Any]:
+        """``kv.put``: write a value; ``if_version="absent"`` writes only a new key."""
+        args = optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version)
+        return await self.call("kv.put", args)
+
+    async def kv_delete(self, key: str, *, if_version: str | None = None) -> Mapping[str, Any]:
+        """``kv.delete``: delete a key (compare-and-set with ``if_version``)."""
+        return await self.call("kv.delete", optional_args(key=key, if_version=if_version))
+
+    async def kv_list(
+        self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Mapping[str, Any]:
+        """``kv.list``: one page of keys; pass the returned ``cursor`` for the next page."""
+        return await self.call("kv.list", optional_args(prefix=prefix, limit=limit, cursor=cursor))
+
+    async def cert_ca(self, app_id: int) -> str:
+        """``cert.ca``: an app's CA certificate (PEM)."""
+        return str((await self.call("cert.ca", {"app_id": app_id}))["certificate"])
+
+    async def cert_sign(self, csr: str | bytes, *, days: int | None = None) -> Mapping[str, Any]:
+        """``cert.sign``: a leaf certificate for the caller's app from a CSR (PEM or DER)."""
+        return await self.call("cert.sign", optional_args(csr=csr, days=days))

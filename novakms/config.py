@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 ENCLAVE_ENV = "IN_ENCLAVE"
+QUOTA_MODES = ("reject", "evict")
 
 
 class Mode(enum.Enum):
@@ -49,6 +50,18 @@ class Limits:
         wallet_rate / wallet_burst: token bucket per authenticated wallet (requests/s, burst).
         handshake_rate / handshake_burst: token bucket per connection source (IP, CID, "unix").
         max_path_bytes / max_context_bytes / max_derive_length: ``derive`` argument limits.
+        max_key_bytes / max_value_bytes: KV key (UTF-8) and value sizes.
+        app_quota_bytes: storage per app, counting key + value + ``record_overhead_bytes`` for
+            every record (tombstones count key + overhead).
+        global_quota_bytes: the same accounting across all apps on the node.
+        record_overhead_bytes: what one record is charged beyond its key and value (384: what a
+            record actually occupies in memory, measured by ``bench/bench_store.py``).
+        quota_mode: ``reject`` (over quota → ``quota_exceeded``) or ``evict`` (least recently
+            used records of the writing app are deleted to make room, leaving tombstones).
+        max_list_limit: most keys one ``kv.list`` page returns.
+        tombstone_retention: seconds a tombstone is kept before it may be forgotten.
+        sweep_interval: seconds between purges of expired values and old tombstones.
+        cert_default_days / cert_max_days: leaf certificate validity (requests are capped).
     """
 
     max_frame: int = 2_097_152
@@ -65,9 +78,24 @@ class Limits:
     max_path_bytes: int = 1024
     max_context_bytes: int = 1024
     max_derive_length: int = 1024
+    max_key_bytes: int = 512
+    max_value_bytes: int = 1_048_576
+    app_quota_bytes: int = 10_485_760
+    global_quota_bytes: int = 1_073_741_824
+    record_overhead_bytes: int = 384
+    quota_mode: str = "reject"
+    max_list_limit: int = 1000
+    tombstone_retention: float = 86_400.0
+    sweep_interval: float = 1.0
+    cert_default_days: int = 7
+    cert_max_days: int = 90
 
     def __post_init__(self) -> None:
+        if self.quota_mode not in QUOTA_MODES:
+            raise ValueError(f"limit quota_mode must be one of {', '.join(QUOTA_MODES)}")
         for f in dataclasses.fields(self):
+            if f.name == "quota_mode":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"limit {f.name} must be a positive number, got {value!r}")
@@ -77,6 +105,10 @@ class Limits:
             raise ValueError("limit max_derive_length cannot exceed 8160")
         if self.wallet_burst < 1 or self.handshake_burst < 1:
             raise ValueError("rate-limit bursts must be at least 1")
+        if self.max_value_bytes + self.max_key_bytes + 4096 > self.max_frame:
+            raise ValueError("limit max_frame must leave room for a full-size value and key")
+        if self.cert_default_days > self.cert_max_days:
+            raise ValueError("limit cert_default_days cannot exceed cert_max_days")
 
 
 def parse_limit_overrides(items: Iterable[str], base: Limits | None = None) -> Limits:
@@ -95,7 +127,10 @@ def parse_limit_overrides(items: Iterable[str], base: Limits | None = None) -> L
             known = ", ".join(sorted(types))
             raise ValueError(f"unknown limit {item!r}; known limits: {known}")
         try:
-            changes[name] = int(raw) if types[name] in (int, "int") else float(raw)
+            if types[name] in (str, "str"):
+                changes[name] = raw.strip()
+            else:
+                changes[name] = int(raw) if types[name] in (int, "int") else float(raw)
         except ValueError:
             raise ValueError(f"limit {name} needs a number, got {raw!r}") from None
     return dataclasses.replace(base, **changes)

@@ -7,12 +7,15 @@ raises a :class:`~novakms.errors.RequestError`.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from novakms.auth.model import Identity
+from novakms.crypto.certs import sign_csr
 from novakms.crypto.kdf import derive_app_key
 from novakms.errors import BadRequest, Forbidden, RateLimited, Unauthenticated, UnknownOp
 from novakms.node import Node
@@ -65,11 +68,32 @@ class Args:
 
     def uint(self, name: str, *, default: int, minimum: int, maximum: int) -> int:
         """An unsigned integer argument within bounds, or ``default`` when absent."""
+        value = self.optional_uint(name, minimum=minimum, maximum=maximum)
+        return default if value is None else value
+
+    def optional_uint(self, name: str, *, minimum: int, maximum: int) -> int | None:
+        """An unsigned integer argument within bounds, or None when absent."""
         if name not in self._args:
-            return default
+            return None
         value = self._args[name]
         if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
             raise BadRequest(f"{name} must be an integer in {minimum}..{maximum}")
+        return value
+
+    def blob(self, name: str, *, required: bool = False) -> bytes | None:
+        """A byte-string argument (sizes are checked by the operation)."""
+        value = self._args.get(name)
+        if value is None and not required and name not in self._args:
+            return None
+        if not isinstance(value, bytes):
+            raise BadRequest(f"{name} must be bytes")
+        return value
+
+    def key(self) -> str:
+        """The ``key`` argument of the KV operations (size rules are the store's)."""
+        value = self._args.get("key")
+        if not isinstance(value, str):
+            raise BadRequest("key is required and must be text")
         return value
 
 
@@ -110,7 +134,20 @@ async def op_status(
         "reason": None if ready else "not_ready",
         "secret": {"initialized": ready, "fingerprint": node.fingerprint()},
         "auth": {"source": node.auth.name, **node.auth.describe()},
+        "store": _store_status(node),
         "connections": node.connections,
+    }
+
+
+def _store_status(node: Node) -> dict[str, Any]:
+    if node.store is None:
+        return {"apps": 0, "live": 0, "tombstones": 0, "used_bytes": 0}
+    stats = node.store.stats()
+    return {
+        "apps": stats.apps,
+        "live": stats.live,
+        "tombstones": stats.tombstones,
+        "used_bytes": stats.used_bytes,
     }
 
 
@@ -134,10 +171,142 @@ async def op_derive(
     return {"app_id": identity.app_id, "path": path, "key": key, "length": length}
 
 
+def _now_ms(now: float) -> int:
+    return int(now * 1000)
+
+
+_MAX_TTL_MS = 2**63 - 1
+
+
+async def op_kv_get(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await authorize_app(node, session)
+    a = Args(args, {"key"})
+    key = a.key()
+    record, value = node.require_store().get(identity.app_id, key, _now_ms(now))
+    return {
+        "key": key,
+        "value": value,
+        "version": record.version,
+        "updated_at_ms": record.updated_at_ms,
+        "expires_at_ms": record.expires_at_ms,
+    }
+
+
+async def op_kv_put(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await authorize_app(node, session)
+    a = Args(args, {"key", "value", "ttl_ms", "if_version"})
+    key = a.key()
+    value = a.blob("value", required=True)
+    assert value is not None  # required=True
+    ttl_ms = a.optional_uint("ttl_ms", minimum=1, maximum=_MAX_TTL_MS)
+    if_version = a.text("if_version", max_bytes=64, min_bytes=1)
+    record = node.require_store().put(
+        identity.app_id, key, value, _now_ms(now), ttl_ms=ttl_ms, if_version=if_version
+    )
+    return {
+        "key": key,
+        "version": record.version,
+        "updated_at_ms": record.updated_at_ms,
+        "expires_at_ms": record.expires_at_ms,
+    }
+
+
+async def op_kv_delete(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await authorize_app(node, session)
+    a = Args(args, {"key", "if_version"})
+    key = a.key()
+    if_version = a.text("if_version", max_bytes=64, min_bytes=1)
+    record = node.require_store().delete(identity.app_id, key, _now_ms(now), if_version=if_version)
+    return {"key": key, "deleted": True, "updated_at_ms": record.updated_at_ms}
+
+
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor.encode("ascii")).decode("utf-8")
+    except (ValueError, UnicodeError):
+        raise BadRequest("cursor is not one this server issued") from None
+
+
+async def op_kv_list(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await authorize_app(node, session)
+    a = Args(args, {"prefix", "limit", "cursor"})
+    limits = node.limits
+    prefix = a.text("prefix", max_bytes=limits.max_key_bytes) or ""
+    limit = a.uint(
+        "limit", default=min(100, limits.max_list_limit), minimum=1, maximum=limits.max_list_limit
+    )
+    cursor = a.text("cursor", max_bytes=4 * limits.max_key_bytes, min_bytes=1)
+    after = None if cursor is None else _decode_cursor(cursor)
+    page = node.require_store().list_keys(
+        identity.app_id, _now_ms(now), prefix=prefix, limit=limit, after=after
+    )
+    return {
+        "keys": page.keys,
+        "cursor": None if page.next_after is None else _encode_cursor(page.next_after),
+    }
+
+
+async def op_cert_ca(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    a = Args(args, {"app_id"})
+    app_id = a.optional_uint("app_id", minimum=0, maximum=2**64 - 1)
+    if app_id is None:
+        raise BadRequest("app_id is required")
+    return {"app_id": app_id, "certificate": node.ca_pem(app_id)}
+
+
+async def op_cert_sign(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await authorize_app(node, session)
+    a = Args(args, {"csr", "days"})
+    csr = args.get("csr")
+    if not isinstance(csr, str | bytes):
+        raise BadRequest("csr is required: PEM text or DER bytes")
+    days = a.optional_uint("days", minimum=1, maximum=36500)
+    issued = sign_csr(
+        master_secret=node.require_secret(),
+        app_id=identity.app_id,
+        csr=csr,
+        days=days,
+        now=datetime.fromtimestamp(now, tz=UTC),
+        serial_bytes=node.random_bytes,
+        max_days=node.limits.cert_max_days,
+        default_days=node.limits.cert_default_days,
+    )
+    return {
+        "app_id": identity.app_id,
+        "certificate": issued.certificate_pem,
+        "ca": issued.ca_pem,
+        "serial": format(issued.serial, "x"),
+        "not_before_ms": int(issued.not_before.timestamp() * 1000),
+        "not_after_ms": int(issued.not_after.timestamp() * 1000),
+    }
+
+
 OPS: dict[str, tuple[Auth, Handler]] = {
     "health": ("none", op_health),
     "status": ("none", op_status),
     "derive": ("app", op_derive),
+    "kv.get": ("app", op_kv_get),
+    "kv.put": ("app", op_kv_put),
+    "kv.delete": ("app", op_kv_delete),
+    "kv.list": ("app", op_kv_list),
+    "cert.ca": ("none", op_cert_ca),
+    "cert.sign": ("app", op_cert_sign),
 }
 
 

@@ -1,21 +1,28 @@
-"""The state one KMS node serves from: identity, secret, authorization source, limits, counters.
+"""The state one KMS node serves from: identity, secret, store, authorization source, limits.
 
-No I/O here; the server and the handlers share one :class:`Node`.
+No network I/O here; the server and the handlers share one :class:`Node`.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from novakms import __version__
 from novakms.auth.ratelimit import KeyedRateLimiter
 from novakms.auth.source import AuthorizationSource
 from novakms.config import Limits, Mode
+from novakms.crypto import aead
+from novakms.crypto.certs import ca_certificate_pem
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
 from novakms.crypto.signer import Signer
 from novakms.errors import Unavailable
+from novakms.store.kv import KVStore
 
 __all__ = ["Node"]
+
+_CA_CACHE_SIZE = 1024
 
 
 @dataclass(eq=False, kw_only=True)
@@ -28,6 +35,7 @@ class Node:
         limits: all limits.
         mode: development or enclave.
         master_secret: the cluster master secret, None until the node has one.
+        random_bytes: the RNG for value nonces and certificate serials.
     """
 
     signer: Signer
@@ -35,19 +43,42 @@ class Node:
     limits: Limits
     mode: Mode
     master_secret: bytes | None = field(default=None, repr=False)
+    random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
     connections: int = 0
     version: str = __version__
+    store: KVStore | None = field(init=False, default=None, repr=False)
     wallet_limiter: KeyedRateLimiter = field(init=False, repr=False)
     handshake_limiter: KeyedRateLimiter = field(init=False, repr=False)
+    _data_keys: dict[int, bytes] = field(init=False, default_factory=dict, repr=False)
+    _ca_pems: dict[int, str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.master_secret is not None and len(self.master_secret) != MASTER_SECRET_SIZE:
-            raise ValueError("the master secret must be 32 bytes")
         self.wallet_limiter = KeyedRateLimiter(
             rate=self.limits.wallet_rate, burst=self.limits.wallet_burst
         )
         self.handshake_limiter = KeyedRateLimiter(
             rate=self.limits.handshake_rate, burst=self.limits.handshake_burst
+        )
+        if self.master_secret is not None:
+            secret, self.master_secret = self.master_secret, None
+            self.install_secret(secret)
+
+    def install_secret(self, secret: bytes) -> None:
+        """Take the cluster master secret and open the store keyed by it.
+
+        Raises:
+            ValueError: not 32 bytes, or the node already has a (different) secret.
+        """
+        if len(secret) != MASTER_SECRET_SIZE:
+            raise ValueError("the master secret must be 32 bytes")
+        if self.master_secret is not None:
+            raise ValueError("this node already has a master secret")
+        self.master_secret = secret
+        self.store = KVStore(
+            node=self.wallet,
+            limits=self.limits,
+            data_key=self.data_key,
+            random_bytes=self.random_bytes,
         )
 
     @property
@@ -64,6 +95,35 @@ class Node:
         if self.master_secret is None:
             raise Unavailable("this node has no master secret yet", reason="not_ready")
         return self.master_secret
+
+    def require_store(self) -> KVStore:
+        """The KV store (exists once the node has its secret).
+
+        Raises:
+            Unavailable: reason ``not_ready``.
+        """
+        if self.store is None:
+            raise Unavailable("this node has no master secret yet", reason="not_ready")
+        return self.store
+
+    def data_key(self, app_id: int) -> bytes:
+        """The app's internal data key (cached)."""
+        key = self._data_keys.get(app_id)
+        if key is None:
+            key = self._data_keys[app_id] = aead.data_key(
+                master_secret=self.require_secret(), app_id=app_id
+            )
+        return key
+
+    def ca_pem(self, app_id: int) -> str:
+        """The app's CA certificate in PEM (deterministic; cached)."""
+        pem = self._ca_pems.get(app_id)
+        if pem is None:
+            pem = ca_certificate_pem(master_secret=self.require_secret(), app_id=app_id)
+            if len(self._ca_pems) >= _CA_CACHE_SIZE:  # anyone may ask for any app id: stay bounded
+                del self._ca_pems[next(iter(self._ca_pems))]
+            self._ca_pems[app_id] = pem
+        return pem
 
     def fingerprint(self) -> str | None:
         """Keccak-256 fingerprint of the master secret (safe to publish), or None."""

@@ -104,6 +104,7 @@ class Server:
             async with trio.open_nursery() as listening:
                 for listener in listeners:
                     listening.start_soon(self._serve_listener, listener, connections)
+                listening.start_soon(self._sweep_store)
                 self._log.info("listening", addresses=",".join(self.addresses))
                 task_status.started(list(self.addresses))
                 await self._shutdown.wait()
@@ -118,6 +119,15 @@ class Server:
     def shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
         self._shutdown.set()
+
+    async def _sweep_store(self) -> None:
+        """Purge expired values and forget old tombstones, every ``sweep_interval`` seconds."""
+        while True:
+            await trio.sleep(self.limits.sweep_interval)
+            if self.node.store is not None:
+                purged, forgotten = self.node.store.sweep(int(self._clock() * 1000))
+                if purged or forgotten:
+                    self._log.debug("store_swept", purged=purged, forgotten=forgotten)
 
     async def _serve_listener(
         self, listener: trio.SocketListener, connections: trio.Nursery

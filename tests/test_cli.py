@@ -278,3 +278,71 @@ def _serve_and_derive(proc: subprocess.Popen[str], sock: Path, state: Any) -> No
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_client_kv_commands(dev: dict[str, Any], tmp_path: Path) -> None:
+    node, app = dev["nodes"][0]["address"], dev["apps"][0]
+    base = ["client", "--node", node, "--key", app["key_file"], "kv"]
+    put = json.loads(novakms(*base, "put", "cli/one", "--value", "hello").stdout)
+    assert set(put) == {"key", "version", "updated_at_ms"} and put["key"] == "cli/one"
+    got = json.loads(novakms(*base, "get", "cli/one").stdout)
+    assert got == {
+        "key": "cli/one",
+        "value": base64.b64encode(b"hello").decode(),
+        "version": put["version"],
+        "updated_at_ms": put["updated_at_ms"],
+    }
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)))
+    novakms(*base, "put", "cli/two", "--value-file", str(blob), "--ttl-ms", "600000")
+    assert base64.b64decode(json.loads(novakms(*base, "get", "cli/two").stdout)["value"]) == bytes(
+        range(256)
+    )
+    conflict = novakms(*base, "put", "cli/one", "--value", "x", "--if-version", "absent")
+    assert conflict.returncode == 1 and json.loads(conflict.stdout)["error"]["code"] == "conflict"
+    page = json.loads(novakms(*base, "list", "--prefix", "cli/", "--limit", "1").stdout)
+    assert page["keys"] == ["cli/one"] and page["cursor"]
+    rest = json.loads(novakms(*base, "list", "--prefix", "cli/", "--cursor", page["cursor"]).stdout)
+    assert rest == {"keys": ["cli/two"], "cursor": None}
+    novakms(*base, "delete", "cli/one", "--if-version", put["version"])
+    missing = novakms(*base, "get", "cli/one")
+    assert missing.returncode == 1 and json.loads(missing.stdout)["error"]["code"] == "not_found"
+    # The other demo app does not see app 1's keys.
+    other = ["client", "--node", node, "--key", dev["apps"][1]["key_file"], "kv"]
+    assert json.loads(novakms(*other, "list").stdout) == {"keys": [], "cursor": None}
+
+
+def test_client_cert_commands(dev: dict[str, Any], tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    node, app = dev["nodes"][0]["address"], dev["apps"][1]
+    ca = novakms("client", "--node", node, "cert", "ca", "--app-id", "2")
+    assert ca.returncode == 0 and ca.stdout.startswith("-----BEGIN CERTIFICATE-----")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cli.example")]))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "req.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    out = novakms(
+        "client",
+        "--node",
+        node,
+        "--key",
+        app["key_file"],
+        "cert",
+        "sign",
+        "--csr",
+        str(tmp_path / "req.csr"),
+        "--days",
+        "3",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) == {"certificate", "ca"} and result["ca"] == ca.stdout
+    leaf = x509.load_pem_x509_certificate(result["certificate"].encode())
+    leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.stdout.encode()))

@@ -411,7 +411,9 @@ async def test_duplicate_inflight_id_closes(start_server: Any, wallets: Wallets)
 async def test_garbage_and_half_open_connections_do_not_disturb_others(
     start_server: Any, wallets: Wallets
 ) -> None:
-    srv = await start_server(limits=Limits(max_frame=4096, handshake_timeout=2))
+    srv = await start_server(
+        limits=Limits(max_frame=8192, max_value_bytes=1024, handshake_timeout=2)
+    )
     host, port = srv.tcp.rsplit(":", 1)
     bad: list[socket.socket] = []
     # random bytes, an oversize length prefix, a frame that never completes, an idle socket
