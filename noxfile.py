@@ -56,3 +56,10 @@ def dev(session: nox.Session) -> None:
     """A local development KMS (same as scripts/dev)."""
     session.install("-e", ".")
     session.run("novakms", "dev", *session.posargs)
+
+
+@nox.session(python=False)
+def contracts(session: nox.Session) -> None:
+    """Compile the contracts, regenerate novakms/chain/artifacts, run the forge tests."""
+    session.run("scripts/contracts", "build", external=True)
+    session.run("scripts/contracts", "test", external=True)

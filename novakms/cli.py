@@ -13,15 +13,22 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import trio
 
 from novakms import __version__
+from novakms.auth.source import AuthorizationSource
 from novakms.auth.static import StaticRegistry
 from novakms.blocking import BlockingClient
+from novakms.chain import abi
+from novakms.chain.anvil import AnvilError, AnvilProcess, find_anvil
+from novakms.chain.registry import RegistryReader
+from novakms.chain.rpc import JsonRpcClient
+from novakms.chain.source import ChainAuthorizationSource, ChainSettings
+from novakms.chain.tx import TxSender
 from novakms.config import (
     Limits,
     Mode,
@@ -30,16 +37,21 @@ from novakms.config import (
     in_enclave_from_env,
     parse_limit_overrides,
 )
+from novakms.crypto.eth import parse_private_key
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
-from novakms.devenv import in_nitro_enclave, prepare_state
+from novakms.devchain import deploy_registries, register_instance, setup_world
+from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
 from novakms.errors import NovaKMSError
 from novakms.log import configure
+from novakms.net.odyn import DEFAULT_ODYN_URL
 from novakms.node import Node
 from novakms.server import Server
 
 __all__ = ["main"]
 
+_DEFAULT_CHAIN = ChainSettings()
+ENCLAVE_CHAIN_RPC = "http://127.0.0.1:18545"  # the in-enclave light client
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
@@ -88,8 +100,26 @@ def _limits(items: Sequence[str]) -> Limits:
 # --- serve ------------------------------------------------------------------------------------
 
 
+def _chain_source(args: argparse.Namespace, rpc_url: str) -> ChainAuthorizationSource:
+    if not args.nova_app_registry or not args.kms_registry:
+        raise CliError("the chain source needs --nova-app-registry and --kms-registry")
+    try:
+        reader = RegistryReader(
+            JsonRpcClient(rpc_url, timeout=args.rpc_timeout),
+            nova_app_registry=args.nova_app_registry,
+            kms_registry=args.kms_registry,
+            block_tag=args.block_tag,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return ChainAuthorizationSource(
+        reader, ChainSettings(poll_interval=args.poll_interval, ttl=args.auth_ttl)
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     enclave = in_enclave_from_env(os.environ)
+    limits = _limits(args.limit)
     if enclave:
         for flag, value in (
             ("--key-file", args.key_file),
@@ -100,38 +130,59 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 raise CliError(
                     f"{flag} is a development input and is refused in enclave mode (IN_ENCLAVE)"
                 )
-        raise CliError(
-            "enclave mode needs the on-chain authorization source, which this version lacks "
-            "yet; set IN_ENCLAVE=false to serve in development mode"
+        config = ServerConfig(
+            listen=tuple(args.listen or ["vsock://4294967295:7400"]),
+            mode=Mode.ENCLAVE,
+            limits=limits,
         )
-    if not args.key_file or not args.registry:
-        raise CliError("development mode needs --key-file and --registry")
+        auth = _chain_source(args, args.chain_rpc or ENCLAVE_CHAIN_RPC)
+        trio.run(_serve_enclave, config, auth, args.odyn_url)
+        return 0
+    if not args.key_file:
+        raise CliError("development mode needs --key-file")
     secret = None
     if args.master_secret_file:
         secret = _parse_master_secret(Path(args.master_secret_file).read_text())
     try:
         signer = LocalSigner.from_file(args.key_file)
-        registry = StaticRegistry.load(args.registry)
+        source: AuthorizationSource = (
+            StaticRegistry.load(args.registry)
+            if args.registry
+            else _chain_source(args, args.chain_rpc or "")
+        )
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     config = ServerConfig(
-        listen=tuple(args.listen or ["127.0.0.1:7400"]),
-        mode=Mode.DEVELOPMENT,
-        limits=_limits(args.limit),
+        listen=tuple(args.listen or ["127.0.0.1:7400"]), mode=Mode.DEVELOPMENT, limits=limits
     )
     node = Node(
-        signer=signer, auth=registry, limits=config.limits, mode=config.mode, master_secret=secret
+        signer=signer, auth=source, limits=config.limits, mode=config.mode, master_secret=secret
     )
     trio.run(_serve_until_signal, Server(config=config, node=node), None)
     return 0
 
 
-async def _serve_until_signal(server: Server, ready_line: Any) -> None:
+async def _serve_enclave(
+    config: ServerConfig, auth: ChainAuthorizationSource, odyn_url: str
+) -> None:
+    from novakms.net.odyn import OdynSigner
+
+    signer = await OdynSigner.connect(odyn_url)
+    # The master secret comes from the cluster (peer bootstrap); until then the node serves
+    # status and reports not_ready for everything that needs the secret.
+    node = Node(signer=signer, auth=auth, limits=config.limits, mode=config.mode)
+    await _serve_until_signal(Server(config=config, node=node), None)
+
+
+OnReady = Callable[[list[str]], Awaitable[None]]
+
+
+async def _serve_until_signal(server: Server, on_ready: OnReady | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(server.run)
-            if ready_line is not None:
-                _print_json(ready_line(addresses))
+            if on_ready is not None:
+                await on_ready(addresses)
             async for _ in signals:
                 server.shutdown()
                 break
@@ -151,36 +202,94 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     state_dir = (
         Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="novakms-dev-"))
     )
+    limits = _limits(args.limit)
     try:
         state = prepare_state(state_dir)
         signer = LocalSigner.from_file(state.node_key_file)
-        registry = StaticRegistry.load(state.registry_file)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     config = ServerConfig(
-        listen=(f"tcp://{args.host}:{args.port}",),
-        mode=Mode.DEVELOPMENT,
-        limits=_limits(args.limit),
+        listen=(f"tcp://{args.host}:{args.port}",), mode=Mode.DEVELOPMENT, limits=limits
     )
-    node = Node(
-        signer=signer, auth=registry, limits=config.limits, mode=config.mode, master_secret=secret
-    )
+    apps = [
+        {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)} for a in state.apps
+    ]
 
-    def ready_line(addresses: list[str]) -> dict[str, Any]:
+    def line(addresses: list[str], chain: dict[str, str] | None) -> dict[str, Any]:
         return {
             "nodes": [{"address": addresses[0], "wallet": signer.wallet}],
-            "apps": [
-                {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)}
-                for a in state.apps
-            ],
-            "chain": None,
+            "apps": apps,
+            "chain": chain,
         }
 
     try:
-        trio.run(_serve_until_signal, Server(config=config, node=node), ready_line)
+        if args.chain == "static":
+            registry = StaticRegistry.load(state.registry_file)
+            node = Node(
+                signer=signer, auth=registry, limits=limits, mode=config.mode, master_secret=secret
+            )
+
+            async def on_ready(addresses: list[str]) -> None:
+                _print_json(line(addresses, None))
+
+            trio.run(_serve_until_signal, Server(config=config, node=node), on_ready)
+        else:
+            trio.run(_dev_on_anvil, args, state, signer, secret, config, line)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    except AnvilError as exc:
+        raise CliError(f"cannot start the development chain: {exc}") from None
     return 0
+
+
+async def _dev_on_anvil(
+    args: argparse.Namespace,
+    state: DevState,
+    signer: LocalSigner,
+    secret: bytes,
+    config: ServerConfig,
+    line: Callable[[list[str], dict[str, str] | None], dict[str, Any]],
+) -> None:
+    anvil = AnvilProcess(find_anvil()).start(port=args.chain_port)
+    with anvil:
+        admin_key = anvil.private_keys[0]
+        admin_key_file = write_key_file(state.directory / "admin.key", admin_key)
+        async with anvil.rpc() as rpc:
+            world = await setup_world(
+                rpc, admin_key, node_wallets=[], app_wallets=[a.wallet for a in state.apps]
+            )
+            reader = RegistryReader(
+                JsonRpcClient(anvil.url),
+                nova_app_registry=world.nova_app_registry,
+                kms_registry=world.kms_registry,
+            )
+            auth = ChainAuthorizationSource(reader, ChainSettings(poll_interval=args.poll_interval))
+            node = Node(
+                signer=signer,
+                auth=auth,
+                limits=config.limits,
+                mode=config.mode,
+                master_secret=secret,
+            )
+
+            async def on_ready(addresses: list[str]) -> None:
+                # The node joins the operator set once its address is known.
+                await register_instance(
+                    TxSender(rpc, admin_key),
+                    world.nova_app_registry,
+                    world.kms_app_id,
+                    signer.wallet,
+                    f"http://{addresses[0]}",
+                )
+                chain = {
+                    "rpc": anvil.url,
+                    "nova_app_registry": world.nova_app_registry,
+                    "kms_registry": world.kms_registry,
+                    "admin_key_file": str(admin_key_file),
+                }
+                _print_json(line(addresses, chain))
+
+            await _serve_until_signal(Server(config=config, node=node), on_ready)
 
 
 # --- client -----------------------------------------------------------------------------------
@@ -212,6 +321,8 @@ def _cmd_client(args: argparse.Namespace) -> int:
             _print_json(client.health())
         elif args.op == "status":
             _print_json(client.status())
+        elif args.op == "nodes":
+            _print_json(client.call("nodes"))
         elif args.op == "derive":
             result = client.derive(args.path, context=args.context, length=args.length)
             _print_json(
@@ -270,6 +381,74 @@ def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
     _print_json({"certificate": result["certificate"], "ca": result["ca"]})
 
 
+# --- admin (operators' transactions; KMS nodes never send any) ------------------------------
+
+
+def _admin_key(args: argparse.Namespace) -> bytes:
+    if explicitly_in_enclave(os.environ) or in_nitro_enclave():
+        raise CliError("admin commands use local key files and are refused in an enclave")
+    try:
+        return parse_private_key(Path(args.key).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {args.key}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise CliError(f"{args.key} does not hold a valid private key") from None
+
+
+_APP_STATUS = {"ACTIVE": 0, "INACTIVE": 1, "REVOKED": 2}
+_INSTANCE_STATUS = {"STOPPED": 1, "FAILED": 2}
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    key = _admin_key(args)
+    result = trio.run(_admin, args, key)
+    _print_json(result)
+    return 0
+
+
+async def _admin(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
+    async with JsonRpcClient(args.rpc, timeout=args.rpc_timeout) as rpc:
+        sender = TxSender(rpc, key)
+        nova, kms = abi.nova_app_registry(), abi.kms_registry()
+        if args.admin_op == "deploy":
+            if args.nova_app_registry:
+                registry = args.nova_app_registry
+                kms_address = await sender.deploy(kms.encode_constructor(registry))
+                return {"nova_app_registry": registry.lower(), "kms_registry": kms_address.lower()}
+            registry, kms_address = await deploy_registries(sender)
+            return {"nova_app_registry": registry, "kms_registry": kms_address}
+        if args.admin_op == "set-app-id":
+            receipt = await sender.send(
+                args.kms_registry, kms.encode_call("setKmsAppId", args.app_id)
+            )
+        elif args.admin_op == "pin-secret":
+            raw = args.fingerprint.removeprefix("0x")
+            if len(raw) != 64:
+                raise CliError(
+                    "--fingerprint must be 0x + 64 hex (the fingerprint `status` reports)"
+                )
+            pin = bytes.fromhex(raw)
+            receipt = await sender.send(
+                args.kms_registry, kms.encode_call("setMasterSecretHash", pin)
+            )
+        elif args.admin_op == "reset-pin":
+            receipt = await sender.send(args.kms_registry, kms.encode_call("resetMasterSecretHash"))
+        elif args.admin_op == "app-status":
+            call = nova.encode_call("updateAppStatus", args.app_id, _APP_STATUS[args.status])
+            receipt = await sender.send(args.registry, call)
+        elif args.admin_op == "version-status":
+            function = "deprecateVersion" if args.status == "DEPRECATED" else "revokeVersion"
+            receipt = await sender.send(
+                args.registry, nova.encode_call(function, args.app_id, args.version_id)
+            )
+        else:
+            call = nova.encode_call(
+                "updateInstanceStatus", args.instance_id, _INSTANCE_STATUS[args.status]
+            )
+            receipt = await sender.send(args.registry, call)
+        return {"tx": receipt["transactionHash"], "block": int(str(receipt["blockNumber"]), 16)}
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -295,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--limit", action="append", default=[], metavar="NAME=VALUE", help=limit_help
     )
+    serve.add_argument("--odyn-url", default=DEFAULT_ODYN_URL, help="enclave mode: the Odyn API")
+    _chain_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
     dev = commands.add_parser("dev", help="run a local development KMS with two demo apps")
@@ -307,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", help="where dev keys and the registry live (default: a new temp dir)"
     )
     dev.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE", help=limit_help)
+    dev.add_argument(
+        "--chain",
+        choices=("anvil", "static"),
+        default="anvil",
+        help="anvil (default): a local chain with the registries; static: a registry file",
+    )
+    dev.add_argument("--chain-port", type=int, default=0, help="anvil's port (0 picks a free one)")
+    dev.add_argument("--poll-interval", type=float, default=1.0, help="seconds between chain polls")
     dev.set_defaults(func=_cmd_dev)
 
     client = commands.add_parser("client", help="call a KMS node")
@@ -320,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops = client.add_subparsers(dest="op", required=True)
     ops.add_parser("health")
     ops.add_parser("status")
+    ops.add_parser("nodes")
     derive = ops.add_parser("derive")
     derive.add_argument("--path", required=True)
     derive.add_argument("--context")
@@ -353,7 +543,62 @@ def build_parser() -> argparse.ArgumentParser:
     cert_sign.add_argument("--csr", required=True, help="CSR file, PEM or DER")
     cert_sign.add_argument("--days", type=int)
     client.set_defaults(func=_cmd_client)
+
+    admin = commands.add_parser("admin", help="operator transactions (nodes never send any)")
+    admin.add_argument("--rpc", required=True, help="JSON-RPC URL")
+    admin.add_argument(
+        "--key", required=True, help="the admin's key file (owner of the registries)"
+    )
+    admin.add_argument("--rpc-timeout", type=float, default=30.0)
+    admin_ops = admin.add_subparsers(dest="admin_op", required=True)
+    deploy = admin_ops.add_parser(
+        "deploy", help="deploy KMSRegistry (and the development registry)"
+    )
+    deploy.add_argument(
+        "--nova-app-registry", help="use this NovaAppRegistry, do not deploy the dev one"
+    )
+    set_app_id = admin_ops.add_parser("set-app-id", help="KMSRegistry.setKmsAppId (once)")
+    set_app_id.add_argument("--kms-registry", required=True)
+    set_app_id.add_argument("--app-id", type=int, required=True)
+    pin = admin_ops.add_parser("pin-secret", help="pin keccak256(master secret) in KMSRegistry")
+    pin.add_argument("--kms-registry", required=True)
+    pin.add_argument("--fingerprint", required=True, help="0x + 64 hex, as `status` reports it")
+    admin_ops.add_parser("reset-pin", help="remove the pin").add_argument(
+        "--kms-registry", required=True
+    )
+    app_status = admin_ops.add_parser(
+        "app-status", help="development registry: set an app's status"
+    )
+    app_status.add_argument("--registry", required=True)
+    app_status.add_argument("--app-id", type=int, required=True)
+    app_status.add_argument("--status", choices=sorted(_APP_STATUS), required=True)
+    version_status = admin_ops.add_parser(
+        "version-status", help="development registry: deprecate/revoke"
+    )
+    version_status.add_argument("--registry", required=True)
+    version_status.add_argument("--app-id", type=int, required=True)
+    version_status.add_argument("--version-id", type=int, required=True)
+    version_status.add_argument("--status", choices=("DEPRECATED", "REVOKED"), required=True)
+    instance_status = admin_ops.add_parser(
+        "instance-status", help="development registry: stop an instance"
+    )
+    instance_status.add_argument("--registry", required=True)
+    instance_status.add_argument("--instance-id", type=int, required=True)
+    instance_status.add_argument("--status", choices=sorted(_INSTANCE_STATUS), required=True)
+    admin.set_defaults(func=_cmd_admin)
     return parser
+
+
+def _chain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chain-rpc", help=f"JSON-RPC URL (enclave default {ENCLAVE_CHAIN_RPC})")
+    parser.add_argument("--nova-app-registry", help="NovaAppRegistry (proxy) address")
+    parser.add_argument("--kms-registry", help="KMSRegistry address")
+    parser.add_argument("--block-tag", default="finalized", choices=("finalized", "safe", "latest"))
+    parser.add_argument("--poll-interval", type=float, default=_DEFAULT_CHAIN.poll_interval)
+    parser.add_argument(
+        "--auth-ttl", type=float, default=_DEFAULT_CHAIN.ttl, help="backstop TTL, seconds"
+    )
+    parser.add_argument("--rpc-timeout", type=float, default=5.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,14 @@ from novakms.crypto.eth import (
     wallet_from_private_key,
 )
 
-__all__ = ["DEMO_APP_IDS", "DevApp", "DevState", "in_nitro_enclave", "prepare_state"]
+__all__ = [
+    "DEMO_APP_IDS",
+    "DevApp",
+    "DevState",
+    "in_nitro_enclave",
+    "prepare_state",
+    "write_key_file",
+]
 
 DEMO_APP_IDS = (1, 2)
 NSM_DEVICE = "/dev/nsm"
@@ -49,6 +56,14 @@ class DevState:
     node_wallet: str
     registry_file: Path
     apps: tuple[DevApp, ...]
+
+
+def write_key_file(path: Path, key: bytes) -> Path:
+    """Write a private key file (mode 0600, replacing an existing one); return its full path."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(format_private_key(key) + "\n")
+    return path.resolve()
 
 
 def _key_file(path: Path, random_bytes: Callable[[int], bytes]) -> str:

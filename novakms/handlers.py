@@ -151,6 +151,16 @@ def _store_status(node: Node) -> dict[str, Any]:
     }
 
 
+async def op_nodes(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    Args(args, set())
+    peers = getattr(node.auth, "peers", None)
+    operators = [] if peers is None else await peers()
+    # Probe results (reachability of each peer) arrive with the cluster layer; null until then.
+    return {"self": node.wallet, "nodes": [{**entry, "probe": None} for entry in operators]}
+
+
 async def op_derive(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -300,6 +310,7 @@ async def op_cert_sign(
 OPS: dict[str, tuple[Auth, Handler]] = {
     "health": ("none", op_health),
     "status": ("none", op_status),
+    "nodes": ("none", op_nodes),
     "derive": ("app", op_derive),
     "kv.get": ("app", op_kv_get),
     "kv.put": ("app", op_kv_put),

@@ -105,6 +105,9 @@ class Server:
                 for listener in listeners:
                     listening.start_soon(self._serve_listener, listener, connections)
                 listening.start_soon(self._sweep_store)
+                poller = getattr(self.node.auth, "run", None)
+                if poller is not None:  # the chain source's poller lives as long as the node
+                    await listening.start(poller)
                 self._log.info("listening", addresses=",".join(self.addresses))
                 task_status.started(list(self.addresses))
                 await self._shutdown.wait()
@@ -336,7 +339,13 @@ class Server:
                 message = error_response(request.id, InternalError("internal error"))
             # Free the id before answering: the client may reuse it as soon as it reads this.
             inflight.discard(request.id)
-            await self._send_sealed_quietly(sealed, message)
+            try:
+                await self._send_sealed_quietly(sealed, message)
+            except (TypeError, ValueError):  # a result outside the wire's CBOR subset: a bug
+                log.exception("response_unencodable")
+                await self._send_sealed_quietly(
+                    sealed, error_response(request.id, InternalError("internal error"))
+                )
         finally:
             inflight.discard(request.id)
             slots.release()

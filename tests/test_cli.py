@@ -91,7 +91,9 @@ def hkdf(app_id: int, info: str, length: int) -> bytes:
 
 def test_dev_ready_line_shape(dev: dict[str, Any]) -> None:
     assert set(dev) == {"nodes", "apps", "chain", "state"}
-    assert dev["chain"] is None
+    chain = dev["chain"]
+    assert set(chain) == {"rpc", "nova_app_registry", "kms_registry", "admin_key_file"}
+    assert chain["rpc"].startswith("http://127.0.0.1:") and Path(chain["admin_key_file"]).is_file()
     [node] = dev["nodes"]
     assert (
         set(node) == {"address", "wallet"}
@@ -346,3 +348,105 @@ def test_client_cert_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     assert set(result) == {"certificate", "ca"} and result["ca"] == ca.stdout
     leaf = x509.load_pem_x509_certificate(result["certificate"].encode())
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.stdout.encode()))
+
+
+def test_dev_with_static_registry(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "novakms.cli",
+            "dev",
+            "--port",
+            "0",
+            "--chain",
+            "static",
+            "--master-secret",
+            SECRET,
+            "--state-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            ready = json.loads(proc.stdout.readline())
+            assert ready["chain"] is None
+            out = novakms(
+                "client",
+                "--node",
+                ready["nodes"][0]["address"],
+                "--key",
+                ready["apps"][0]["key_file"],
+                "derive",
+                "--path",
+                "p",
+            )
+            assert json.loads(out.stdout)["key"] == base64.b64encode(hkdf(1, "p", 32)).decode()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(15)
+
+
+def test_admin_commands_drive_the_chain_and_the_node_follows(dev: dict[str, Any]) -> None:
+    chain, node = dev["chain"], dev["nodes"][0]["address"]
+    admin = ["admin", "--rpc", chain["rpc"], "--key", chain["admin_key_file"]]
+    app2 = dev["apps"][1]
+
+    def derive_code() -> str | None:
+        out = novakms("client", "--node", node, "--key", app2["key_file"], "derive", "--path", "p")
+        return None if out.returncode == 0 else json.loads(out.stdout)["error"]["code"]
+
+    assert derive_code() is None
+    out = novakms(
+        *admin,
+        "version-status",
+        "--registry",
+        chain["nova_app_registry"],
+        "--app-id",
+        "2",
+        "--version-id",
+        "1",
+        "--status",
+        "REVOKED",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert set(json.loads(out.stdout)) == {"tx", "block"}
+    import time
+
+    deadline = time.monotonic() + 20
+    while derive_code() != "forbidden":
+        assert time.monotonic() < deadline, "revocation not enforced"
+        time.sleep(0.1)
+    # Pin the node's fingerprint, then reset it; a second setKmsAppId is refused by the contract.
+    fingerprint = json.loads(novakms("client", "--node", node, "status").stdout)["secret"][
+        "fingerprint"
+    ]
+    out = novakms(
+        *admin, "pin-secret", "--kms-registry", chain["kms_registry"], "--fingerprint", fingerprint
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    deadline = time.monotonic() + 20
+    while not json.loads(novakms("client", "--node", node, "status").stdout)["auth"][
+        "master_secret_pinned"
+    ]:
+        assert time.monotonic() < deadline, "pin not seen by the node"
+        time.sleep(0.1)
+    assert novakms(*admin, "reset-pin", "--kms-registry", chain["kms_registry"]).returncode == 0
+    refused = novakms(
+        *admin, "set-app-id", "--kms-registry", chain["kms_registry"], "--app-id", "9"
+    )
+    assert refused.returncode == 1 and "error" in json.loads(refused.stdout)
+
+
+def test_admin_deploy(dev: dict[str, Any]) -> None:
+    chain = dev["chain"]
+    out = novakms("admin", "--rpc", chain["rpc"], "--key", chain["admin_key_file"], "deploy")
+    assert out.returncode == 0, out.stdout + out.stderr
+    deployed = json.loads(out.stdout)
+    assert set(deployed) == {"nova_app_registry", "kms_registry"}
+    assert deployed["kms_registry"] not in (chain["kms_registry"], chain["nova_app_registry"])

@@ -391,6 +391,23 @@ class StaticRegistry:
         """The operator wallets (lowercase)."""
         return frozenset(self._operators)
 
+    async def peers(self) -> list[dict[str, Any]]:
+        """The KMS operators with their instance details (for the ``nodes`` operation)."""
+        result: list[dict[str, Any]] = []
+        for wallet in sorted(self._operators):
+            instance = self.instance_by_wallet(wallet)
+            result.append(
+                {
+                    "wallet": wallet,
+                    "instance_id": None if instance is None else instance.instance_id,
+                    "instance_url": None if instance is None else instance.instance_url,
+                    "status": None if instance is None else instance.status.name,
+                    "zk_verified": None if instance is None else instance.zk_verified,
+                    "version_id": None if instance is None else instance.version_id,
+                }
+            )
+        return result
+
     def is_operator(self, wallet: str) -> bool:
         """Whether ``wallet`` is in the operator set.
 

@@ -24,6 +24,7 @@ import trio
 
 from novakms.crypto.eth import normalize_wallet, recover_wallet
 from novakms.errors import InvalidSignature, Unavailable
+from novakms.net.httpbody import OneShotBody
 
 __all__ = ["DEFAULT_ODYN_URL", "OdynSigner"]
 
@@ -301,7 +302,13 @@ class OdynSigner:
             headers["content-type"] = "application/json"
         try:
             with trio.fail_after(deadline):
-                response = await client.request(method, url, content=content, headers=headers)
+                request = client.build_request(method, url, headers=headers)
+                if content is not None:
+                    # Not content=…: httpx would wrap it in an async generator that a broken
+                    # connection leaves suspended (a ResourceWarning under trio).
+                    request.headers["content-length"] = str(len(content))
+                    request.stream = OneShotBody(content)
+                response = await client.send(request)
         except trio.TooSlowError:
             raise _unavailable(f"{what} timed out after {deadline:g}s") from None
         except httpx.TimeoutException:

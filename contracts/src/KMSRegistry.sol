@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.37;
+
+import {INovaAppInterface} from "./interfaces/INovaAppInterface.sol";
+
+/// @title KMSRegistry
+/// @notice The set of novakms operators (TEE wallets of ACTIVE KMS instances) and the owner's
+///         pin of the cluster master secret's fingerprint.
+/// @dev The KMS app's `dappContract` on NovaAppRegistry is this contract, so the registry's
+///      `addOperator` / `removeOperator` callbacks keep the operator set in step with instance
+///      registration and status changes. Only the configured registry may call them, only for
+///      `kmsAppId`. Both callbacks are idempotent (a repeated add or a remove of an unknown
+///      wallet changes nothing and emits nothing); removal is O(1) swap-and-pop.
+///      Nodes still check each operator's instance on NovaAppRegistry (ACTIVE, zkVerified, app
+///      and version status): membership here is necessary, not sufficient.
+contract KMSRegistry is INovaAppInterface {
+    // ------------------------------------------------------------------ errors
+
+    error NotOwner();
+    error NotNovaAppRegistry();
+    error WrongApp(uint256 appId, uint256 kmsAppId);
+    error KmsAppIdNotSet();
+    error KmsAppIdAlreadySet();
+    error ZeroAppId();
+    error ZeroAddress();
+    error ZeroHash();
+    error IndexOutOfRange();
+
+    // ------------------------------------------------------------------ events
+
+    event OperatorAdded(address indexed operator, uint256 indexed appId, uint256 versionId, uint256 instanceId);
+    event OperatorRemoved(address indexed operator, uint256 indexed appId, uint256 versionId, uint256 instanceId);
+    event KmsAppIdSet(uint256 indexed appId);
+    event NovaAppRegistrySet(address indexed registry);
+    event MasterSecretHashSet(bytes32 hash);
+    event MasterSecretHashReset();
+
+    // ------------------------------------------------------------------ state
+
+    /// @notice The deployer; the only account allowed to change the configuration.
+    address public immutable owner;
+
+    /// @notice The NovaAppRegistry (proxy) address allowed to call the operator callbacks.
+    address public novaAppRegistry;
+
+    /// @notice The KMS app's id on NovaAppRegistry; 0 until set (once) by the owner.
+    uint256 public kmsAppId;
+
+    /// @notice keccak256 of the cluster master secret as pinned by the owner; zero = no pin.
+    bytes32 public masterSecretHash;
+
+    address[] private _operators;
+    /// @dev operator => its index in `_operators` plus one (0 = not an operator).
+    mapping(address => uint256) private _slot;
+
+    // ------------------------------------------------------------------ setup
+
+    constructor(address novaAppRegistry_) {
+        if (novaAppRegistry_ == address(0)) revert ZeroAddress();
+        owner = msg.sender;
+        novaAppRegistry = novaAppRegistry_;
+        emit NovaAppRegistrySet(novaAppRegistry_);
+    }
+
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner();
+        _;
+    }
+
+    modifier onlyKmsCallback(uint256 appId) {
+        if (msg.sender != novaAppRegistry) revert NotNovaAppRegistry();
+        uint256 expected = kmsAppId;
+        if (expected == 0) revert KmsAppIdNotSet();
+        if (appId != expected) revert WrongApp(appId, expected);
+        _;
+    }
+
+    // ------------------------------------------------------------------ owner configuration
+
+    /// @notice Set the KMS app id; possible exactly once, and never to zero.
+    function setKmsAppId(uint256 appId) external onlyOwner {
+        if (kmsAppId != 0) revert KmsAppIdAlreadySet();
+        if (appId == 0) revert ZeroAppId();
+        kmsAppId = appId;
+        emit KmsAppIdSet(appId);
+    }
+
+    /// @notice Point the callbacks at another NovaAppRegistry address (e.g. a new proxy).
+    function setNovaAppRegistry(address registry) external onlyOwner {
+        if (registry == address(0)) revert ZeroAddress();
+        novaAppRegistry = registry;
+        emit NovaAppRegistrySet(registry);
+    }
+
+    /// @notice Pin the master secret's fingerprint; nodes then never generate, accept or serve
+    ///         a secret whose keccak256 differs.
+    function setMasterSecretHash(bytes32 hash) external onlyOwner {
+        if (hash == bytes32(0)) revert ZeroHash();
+        masterSecretHash = hash;
+        emit MasterSecretHashSet(hash);
+    }
+
+    /// @notice Remove the pin.
+    function resetMasterSecretHash() external onlyOwner {
+        masterSecretHash = bytes32(0);
+        emit MasterSecretHashReset();
+    }
+
+    // ------------------------------------------------------------------ registry callbacks
+
+    /// @inheritdoc INovaAppInterface
+    function addOperator(address teeWalletAddress, uint256 appId, uint256 versionId, uint256 instanceId)
+        external
+        onlyKmsCallback(appId)
+    {
+        if (teeWalletAddress == address(0)) revert ZeroAddress();
+        if (_slot[teeWalletAddress] != 0) return;
+        _operators.push(teeWalletAddress);
+        _slot[teeWalletAddress] = _operators.length;
+        emit OperatorAdded(teeWalletAddress, appId, versionId, instanceId);
+    }
+
+    /// @inheritdoc INovaAppInterface
+    function removeOperator(address teeWalletAddress, uint256 appId, uint256 versionId, uint256 instanceId)
+        external
+        onlyKmsCallback(appId)
+    {
+        uint256 slot = _slot[teeWalletAddress];
+        if (slot == 0) return;
+        uint256 last = _operators.length;
+        if (slot != last) {
+            // Move the last operator into the freed slot.
+            address moved = _operators[last - 1];
+            _operators[slot - 1] = moved;
+            _slot[moved] = slot;
+        }
+        _operators.pop();
+        delete _slot[teeWalletAddress];
+        emit OperatorRemoved(teeWalletAddress, appId, versionId, instanceId);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    function isOperator(address wallet) external view returns (bool) {
+        return _slot[wallet] != 0;
+    }
+
+    function operatorCount() external view returns (uint256) {
+        return _operators.length;
+    }
+
+    /// @notice The operator at `index` (0-based; the order changes when operators are removed).
+    function operatorAt(uint256 index) external view returns (address) {
+        if (index >= _operators.length) revert IndexOutOfRange();
+        return _operators[index];
+    }
+
+    function getOperators() external view returns (address[] memory) {
+        return _operators;
+    }
+}

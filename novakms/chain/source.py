@@ -1,0 +1,310 @@
+"""Authorization from the chain: the cache, on-demand lookups, and the poller that keeps it fresh.
+
+* Requests read the :class:`~novakms.auth.cache.AuthCache`; a wallet (or app, version) not in
+  it is fetched once — concurrent requests for the same record share one lookup
+  (single-flight) — and cached, negatively for a short time when unknown.
+* :meth:`ChainAuthorizationSource.run` is the poller: every ``poll_interval`` it reads the
+  block at the configured tag, applies the registry events of the new blocks to the cache
+  (exactly the affected records), and re-fetches records nearing their backstop TTL.
+* If the chain cannot be read, requests for identities whose records are still valid keep
+  working; anything that would need the chain gets ``unavailable`` (reason ``auth_source``),
+  and after the TTL the cached identities fail closed too. Nothing is ever authorized on a
+  failed lookup. The poller recovers by itself when the RPC answers again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from novakms.auth import policy
+from novakms.auth.cache import AuthCache
+from novakms.auth.model import App, AppVersion, Identity, Instance
+from novakms.chain.registry import RegistryReader
+from novakms.chain.rpc import ChainError
+from novakms.crypto.eth import normalize_wallet
+from novakms.errors import Forbidden, NovaKMSError, Unavailable
+from novakms.log import get_logger
+
+__all__ = ["ChainAuthorizationSource", "ChainSettings"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainSettings:
+    """Timing of the chain source.
+
+    Attributes:
+        poll_interval: seconds between polls (a revocation is enforced within one interval of
+            the block reaching the configured tag).
+        ttl: backstop seconds a fetched record stays valid without a re-fetch.
+        negative_ttl: seconds an unknown wallet is remembered as unknown.
+        refresh_ahead: re-fetch records this many seconds before they expire.
+    """
+
+    poll_interval: float = 2.0
+    ttl: float = 300.0
+    negative_ttl: float = 5.0
+    refresh_ahead: float = 60.0
+
+
+class _Flight:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class ChainAuthorizationSource:
+    """An :class:`~novakms.auth.source.AuthorizationSource` backed by the registries.
+
+    Args:
+        reader: the registry reader.
+        settings: timing.
+        clock: monotonic seconds (``trio.current_time`` inside trio).
+    """
+
+    name = "chain"
+
+    def __init__(
+        self,
+        reader: RegistryReader,
+        settings: ChainSettings | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.settings = settings or ChainSettings()
+        self.cache = AuthCache(ttl=self.settings.ttl, negative_ttl=self.settings.negative_ttl)
+        self._clock = clock or trio.current_time
+        self._flights: dict[Any, _Flight] = {}
+        self._log = get_logger("novakms.chain")
+        self.last_block: int | None = None
+        self.last_block_time: int | None = None
+        self.head_block: int | None = None
+        self.last_poll_ok: float | None = None  # unix seconds
+        self.last_error: str | None = None
+        self.events_applied = 0
+        self.polls = 0  # successful polls, for tests and status
+        self.ready = trio.Event()
+
+    # -- single-flight fetching --------------------------------------------------------------
+
+    async def _once(self, key: Any, fetch: Callable[[], Awaitable[T]]) -> T:
+        flight = self._flights.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value  # type: ignore[no-any-return]
+        flight = self._flights[key] = _Flight()
+        try:
+            flight.value = await fetch()
+        except ChainError as exc:
+            flight.error = Unavailable(
+                f"cannot read the chain: {exc.message}", reason="auth_source"
+            )
+            raise flight.error from None
+        finally:
+            del self._flights[key]
+            flight.done.set()
+        return flight.value  # type: ignore[no-any-return]
+
+    async def _instance(self, wallet: str) -> Instance | None:
+        entry = self.cache.instance(wallet, self._clock())
+        if entry is not None:
+            return entry.instance
+
+        async def fetch() -> Instance | None:
+            instance = await self.reader.instance_by_wallet(wallet)
+            self.cache.put_instance(wallet, instance, self._clock())
+            return instance
+
+        return await self._once(("wallet", wallet), fetch)
+
+    async def _app(self, app_id: int) -> App | None:
+        app = self.cache.app(app_id, self._clock())
+        if app is not None:
+            return app
+
+        async def fetch() -> App | None:
+            fetched = await self.reader.app(app_id)
+            if fetched is not None:
+                self.cache.put_app(fetched, self._clock())
+            return fetched
+
+        return await self._once(("app", app_id), fetch)
+
+    async def _version(self, app_id: int, version_id: int) -> AppVersion | None:
+        version = self.cache.version(app_id, version_id, self._clock())
+        if version is not None:
+            return version
+
+        async def fetch() -> AppVersion | None:
+            fetched = await self.reader.version(app_id, version_id)
+            if fetched is not None:
+                self.cache.put_version(fetched, self._clock())
+            return fetched
+
+        return await self._once(("version", app_id, version_id), fetch)
+
+    async def _operators(self) -> frozenset[str]:
+        operators = self.cache.operator_set(self._clock())
+        if operators is not None:
+            return operators
+
+        async def fetch() -> frozenset[str]:
+            fetched = await self.reader.operators()
+            self.cache.put_operators(fetched, self._clock())
+            self.cache.kms_app_id = await self.reader.kms_app_id() or None
+            return frozenset(fetched)
+
+        return await self._once(("operators",), fetch)
+
+    async def _records(
+        self, wallet: str
+    ) -> tuple[str, Instance | None, App | None, AppVersion | None]:
+        try:
+            wallet = normalize_wallet(wallet)
+        except ValueError:
+            raise Forbidden("not a wallet", reason="unknown_wallet") from None
+        instance = await self._instance(wallet)
+        if instance is None:
+            return wallet, None, None, None
+        return (
+            wallet,
+            instance,
+            await self._app(instance.app_id),
+            await self._version(instance.app_id, instance.version_id),
+        )
+
+    # -- AuthorizationSource ----------------------------------------------------------------
+
+    async def authorize_app(self, wallet: str) -> Identity:
+        """Authorize an app instance's wallet now (see DESIGN §3)."""
+        wallet, instance, app, version = await self._records(wallet)
+        return policy.authorize_app(wallet=wallet, instance=instance, app=app, version=version)
+
+    async def authorize_peer(self, wallet: str) -> Identity:
+        """Authorize a KMS peer: an operator in KMSRegistry, with a valid KMS instance."""
+        wallet, instance, app, version = await self._records(wallet)
+        operators = await self._operators()
+        return policy.authorize_peer(
+            wallet=wallet,
+            instance=instance,
+            app=app,
+            version=version,
+            kms_app_id=self.cache.kms_app_id,
+            is_operator=wallet in operators,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """Chain state for ``status`` (no secrets)."""
+        now = time.time()
+        return {
+            "source": self.name,
+            "block_tag": self.reader.block_tag,
+            "last_block": self.last_block,
+            "head_block": self.head_block,
+            "lag_blocks": None
+            if self.head_block is None or self.last_block is None
+            else self.head_block - self.last_block,
+            # Milliseconds as integers: the wire's CBOR subset has no floats.
+            "last_block_age_ms": None
+            if self.last_block_time is None
+            else int((now - self.last_block_time) * 1000),
+            "last_poll_age_ms": None
+            if self.last_poll_ok is None
+            else int((now - self.last_poll_ok) * 1000),
+            "error": self.last_error,
+            "events_applied": self.events_applied,
+            "peers": None if self.cache.operators is None else len(self.cache.operators),
+            "master_secret_pinned": self.cache.master_secret_hash is not None,
+            "cache": self.cache.sizes(),
+        }
+
+    async def peers(self) -> list[dict[str, Any]]:
+        """The KMS operators from chain, each with its instance details (for ``nodes``)."""
+        result = []
+        for wallet in sorted(await self._operators()):
+            instance = await self._instance(wallet)
+            result.append(
+                {
+                    "wallet": wallet,
+                    "instance_id": None if instance is None else instance.instance_id,
+                    "instance_url": None if instance is None else instance.instance_url,
+                    "status": None if instance is None else instance.status.name,
+                    "zk_verified": None if instance is None else instance.zk_verified,
+                    "version_id": None if instance is None else instance.version_id,
+                }
+            )
+        return result
+
+    # -- the poller --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Poll forever. ``task_status.started()`` fires at once; the first poll follows."""
+        task_status.started()
+        while True:
+            try:
+                await self.poll_once()
+            except ChainError as exc:
+                if self.last_error != exc.message:
+                    self._log.warning("chain_poll_failed", error=exc.message)
+                self.last_error = exc.message
+            except NovaKMSError as exc:  # e.g. an enum value the model does not know
+                self._log.warning("chain_poll_failed", error=exc.message)
+                self.last_error = exc.message
+            await trio.sleep(self.settings.poll_interval)
+
+    async def poll_once(self) -> None:
+        """One poll: new blocks' events, then refresh what is about to expire.
+
+        Raises:
+            ChainError: the chain could not be read (nothing was half-applied: the block
+                position only advances after its events were applied).
+        """
+        number, timestamp, latest = await self.reader.head()
+        self.head_block = latest
+        if self.last_block is None:
+            # First poll: start following from here; records are fetched on demand.
+            self.cache.master_secret_hash = await self.reader.master_secret_hash()
+            self.last_block = number
+        elif number > self.last_block:
+            events = await self.reader.events(self.last_block + 1, number)
+            for event in events:
+                if self.cache.apply(event):
+                    self._log.info("chain_event_applied", name=event.name, block=event.block)
+                self.events_applied += 1
+            self.last_block = number
+        self.last_block_time = timestamp
+        await self._refresh(self._clock())
+        self.last_poll_ok = time.time()
+        self.last_error = None
+        self.polls += 1
+        self.ready.set()
+
+    async def _refresh(self, now: float) -> None:
+        ahead = min(self.settings.refresh_ahead, self.settings.ttl / 2)
+        wallets, apps, versions = self.cache.stale(now, within=ahead)
+        for wallet in wallets:
+            self.cache.put_instance(
+                wallet, await self.reader.instance_by_wallet(wallet), self._clock()
+            )
+        for app_id in apps:
+            app = await self.reader.app(app_id)
+            if app is not None:
+                self.cache.put_app(app, self._clock())
+        for app_id, version_id in versions:
+            version = await self.reader.version(app_id, version_id)
+            if version is not None:
+                self.cache.put_version(version, self._clock())
+        if self.cache.operators is not None and self.cache.operators_expires_at <= now + ahead:
+            self.cache.put_operators(await self.reader.operators(), self._clock())

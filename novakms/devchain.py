@@ -1,0 +1,129 @@
+"""The development chain: deploy the registries to a local anvil and register the demo world.
+
+Development only (``novakms dev`` and the tests). The admin key owns both registries and the
+demo apps; KMS nodes themselves never send transactions.
+
+Layout it creates (ids are deterministic on a fresh chain):
+
+* apps 1 and 2: the two demo apps, each with version 1 ENROLLED and one zk-verified instance;
+* app 3: the KMS itself, ``dappContract`` = KMSRegistry, version 1, one instance per node —
+  whose registration calls ``KMSRegistry.addOperator``, so the operator set is the node set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from novakms.chain import abi
+from novakms.chain.rpc import JsonRpcClient
+from novakms.chain.tx import TxSender
+
+__all__ = ["DEMO_APP_IDS", "KMS_APP_ID", "DevChain", "deploy_registries", "setup_world"]
+
+DEMO_APP_IDS = (1, 2)
+KMS_APP_ID = 3
+_TEE_ARCH = b"nitro".ljust(32, b"\x00")
+
+
+def _pcr(label: str) -> bytes:
+    # 48-byte stand-ins for Nitro PCR values, visibly fake.
+    return hashlib.sha384(f"novakms dev pcr {label}".encode()).digest()
+
+
+def _tee_pubkey(wallet: str) -> bytes:
+    # A placeholder P-384 SEC1 point shape (97 bytes); the dev registry only checks the length.
+    return (
+        b"\x04"
+        + hashlib.sha384(wallet.encode()).digest()
+        + hashlib.sha384(wallet.encode() + b"y").digest()
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DevChain:
+    """Addresses of a deployed development world."""
+
+    nova_app_registry: str
+    kms_registry: str
+    kms_app_id: int = KMS_APP_ID
+
+
+async def deploy_registries(sender: TxSender) -> tuple[str, str]:
+    """Deploy DevNovaAppRegistry and KMSRegistry (owned by the sender); return their addresses."""
+    nova = abi.nova_app_registry()
+    kms = abi.kms_registry()
+    nova_address = await sender.deploy(nova.encode_constructor())
+    kms_address = await sender.deploy(kms.encode_constructor(nova_address))
+    return nova_address.lower(), kms_address.lower()
+
+
+async def _create_app(sender: TxSender, nova_address: str, dapp: str, name: str) -> None:
+    nova = abi.nova_app_registry()
+    await sender.send(
+        nova_address,
+        nova.encode_call("createApp", _TEE_ARCH, dapp, f"https://example.invalid/{name}"),
+    )
+
+
+async def _enroll(sender: TxSender, nova_address: str, app_id: int, name: str) -> None:
+    nova = abi.nova_app_registry()
+    await sender.send(
+        nova_address,
+        nova.encode_call(
+            "enrollVersion",
+            app_id,
+            "v1",
+            _pcr(f"{name}0"),
+            _pcr(f"{name}1"),
+            _pcr(f"{name}2"),
+            f"oci://example.invalid/{name}:v1",
+            "https://example.invalid/audit",
+            "",
+            "dev",
+        ),
+    )
+
+
+async def register_instance(
+    sender: TxSender, nova_address: str, app_id: int, wallet: str, url: str
+) -> None:
+    """Register a zk-verified instance (version 1) through the dev registry's proof-less path."""
+    nova = abi.nova_app_registry()
+    await sender.send(
+        nova_address,
+        nova.encode_call("registerInstanceDev", app_id, 1, url, _tee_pubkey(wallet), wallet),
+    )
+
+
+async def setup_world(
+    rpc: JsonRpcClient,
+    admin_key: bytes,
+    *,
+    node_wallets: list[tuple[str, str]],
+    app_wallets: list[str],
+) -> DevChain:
+    """Deploy and register everything.
+
+    Args:
+        rpc: a client of the development chain.
+        admin_key: the key that pays for and owns everything.
+        node_wallets: (wallet, url) per KMS node.
+        app_wallets: one instance wallet per demo app (apps 1, 2, …).
+    """
+    sender = TxSender(rpc, admin_key)
+    nova_address, kms_address = await deploy_registries(sender)
+    zero = "0x" + "00" * 20
+    for index, wallet in enumerate(app_wallets, start=1):
+        await _create_app(sender, nova_address, zero, f"demo-app-{index}")
+        await _enroll(sender, nova_address, index, f"demo{index}")
+        await register_instance(
+            sender, nova_address, index, wallet, f"https://demo-app-{index}.example.invalid"
+        )
+    kms_app_id = len(app_wallets) + 1
+    await _create_app(sender, nova_address, kms_address, "novakms")
+    await _enroll(sender, nova_address, kms_app_id, "kms")
+    await sender.send(kms_address, abi.kms_registry().encode_call("setKmsAppId", kms_app_id))
+    for wallet, url in node_wallets:
+        await register_instance(sender, nova_address, kms_app_id, wallet, url)
+    return DevChain(nova_app_registry=nova_address, kms_registry=kms_address, kms_app_id=kms_app_id)
