@@ -511,3 +511,24 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
         trio.from_thread.run_sync(server.shutdown, trio_token=token[0])
         thread.join(15)
     assert not thread.is_alive()
+
+
+async def test_nodes_lists_operators_from_the_static_registry(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp) as kms:
+        nodes = await kms.call("nodes")
+    assert nodes["self"] == wallets.node.wallet
+    # The node is an operator in the test registry but has no instance record there.
+    assert nodes["nodes"] == [
+        {
+            "wallet": wallets.node.wallet,
+            "instance_id": None,
+            "instance_url": None,
+            "status": None,
+            "zk_verified": None,
+            "version_id": None,
+            "probe": None,
+        }
+    ]

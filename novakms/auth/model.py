@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "ZERO_ADDRESS",
@@ -27,6 +27,7 @@ __all__ = [
     "InstanceStatus",
     "Role",
     "VersionStatus",
+    "peer_entry",
 ]
 
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -130,3 +131,15 @@ class Identity:
     version_id: int
     instance_id: int
     role: Role
+
+
+def peer_entry(wallet: str, instance: Instance | None) -> dict[str, Any]:
+    """A KMS operator and its instance details, as the ``nodes`` operation reports them."""
+    return {
+        "wallet": wallet,
+        "instance_id": None if instance is None else instance.instance_id,
+        "instance_url": None if instance is None else instance.instance_url,
+        "status": None if instance is None else instance.status.name,
+        "zk_verified": None if instance is None else instance.zk_verified,
+        "version_id": None if instance is None else instance.version_id,
+    }

@@ -63,6 +63,7 @@ from novakms.auth.model import (
     Instance,
     InstanceStatus,
     VersionStatus,
+    peer_entry,
 )
 from novakms.crypto.eth import normalize_wallet
 
@@ -395,17 +396,7 @@ class StaticRegistry:
         """The KMS operators with their instance details (for the ``nodes`` operation)."""
         result: list[dict[str, Any]] = []
         for wallet in sorted(self._operators):
-            instance = self.instance_by_wallet(wallet)
-            result.append(
-                {
-                    "wallet": wallet,
-                    "instance_id": None if instance is None else instance.instance_id,
-                    "instance_url": None if instance is None else instance.instance_url,
-                    "status": None if instance is None else instance.status.name,
-                    "zk_verified": None if instance is None else instance.zk_verified,
-                    "version_id": None if instance is None else instance.version_id,
-                }
-            )
+            result.append(peer_entry(wallet, self.instance_by_wallet(wallet)))
         return result
 
     def is_operator(self, wallet: str) -> bool:

@@ -23,7 +23,7 @@ import trio
 
 from novakms.auth import policy
 from novakms.auth.cache import AuthCache
-from novakms.auth.model import App, AppVersion, Identity, Instance
+from novakms.auth.model import App, AppVersion, Identity, Instance, peer_entry
 from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import ChainError
 from novakms.crypto.eth import normalize_wallet
@@ -234,17 +234,7 @@ class ChainAuthorizationSource:
         """The KMS operators from chain, each with its instance details (for ``nodes``)."""
         result = []
         for wallet in sorted(await self._operators()):
-            instance = await self._instance(wallet)
-            result.append(
-                {
-                    "wallet": wallet,
-                    "instance_id": None if instance is None else instance.instance_id,
-                    "instance_url": None if instance is None else instance.instance_url,
-                    "status": None if instance is None else instance.status.name,
-                    "zk_verified": None if instance is None else instance.zk_verified,
-                    "version_id": None if instance is None else instance.version_id,
-                }
-            )
+            result.append(peer_entry(wallet, await self._instance(wallet)))
         return result
 
     # -- the poller --------------------------------------------------------------------------
