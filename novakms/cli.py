@@ -37,13 +37,14 @@ from novakms.config import (
     in_enclave_from_env,
     parse_limit_overrides,
 )
-from novakms.crypto.eth import parse_private_key
+from novakms.crypto.eth import normalize_wallet, parse_private_key
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.devchain import deploy_registries, register_instance, setup_world
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
 from novakms.errors import NovaKMSError
 from novakms.log import configure
+from novakms.net.addresses import parse_address
 from novakms.net.odyn import DEFAULT_ODYN_URL
 from novakms.node import Node
 from novakms.server import Server
@@ -140,6 +141,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
     if not args.key_file:
         raise CliError("development mode needs --key-file")
+    if not args.registry and not args.chain_rpc:
+        raise CliError(
+            "development mode needs --registry FILE or --chain-rpc URL with the registries"
+        )
     secret = None
     if args.master_secret_file:
         secret = _parse_master_secret(Path(args.master_secret_file).read_text())
@@ -148,7 +153,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         source: AuthorizationSource = (
             StaticRegistry.load(args.registry)
             if args.registry
-            else _chain_source(args, args.chain_rpc or "")
+            else _chain_source(args, args.chain_rpc)
         )
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -313,6 +318,10 @@ def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
 
 
 def _cmd_client(args: argparse.Namespace) -> int:
+    try:
+        parse_address(args.node)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     signer = _client_signer(args)
     with BlockingClient.connect(
         args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
@@ -452,6 +461,16 @@ async def _admin(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
 # --- parser -----------------------------------------------------------------------------------
 
 
+def _address(text: str) -> str:
+    """argparse type for contract addresses: 0x + 40 hex, any case; returned lowercase."""
+    try:
+        return normalize_wallet(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address (0x + 40 hex digits)"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``novakms`` argument parser."""
     parser = argparse.ArgumentParser(prog="novakms", description=__doc__)
@@ -555,34 +574,36 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy", help="deploy KMSRegistry (and the development registry)"
     )
     deploy.add_argument(
-        "--nova-app-registry", help="use this NovaAppRegistry, do not deploy the dev one"
+        "--nova-app-registry",
+        type=_address,
+        help="use this NovaAppRegistry, do not deploy the dev one",
     )
     set_app_id = admin_ops.add_parser("set-app-id", help="KMSRegistry.setKmsAppId (once)")
-    set_app_id.add_argument("--kms-registry", required=True)
+    set_app_id.add_argument("--kms-registry", type=_address, required=True)
     set_app_id.add_argument("--app-id", type=int, required=True)
     pin = admin_ops.add_parser("pin-secret", help="pin keccak256(master secret) in KMSRegistry")
-    pin.add_argument("--kms-registry", required=True)
+    pin.add_argument("--kms-registry", type=_address, required=True)
     pin.add_argument("--fingerprint", required=True, help="0x + 64 hex, as `status` reports it")
     admin_ops.add_parser("reset-pin", help="remove the pin").add_argument(
-        "--kms-registry", required=True
+        "--kms-registry", type=_address, required=True
     )
     app_status = admin_ops.add_parser(
         "app-status", help="development registry: set an app's status"
     )
-    app_status.add_argument("--registry", required=True)
+    app_status.add_argument("--registry", type=_address, required=True)
     app_status.add_argument("--app-id", type=int, required=True)
     app_status.add_argument("--status", choices=sorted(_APP_STATUS), required=True)
     version_status = admin_ops.add_parser(
         "version-status", help="development registry: deprecate/revoke"
     )
-    version_status.add_argument("--registry", required=True)
+    version_status.add_argument("--registry", type=_address, required=True)
     version_status.add_argument("--app-id", type=int, required=True)
     version_status.add_argument("--version-id", type=int, required=True)
     version_status.add_argument("--status", choices=("DEPRECATED", "REVOKED"), required=True)
     instance_status = admin_ops.add_parser(
         "instance-status", help="development registry: stop an instance"
     )
-    instance_status.add_argument("--registry", required=True)
+    instance_status.add_argument("--registry", type=_address, required=True)
     instance_status.add_argument("--instance-id", type=int, required=True)
     instance_status.add_argument("--status", choices=sorted(_INSTANCE_STATUS), required=True)
     admin.set_defaults(func=_cmd_admin)
@@ -591,8 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _chain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chain-rpc", help=f"JSON-RPC URL (enclave default {ENCLAVE_CHAIN_RPC})")
-    parser.add_argument("--nova-app-registry", help="NovaAppRegistry (proxy) address")
-    parser.add_argument("--kms-registry", help="KMSRegistry address")
+    parser.add_argument(
+        "--nova-app-registry", type=_address, help="NovaAppRegistry (proxy) address"
+    )
+    parser.add_argument("--kms-registry", type=_address, help="KMSRegistry address")
     parser.add_argument("--block-tag", default="finalized", choices=("finalized", "safe", "latest"))
     parser.add_argument("--poll-interval", type=float, default=_DEFAULT_CHAIN.poll_interval)
     parser.add_argument(

@@ -450,3 +450,36 @@ def test_admin_deploy(dev: dict[str, Any]) -> None:
     deployed = json.loads(out.stdout)
     assert set(deployed) == {"nova_app_registry", "kms_registry"}
     assert deployed["kms_registry"] not in (chain["kms_registry"], chain["nova_app_registry"])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["client", "--node", "no-port-here", "health"], {}, "HOST:PORT"),
+        (
+            ["serve", "--key-file", "/dev/null"],
+            {"IN_ENCLAVE": "false"},
+            "--registry FILE or --chain-rpc",
+        ),
+        (
+            [
+                "admin",
+                "--rpc",
+                "http://127.0.0.1:1",
+                "--key",
+                "/dev/null",
+                "reset-pin",
+                "--kms-registry",
+                "0x12",
+            ],
+            {},
+            "not an address",
+        ),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(
+    args: list[str], env: dict[str, str], needle: str
+) -> None:
+    out = novakms(*args, env=env)
+    assert out.returncode == 2
+    assert needle in out.stdout + out.stderr and "Traceback" not in out.stderr

@@ -249,9 +249,14 @@ class ChainAuthorizationSource:
                 if self.last_error != exc.message:
                     self._log.warning("chain_poll_failed", error=exc.message)
                 self.last_error = exc.message
-            except NovaKMSError as exc:  # e.g. an enum value the model does not know
+            except NovaKMSError as exc:
                 self._log.warning("chain_poll_failed", error=exc.message)
                 self.last_error = exc.message
+            except Exception:
+                # A bug, or chain data the model does not expect (an unknown enum value, an
+                # event of another shape): keep the node alive, keep failing closed, say so.
+                self._log.exception("chain_poll_crashed")
+                self.last_error = "internal error while polling (see the node's log)"
             await trio.sleep(self.settings.poll_interval)
 
     async def poll_once(self) -> None:

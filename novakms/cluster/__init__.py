@@ -1,0 +1,1 @@
+"""Cluster coordination: the pure decision cores that the peer-network glue drives."""
