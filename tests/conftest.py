@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -15,7 +16,6 @@ from hypothesis import HealthCheck, settings
 
 from novakms.auth.static import StaticRegistry
 from novakms.config import Limits, Mode, ServerConfig
-from novakms.crypto.eth import format_private_key, wallet_from_private_key
 from novakms.crypto.signer import LocalSigner
 from novakms.node import Node
 from novakms.server import Server
@@ -37,8 +37,6 @@ def load_vectors(name: str) -> Any:
 
 def _key(label: str) -> bytes:
     # Fixed, visibly arbitrary test keys (valid secp256k1 scalars).
-    import hashlib
-
     return hashlib.sha256(f"novakms test key: {label}".encode()).digest()
 
 
@@ -165,18 +163,3 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
         return RunningServer(server=server, node=node, registry=registry, addresses=addresses)
 
     return start
-
-
-def write_key_file(path: Path, signer_key: bytes) -> Path:
-    path.write_text(format_private_key(signer_key) + "\n")
-    return path
-
-
-__all__ = [
-    "MASTER_SECRET",
-    "RunningServer",
-    "Wallets",
-    "load_vectors",
-    "registry_json",
-    "wallet_from_private_key",
-]

@@ -21,6 +21,7 @@ PURE = [
     "novakms.crypto.aead",
     "novakms.store.records",
     "novakms.store.kv",
+    "novakms.cluster.bootstrap",
     "novakms.auth.model",
     "novakms.auth.policy",
     "novakms.auth.source",
