@@ -22,6 +22,7 @@ PURE = [
     "novakms.store.records",
     "novakms.store.kv",
     "novakms.cluster.bootstrap",
+    "novakms.cluster.replication",
     "novakms.auth.model",
     "novakms.auth.policy",
     "novakms.auth.source",
