@@ -62,6 +62,9 @@ class Limits:
         tombstone_retention: seconds a tombstone is kept before it may be forgotten.
         sweep_interval: seconds between purges of expired values and old tombstones.
         cert_default_days / cert_max_days: leaf certificate validity (requests are capped).
+        bootstrap_interval: seconds between master-secret bootstrap rounds while the node has
+            no secret.
+        peer_timeout: seconds for one call to a peer (connect + handshake + answer).
     """
 
     max_frame: int = 2_097_152
@@ -89,6 +92,8 @@ class Limits:
     sweep_interval: float = 1.0
     cert_default_days: int = 7
     cert_max_days: int = 90
+    bootstrap_interval: float = 2.0
+    peer_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         if self.quota_mode not in QUOTA_MODES:

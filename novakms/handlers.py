@@ -98,7 +98,7 @@ class Args:
 
 
 Handler = Callable[[Node, Session, Mapping[str, Any], float], Awaitable[dict[str, Any]]]
-Auth = Literal["none", "app"]
+Auth = Literal["none", "app", "peer"]
 
 
 async def authorize_app(node: Node, session: Session) -> Identity:
@@ -116,6 +116,40 @@ async def authorize_app(node: Node, session: Session) -> Identity:
     return await node.auth.authorize_app(session.wallet)
 
 
+async def authorize_peer(node: Node, session: Session) -> Identity:
+    """The caller's KMS-peer identity, checked against the authorization source now.
+
+    Raises:
+        Unauthenticated: anonymous connection.
+        Forbidden: an app connection, or not an active, zk-verified KMS operator.
+        Unavailable: the authorization source cannot decide.
+    """
+    if session.wallet is None:
+        raise Unauthenticated("this operation needs an authenticated peer wallet")
+    if session.role != "peer":
+        raise Forbidden("this operation is for KMS peers", reason="wrong_role")
+    return await node.auth.authorize_peer(session.wallet)
+
+
+async def op_secret_status(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await authorize_peer(node, session)
+    Args(args, set())
+    return {"initialized": node.master_secret is not None, "fingerprint": node.fingerprint()}
+
+
+async def op_secret_get(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await authorize_peer(node, session)
+    Args(args, set())
+    secret = node.require_secret()
+    node.log_secret_served(identity.wallet)
+    # The channel is end-to-end sealed with forward secrecy, to a chain-authorized KMS operator.
+    return {"secret": secret, "fingerprint": node.fingerprint()}
+
+
 async def op_health(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -131,7 +165,7 @@ async def op_status(
     return {
         "node": {"wallet": node.wallet, "version": node.version, "mode": node.mode.value},
         "ready": ready,
-        "reason": None if ready else "not_ready",
+        "reason": None if ready else node.not_ready.reason,
         "secret": {"initialized": ready, "fingerprint": node.fingerprint()},
         "auth": {"source": node.auth.name, **node.auth.describe()},
         "store": _store_status(node),
@@ -318,6 +352,8 @@ OPS: dict[str, tuple[Auth, Handler]] = {
     "kv.list": ("app", op_kv_list),
     "cert.ca": ("none", op_cert_ca),
     "cert.sign": ("app", op_cert_sign),
+    "secret.status": ("peer", op_secret_status),
+    "secret.get": ("peer", op_secret_get),
 }
 
 

@@ -18,6 +18,7 @@ from novakms.crypto.certs import ca_certificate_pem
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
 from novakms.crypto.signer import Signer
 from novakms.errors import Unavailable
+from novakms.log import get_logger
 from novakms.store.kv import KVStore
 
 __all__ = ["Node"]
@@ -47,6 +48,13 @@ class Node:
     connections: int = 0
     version: str = __version__
     store: KVStore | None = field(init=False, default=None, repr=False)
+    not_ready: Unavailable = field(
+        init=False,
+        default_factory=lambda: Unavailable(
+            "this node has no master secret yet", reason="not_ready"
+        ),
+        repr=False,
+    )
     wallet_limiter: KeyedRateLimiter = field(init=False, repr=False)
     handshake_limiter: KeyedRateLimiter = field(init=False, repr=False)
     _data_keys: dict[int, bytes] = field(init=False, default_factory=dict, repr=False)
@@ -90,11 +98,16 @@ class Node:
         """The master secret.
 
         Raises:
-            Unavailable: reason ``not_ready`` while the node has no secret.
+            Unavailable: ``not_ready`` while the node has no secret (or the bootstrap's reason:
+                ``split_brain``, ``secret_lost``).
         """
         if self.master_secret is None:
-            raise Unavailable("this node has no master secret yet", reason="not_ready")
+            raise self.not_ready
         return self.master_secret
+
+    def log_secret_served(self, wallet: str) -> None:
+        """Record that the secret went to a peer (the wallet only, never the secret)."""
+        get_logger("novakms.node", node=self.wallet).info("secret_served", peer=wallet)
 
     def require_store(self) -> KVStore:
         """The KV store (exists once the node has its secret).
@@ -103,7 +116,7 @@ class Node:
             Unavailable: reason ``not_ready``.
         """
         if self.store is None:
-            raise Unavailable("this node has no master secret yet", reason="not_ready")
+            raise self.not_ready
         return self.store
 
     def data_key(self, app_id: int) -> bytes:

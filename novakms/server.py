@@ -14,6 +14,7 @@ never crashes the server; ``BaseException`` (cancellation, KeyboardInterrupt) pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 import trio
 
 from novakms import handlers
+from novakms.cluster.peering import run_bootstrap
 from novakms.config import ServerConfig
 from novakms.errors import (
     ChannelError,
@@ -108,6 +110,16 @@ class Server:
                 poller = getattr(self.node.auth, "run", None)
                 if poller is not None:  # the chain source's poller lives as long as the node
                     await listening.start(poller)
+                if self.node.master_secret is None:  # get it from the cluster (DESIGN §6)
+                    listening.start_soon(
+                        functools.partial(
+                            run_bootstrap,
+                            self.node,
+                            interval=self.limits.bootstrap_interval,
+                            timeout=self.limits.peer_timeout,
+                            random_bytes=self._random,
+                        )
+                    )
                 self._log.info("listening", addresses=",".join(self.addresses))
                 task_status.started(list(self.addresses))
                 await self._shutdown.wait()

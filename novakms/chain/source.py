@@ -205,6 +205,19 @@ class ChainAuthorizationSource:
             is_operator=wallet in operators,
         )
 
+    async def master_secret_pin(self) -> str | None:
+        """The owner's pin of keccak256(master secret), read fresh from KMSRegistry.
+
+        Raises:
+            Unavailable: the chain cannot be read (the bootstrap waits; it never guesses).
+        """
+        try:
+            pin = await self.reader.master_secret_hash()
+        except ChainError as exc:
+            raise Unavailable(f"cannot read the pin: {exc.message}", reason="auth_source") from None
+        self.cache.master_secret_hash = pin
+        return None if pin is None else "0x" + pin.hex()
+
     def describe(self) -> dict[str, object]:
         """Chain state for ``status`` (no secrets)."""
         now = time.time()

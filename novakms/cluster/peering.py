@@ -1,0 +1,172 @@
+"""Getting the master secret from the cluster: the trio loop around :mod:`bootstrap`'s rules.
+
+Each round: read the active KMS operators (from the authorization source, i.e. KMSRegistry +
+NovaAppRegistry), ask every other one for its secret status over an authenticated ``peer``
+channel (with a timeout; no answer = unreachable), read the owner's pin, and act on
+:func:`~novakms.cluster.bootstrap.decide`: fetch from a peer (verifying the fingerprint and the
+pin), generate (only the lowest instance id of a fully answering, fully fresh cluster), or wait
+and retry. ``split_brain`` and ``secret_lost`` are reported by the node, never resolved by
+picking a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from novakms.client import Client
+from novakms.cluster.bootstrap import (
+    Decision,
+    PeerReport,
+    accept_fetched,
+    decide,
+    generate_secret,
+    unavailable_for,
+)
+from novakms.errors import NovaKMSError
+from novakms.log import get_logger
+from novakms.node import Node
+
+__all__ = ["bootstrap_round", "peer_address", "run_bootstrap"]
+
+
+def peer_address(instance_url: str) -> str:
+    """The KMS protocol address of a peer from its registered instance URL.
+
+    ``http(s)://HOST:PORT[/…]`` → ``HOST:PORT``; ``vsock://CID:PORT`` is kept.
+
+    Raises:
+        ValueError: no usable host and port.
+    """
+    if instance_url.startswith("vsock://"):
+        return instance_url
+    parts = urlsplit(instance_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise ValueError(f"instance URL {instance_url!r} has no host:port")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+async def _peer_call(
+    node: Node, entry: Mapping[str, Any], op: str, timeout: float
+) -> Mapping[str, Any]:
+    client = await Client.connect(
+        peer_address(str(entry["instance_url"])),
+        signer=node.signer,
+        role="peer",
+        expect_wallet=str(entry["wallet"]),
+        timeout=timeout,
+    )
+    async with client:
+        return await client.call(op, timeout=timeout)
+
+
+async def _report(node: Node, entry: Mapping[str, Any], timeout: float) -> PeerReport:
+    try:
+        with trio.fail_after(timeout):
+            status = await _peer_call(node, entry, "secret.status", timeout)
+        initialized = status.get("initialized") is True
+        fingerprint = status.get("fingerprint") if initialized else None
+        return PeerReport(
+            wallet=str(entry["wallet"]),
+            instance_id=int(entry["instance_id"]),
+            reachable=True,
+            initialized=initialized,
+            fingerprint=str(fingerprint) if fingerprint is not None else None,
+        )
+    except (NovaKMSError, ValueError, TypeError, trio.TooSlowError):
+        return PeerReport(
+            wallet=str(entry["wallet"]),
+            instance_id=int(entry["instance_id"]),
+            reachable=False,
+            initialized=None,
+            fingerprint=None,
+        )
+
+
+async def bootstrap_round(
+    node: Node, *, timeout: float, random_bytes: Callable[[int], bytes]
+) -> Decision:
+    """One round of the bootstrap; installs the secret when the decision allows it."""
+    log = get_logger("novakms.bootstrap", node=node.wallet)
+    peers = getattr(node.auth, "peers", None)
+    if peers is None:
+        return Decision(action="wait", reason="the authorization source lists no peers")
+    entries = await peers()
+    me = next((e for e in entries if e["wallet"] == node.wallet), None)
+    if me is None or me["status"] != "ACTIVE" or me["instance_id"] is None:
+        return Decision(action="wait", reason="this node is not an active KMS operator")
+    others = [
+        e
+        for e in entries
+        if e["wallet"] != node.wallet and e["status"] == "ACTIVE" and e["zk_verified"]
+    ]
+    reports: list[PeerReport] = []
+
+    async def ask(entry: Mapping[str, Any]) -> None:
+        reports.append(await _report(node, entry, timeout))
+
+    async with trio.open_nursery() as nursery:
+        for entry in others:
+            nursery.start_soon(ask, entry)
+    pin_of = getattr(node.auth, "master_secret_pin", None)
+    pin = None if pin_of is None else await pin_of()
+    decision = decide(
+        self_wallet=node.wallet,
+        self_instance_id=int(me["instance_id"]),
+        own_fingerprint=None,
+        pin=pin,
+        peers=reports,
+    )
+    if decision.action == "generate":
+        node.install_secret(generate_secret(random_bytes))
+        log.info("secret_generated", fingerprint=node.fingerprint())
+    elif decision.action == "fetch":
+        assert decision.fingerprint is not None
+        by_wallet = {e["wallet"]: e for e in others}
+        for wallet in decision.fetch_from:  # every matching peer, not just the first
+            try:
+                with trio.fail_after(timeout):
+                    answer = await _peer_call(node, by_wallet[wallet], "secret.get", timeout)
+                secret: bytes = answer["secret"]  # type-checked by accept_fetched
+                # accept_fetched checks type, length, fingerprint and pin (Unavailable otherwise).
+                accept_fetched(secret=secret, expected_fingerprint=decision.fingerprint, pin=pin)
+            except (NovaKMSError, ValueError, KeyError, trio.TooSlowError) as exc:
+                log.warning(
+                    "secret_fetch_failed",
+                    peer=wallet,
+                    error=getattr(exc, "message", type(exc).__name__),
+                )
+                continue
+            node.install_secret(bytes(secret))
+            log.info("secret_fetched", peer=wallet, fingerprint=node.fingerprint())
+            break
+    return decision
+
+
+async def run_bootstrap(
+    node: Node,
+    *,
+    interval: float,
+    timeout: float,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> None:
+    """Rounds until the node has a secret; the node reports each round's state meanwhile."""
+    log = get_logger("novakms.bootstrap", node=node.wallet)
+    while node.master_secret is None:
+        try:
+            decision = await bootstrap_round(node, timeout=timeout, random_bytes=random_bytes)
+        except NovaKMSError as exc:  # e.g. the chain cannot be read: try again later
+            log.warning("bootstrap_round_failed", error=exc.message)
+        else:
+            error = unavailable_for(decision)
+            if error is not None and node.master_secret is None:
+                if error.reason != node.not_ready.reason:
+                    log.info("bootstrap_state", action=decision.action, reason=decision.reason)
+                node.not_ready = error
+        if node.master_secret is None:
+            await trio.sleep(interval)

@@ -1,0 +1,174 @@
+"""The master-secret bootstrap over real peer channels, with the registries on a real anvil."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from novakms.chain import abi
+from novakms.chain.anvil import AnvilProcess
+from novakms.chain.registry import RegistryReader
+from novakms.chain.rpc import JsonRpcClient
+from novakms.chain.source import ChainAuthorizationSource, ChainSettings
+from novakms.chain.tx import TxSender
+from novakms.client import Client
+from novakms.config import Limits, Mode, ServerConfig
+from novakms.crypto.kdf import secret_fingerprint
+from novakms.crypto.signer import LocalSigner
+from novakms.devchain import DevChain, register_instance, setup_world
+from novakms.errors import Forbidden
+from novakms.node import Node
+from novakms.server import Server
+
+LIMITS = Limits(bootstrap_interval=0.2, peer_timeout=2.0)
+
+
+def signer(label: str) -> LocalSigner:
+    return LocalSigner(hashlib.sha256(f"novakms cluster test {label}".encode()).digest())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    def __init__(
+        self, nursery: trio.Nursery, anvil: AnvilProcess, chain: DevChain, admin: TxSender
+    ) -> None:
+        self.nursery, self.anvil, self.chain, self.admin = nursery, anvil, chain, admin
+        self.clients: list[JsonRpcClient] = []
+        self.nodes: list[Node] = []
+
+    async def start(self, who: LocalSigner, port: int, secret: bytes | None = None) -> Node:
+        rpc = JsonRpcClient(self.anvil.url, timeout=2.0)
+        self.clients.append(rpc)
+        reader = RegistryReader(
+            rpc,
+            nova_app_registry=self.chain.nova_app_registry,
+            kms_registry=self.chain.kms_registry,
+        )
+        source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=0.2))
+        node = Node(
+            signer=who, auth=source, limits=LIMITS, mode=Mode.DEVELOPMENT, master_secret=secret
+        )
+        config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=LIMITS)
+        await self.nursery.start(Server(config=config, node=node).run)
+        self.nodes.append(node)
+        return node
+
+    async def pin(self, secret_hash: bytes) -> None:
+        await self.admin.send(
+            self.chain.kms_registry,
+            abi.kms_registry().encode_call("setMasterSecretHash", secret_hash),
+        )
+
+
+@pytest.fixture
+async def world(
+    nursery: trio.Nursery, anvil: AnvilProcess
+) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
+    members = [(signer(f"node{i}"), free_port()) for i in range(3)]
+    admin_rpc = JsonRpcClient(anvil.url, timeout=10)
+    chain = await setup_world(
+        admin_rpc,
+        anvil.private_keys[0],
+        node_wallets=[(s.wallet, f"http://127.0.0.1:{port}") for s, port in members],
+        app_wallets=[signer("app").wallet],
+    )
+    cluster = Cluster(nursery, anvil, chain, TxSender(admin_rpc, anvil.private_keys[0]))
+    try:
+        yield cluster, members
+    finally:
+        for client in [admin_rpc, *cluster.clients]:
+            await client.aclose()
+
+
+async def until(predicate: Any, seconds: float = 20) -> None:
+    with trio.fail_after(seconds):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_simultaneous_start_gives_exactly_one_secret(world: Any) -> None:
+    cluster, members = world
+    nodes = [await cluster.start(s, port) for s, port in members]
+    await until(lambda: all(n.master_secret is not None for n in nodes))
+    assert len({n.fingerprint() for n in nodes}) == 1
+    # Every node then serves the same keys to an app.
+    app = signer("app")
+    keys = set()
+    for _, port in members:
+        async with await Client.connect(f"127.0.0.1:{port}", signer=app) as kms:
+            keys.add((await kms.derive("k")).key)
+    assert len(keys) == 1
+
+
+async def test_a_late_node_fetches_the_existing_secret(world: Any) -> None:
+    cluster, members = world
+    nodes = [await cluster.start(s, port) for s, port in members]
+    await until(lambda: all(n.master_secret is not None for n in nodes))
+    late, port = signer("late"), free_port()
+    await register_instance(
+        cluster.admin,
+        cluster.chain.nova_app_registry,
+        cluster.chain.kms_app_id,
+        late.wallet,
+        f"http://127.0.0.1:{port}",
+    )
+    node = await cluster.start(late, port)
+    await until(lambda: node.master_secret is not None)
+    assert node.fingerprint() == nodes[0].fingerprint()
+
+
+async def test_conflicting_secrets_without_pin_are_split_brain(world: Any) -> None:
+    cluster, members = world
+    (a, pa), (b, pb), (c, pc) = members
+    await cluster.start(a, pa, secret=b"\x01" * 32)
+    await cluster.start(b, pb, secret=b"\x02" * 32)
+    fresh = await cluster.start(c, pc)
+    await until(lambda: fresh.not_ready.reason == "split_brain")
+    assert fresh.master_secret is None
+    async with await Client.connect(f"127.0.0.1:{pc}") as kms:
+        status = await kms.status()
+    assert status["ready"] is False and status["reason"] == "split_brain"
+
+
+async def test_pin_selects_the_matching_secret(world: Any) -> None:
+    cluster, members = world
+    (a, pa), (b, pb), (c, pc) = members
+    await cluster.pin(bytes.fromhex(secret_fingerprint(b"\x02" * 32)[2:]))
+    await cluster.start(a, pa, secret=b"\x01" * 32)
+    await cluster.start(b, pb, secret=b"\x02" * 32)
+    fresh = await cluster.start(c, pc)
+    await until(lambda: fresh.master_secret is not None)
+    assert fresh.master_secret == b"\x02" * 32  # never the unpinned one
+
+
+async def test_pin_nobody_matches_is_secret_lost_and_nothing_is_generated(world: Any) -> None:
+    cluster, members = world
+    await cluster.pin(b"\x07" * 32)
+    nodes = [await cluster.start(s, port) for s, port in members]
+    await until(lambda: all(n.not_ready.reason == "secret_lost" for n in nodes))
+    assert all(n.master_secret is None for n in nodes)
+
+
+async def test_only_kms_operators_may_ask_for_the_secret(world: Any) -> None:
+    cluster, members = world
+    (a, pa), _, _ = members
+    await cluster.start(a, pa, secret=b"\x01" * 32)
+    async with await Client.connect(
+        f"127.0.0.1:{pa}", signer=signer("intruder"), role="peer"
+    ) as peer:
+        with pytest.raises(Forbidden):
+            await peer.call("secret.get")
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=signer("app"), role="app") as app:
+        with pytest.raises(Forbidden) as info:
+            await app.call("secret.status")
+        assert info.value.details["reason"] == "wrong_role"
