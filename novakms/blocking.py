@@ -168,7 +168,7 @@ class BlockingClient:
         """Send one request and wait for its response (errors as in ``Client.call``)."""
         with self._lock:
             if self._broken is not None:
-                raise self._broken
+                raise self._broken.fresh()
             request_id = next(self._ids)
             try:
                 self._send(

@@ -243,7 +243,7 @@ class Client:
             NovaKMSError: the server closed the connection with a notice.
         """
         if self._failure is not None:
-            raise self._failure
+            raise self._failure.fresh()
         request_id = next(self._ids)
         slot = _Slot()
         self._slots[request_id] = slot
@@ -277,7 +277,7 @@ class Client:
     async def _await(self, slot: _Slot) -> None:
         while not slot.done:
             if self._failure is not None:
-                raise self._failure
+                raise self._failure.fresh()
             if self._reading:
                 await slot.wake.wait()
                 slot.wake = trio.Event()

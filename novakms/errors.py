@@ -57,6 +57,14 @@ class NovaKMSError(Exception):
         self.message = message or self.code
         self.details: dict[str, Any] = details
 
+    def fresh(self) -> NovaKMSError:
+        """A new instance with the same type, message and details.
+
+        Raise this instead of re-raising a stored error: every ``raise`` of one instance
+        extends its ``__traceback__``, which grows without bound when done per request.
+        """
+        return type(self)(self.message, **self.details)
+
     def to_wire(self) -> dict[str, Any]:
         """The ``err`` map for this error: ``{"code", "message", **details}``."""
         body: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -102,7 +102,7 @@ class Node:
                 ``split_brain``, ``secret_lost``).
         """
         if self.master_secret is None:
-            raise self.not_ready
+            raise self.not_ready.fresh()
         return self.master_secret
 
     def log_secret_served(self, wallet: str) -> None:
@@ -116,7 +116,7 @@ class Node:
             Unavailable: reason ``not_ready``.
         """
         if self.store is None:
-            raise self.not_ready
+            raise self.not_ready.fresh()
         return self.store
 
     def data_key(self, app_id: int) -> bytes:

@@ -59,7 +59,7 @@ class _Flight:
     def __init__(self) -> None:
         self.done = trio.Event()
         self.value: Any = None
-        self.error: BaseException | None = None
+        self.error: Unavailable | None = None
 
 
 class ChainAuthorizationSource:
@@ -102,7 +102,7 @@ class ChainAuthorizationSource:
         if flight is not None:
             await flight.done.wait()
             if flight.error is not None:
-                raise flight.error
+                raise flight.error.fresh()
             return flight.value  # type: ignore[no-any-return]
         flight = self._flights[key] = _Flight()
         try:
