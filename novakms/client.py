@@ -122,6 +122,7 @@ class Client:
     ) -> None:
         self._sealed = sealed
         self.server_wallet = server_wallet
+        self.transcript_hash = b""  # TH of the handshake: binds proofs to this channel
         self.wallet = ready.wallet
         self.server_max_frame = ready.max_frame
         self.server_max_inflight = ready.max_inflight
@@ -205,7 +206,9 @@ class Client:
             raise TransportError("the server closed the connection during the handshake")
         ready = hs.receive_ready(item)
         assert hs.server_wallet is not None
-        return cls(sealed, hs.server_wallet, ready, timeout)
+        client = cls(sealed, hs.server_wallet, ready, timeout)
+        client.transcript_hash = hs.th or b""
+        return client
 
     async def __aenter__(self) -> Client:
         return self

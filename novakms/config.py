@@ -65,6 +65,9 @@ class Limits:
         bootstrap_interval: seconds between master-secret bootstrap rounds while the node has
             no secret.
         peer_timeout: seconds for one call to a peer (connect + handshake + answer).
+        push_interval: seconds local writes are batched before being pushed to peers.
+        anti_entropy_interval: seconds between digest comparisons with each peer.
+        max_clock_skew_ms: replicated records stamped further in the future are rejected.
     """
 
     max_frame: int = 2_097_152
@@ -94,6 +97,9 @@ class Limits:
     cert_max_days: int = 90
     bootstrap_interval: float = 2.0
     peer_timeout: float = 5.0
+    push_interval: float = 0.05
+    anti_entropy_interval: float = 5.0
+    max_clock_skew_ms: int = 60_000
 
     def __post_init__(self) -> None:
         if self.quota_mode not in QUOTA_MODES:

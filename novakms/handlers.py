@@ -10,18 +10,22 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from novakms.auth.model import Identity
+from novakms.cluster import replication
+from novakms.cluster.proof import cluster_proof, verify_cluster_proof
 from novakms.crypto.certs import sign_csr
 from novakms.crypto.kdf import derive_app_key
 from novakms.errors import BadRequest, Forbidden, RateLimited, Unauthenticated, UnknownOp
 from novakms.node import Node
 from novakms.wire.handshake import Role
 
-__all__ = ["OPS", "Args", "Session", "handle"]
+__all__ = ["OPS", "SYNC_BUCKETS", "Args", "Session", "handle"]
+
+SYNC_BUCKETS = 64  # anti-entropy buckets per app (both sides must agree)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +35,9 @@ class Session:
     role: Role
     wallet: str | None
     source: str
+    transcript_hash: bytes = b""
+    # Per-connection state that ops may set (e.g. a peer's proof of the cluster secret).
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 class Args:
@@ -150,6 +157,106 @@ async def op_secret_get(
     return {"secret": secret, "fingerprint": node.fingerprint()}
 
 
+async def require_proven_peer(node: Node, session: Session) -> Identity:
+    """A peer that has proven the cluster secret on this channel (``sync.hello``).
+
+    Raises:
+        Forbidden: not an authorized peer, or no proof yet (reason ``no_cluster_proof``).
+    """
+    identity = await authorize_peer(node, session)
+    if not session.state.get("proven"):
+        raise Forbidden("prove the cluster secret first (sync.hello)", reason="no_cluster_proof")
+    return identity
+
+
+async def op_sync_hello(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await authorize_peer(node, session)
+    a = Args(args, {"proof"})
+    proof = a.blob("proof", required=True)
+    secret = node.require_secret()
+    th = session.transcript_hash
+    if not verify_cluster_proof(
+        master_secret=secret, transcript_hash=th, direction="c2s", proof=proof
+    ):
+        raise Forbidden("the peer does not hold this cluster's secret", reason="bad_cluster_proof")
+    session.state["proven"] = True
+    return {"proof": cluster_proof(master_secret=secret, transcript_hash=th, direction="s2c")}
+
+
+async def op_sync_push(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    identity = await require_proven_peer(node, session)
+    Args(args, {"records"})
+    items = args.get("records")
+    if not isinstance(items, list):
+        raise BadRequest("records must be an array")
+    accepted, rejected = node.apply_replicated(items, now_ms=_now_ms(now), source=identity.wallet)
+    return {"accepted": accepted, "rejected": rejected}
+
+
+async def op_sync_digests(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await require_proven_peer(node, session)
+    Args(args, set())
+    digests = replication.app_digests(node.require_store().records())
+    return {"apps": [[app_id, digest] for app_id, digest in sorted(digests.items())]}
+
+
+async def op_sync_buckets(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await require_proven_peer(node, session)
+    a = Args(args, {"app_id"})
+    app_id = a.uint("app_id", default=0, minimum=1, maximum=2**64 - 1)
+    buckets = replication.bucket_digests(node.require_store().records(), app_id, SYNC_BUCKETS)
+    return {"buckets": buckets}
+
+
+async def op_sync_keys(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await require_proven_peer(node, session)
+    a = Args(args, {"app_id", "buckets"})
+    app_id = a.uint("app_id", default=0, minimum=1, maximum=2**64 - 1)
+    wanted = args.get("buckets")
+    if not isinstance(wanted, list) or not all(
+        isinstance(b, int) and 0 <= b < SYNC_BUCKETS for b in wanted
+    ):
+        raise BadRequest(f"buckets must be an array of integers in 0..{SYNC_BUCKETS - 1}")
+    keys = replication.keys_in_buckets(node.require_store().records(), app_id, wanted, SYNC_BUCKETS)
+    return {"keys": [[key, digest] for key, digest in sorted(keys.items())]}
+
+
+async def op_sync_pull(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await require_proven_peer(node, session)
+    a = Args(args, {"app_id", "keys"})
+    app_id = a.uint("app_id", default=0, minimum=1, maximum=2**64 - 1)
+    keys = args.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise BadRequest("keys must be an array of texts")
+    store = node.require_store()
+    budget = node.limits.max_frame - replication.ENVELOPE_BYTES
+    records: list[dict[str, Any]] = []
+    used = 0
+    for index, key in enumerate(keys):
+        record = store.record(app_id, key)
+        if record is None:
+            continue
+        wire = replication.record_to_wire(record)
+        size = replication.wire_size(record)
+        if records and used + size > budget:  # the rest in a later pull
+            return {"records": records, "remaining": keys[index:]}
+        records.append(wire)
+        used += size
+    return {"records": records, "remaining": []}
+
+
 async def op_health(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -169,6 +276,10 @@ async def op_status(
         "secret": {"initialized": ready, "fingerprint": node.fingerprint()},
         "auth": {"source": node.auth.name, **node.auth.describe()},
         "store": _store_status(node),
+        "cluster": {
+            "peers": [] if node.replicator is None else node.replicator.describe(),
+            "rejected_records": node.replication_rejected,
+        },
         "connections": node.connections,
     }
 
@@ -354,6 +465,12 @@ OPS: dict[str, tuple[Auth, Handler]] = {
     "cert.sign": ("app", op_cert_sign),
     "secret.status": ("peer", op_secret_status),
     "secret.get": ("peer", op_secret_get),
+    "sync.hello": ("peer", op_sync_hello),
+    "sync.push": ("peer", op_sync_push),
+    "sync.digests": ("peer", op_sync_digests),
+    "sync.buckets": ("peer", op_sync_buckets),
+    "sync.keys": ("peer", op_sync_keys),
+    "sync.pull": ("peer", op_sync_pull),
 }
 
 

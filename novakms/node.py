@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from novakms import __version__
 from novakms.auth.ratelimit import KeyedRateLimiter
 from novakms.auth.source import AuthorizationSource
+from novakms.cluster import replication
 from novakms.config import Limits, Mode
 from novakms.crypto import aead
 from novakms.crypto.certs import ca_certificate_pem
@@ -46,6 +48,8 @@ class Node:
     master_secret: bytes | None = field(default=None, repr=False)
     random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
     connections: int = 0
+    replication_rejected: int = 0
+    replicator: Any = field(default=None, repr=False)  # the cluster's Replicator, when running
     version: str = __version__
     store: KVStore | None = field(init=False, default=None, repr=False)
     not_ready: Unavailable = field(
@@ -104,6 +108,35 @@ class Node:
         if self.master_secret is None:
             raise self.not_ready.fresh()
         return self.master_secret
+
+    def apply_replicated(self, items: list[Any], *, now_ms: int, source: str) -> tuple[int, int]:
+        """Validate and merge records a peer sent; return (accepted, rejected).
+
+        Each record must be well-formed, within the size limits, not from the future beyond
+        ``max_clock_skew_ms``, and decryptable under this node's data key for its app and key;
+        anything else is rejected, counted and logged (reason only), never stored.
+        """
+        store = self.require_store()
+        accepted = rejected = 0
+        for item in items:
+            try:
+                record = replication.record_from_wire(
+                    item,
+                    limits=self.limits,
+                    now_ms=now_ms,
+                    max_skew_ms=self.limits.max_clock_skew_ms,
+                )
+                replication.check_decryptable(record, self.data_key)
+            except replication.InvalidRecord as exc:
+                rejected += 1
+                self.replication_rejected += 1
+                get_logger("novakms.node", node=self.wallet).warning(
+                    "replicated_record_rejected", peer=source, reason=exc.reason
+                )
+                continue
+            store.merge(record)
+            accepted += 1
+        return accepted, rejected
 
     def log_secret_served(self, wallet: str) -> None:
         """Record that the secret went to a peer (the wallet only, never the secret)."""

@@ -24,6 +24,7 @@ import trio
 
 from novakms import handlers
 from novakms.cluster.peering import run_bootstrap
+from novakms.cluster.replicator import Replicator
 from novakms.config import ServerConfig
 from novakms.errors import (
     ChannelError,
@@ -110,6 +111,9 @@ class Server:
                 poller = getattr(self.node.auth, "run", None)
                 if poller is not None:  # the chain source's poller lives as long as the node
                     await listening.start(poller)
+                if getattr(self.node.auth, "peers", None) is not None:
+                    self.node.replicator = Replicator(self.node)
+                    listening.start_soon(self.node.replicator.run)
                 if self.node.master_secret is None:  # get it from the cluster (DESIGN §6)
                     listening.start_soon(
                         functools.partial(
@@ -255,7 +259,9 @@ class Server:
         if not await self._send_sealed_quietly(sealed, ready):
             return None
         assert hs.role is not None  # set by receive_hello
-        return sealed, handlers.Session(role=hs.role, wallet=wallet, source=source)
+        return sealed, handlers.Session(
+            role=hs.role, wallet=wallet, source=source, transcript_hash=hs.th or b""
+        )
 
     async def _request_loop(
         self, sealed: SealedStream, session: handlers.Session, log: BoundLogger

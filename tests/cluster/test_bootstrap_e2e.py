@@ -25,7 +25,7 @@ from novakms.errors import Forbidden
 from novakms.node import Node
 from novakms.server import Server
 
-LIMITS = Limits(bootstrap_interval=0.2, peer_timeout=2.0)
+LIMITS = Limits(bootstrap_interval=0.2, peer_timeout=2.0, anti_entropy_interval=0.5)
 
 
 def signer(label: str) -> LocalSigner:

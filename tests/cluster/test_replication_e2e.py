@@ -1,0 +1,126 @@
+"""KV replication between real nodes: pushes, anti-entropy, conflicts, deletes, late joiners."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from novakms.client import Client
+from novakms.devchain import register_instance
+from novakms.errors import Forbidden, NotFound
+from tests.cluster.test_bootstrap_e2e import free_port, signer, until, world
+
+__all__ = ["world"]
+
+APP = signer("app")
+
+
+async def started(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
+    cluster, members = world
+    nodes = [await cluster.start(s, port) for s, port in members]
+    await until(lambda: all(n.master_secret is not None for n in nodes))
+    return cluster, members, nodes
+
+
+async def value_on(port: int, key: str) -> bytes | None:
+    async with await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms:
+        try:
+            return (await kms.kv_get(key)).value
+        except NotFound:
+            return None
+
+
+async def wait_everywhere(members: list[tuple[Any, int]], key: str, expected: bytes | None) -> None:
+    """Poll every node until it reads ``expected`` for ``key`` (None: not found)."""
+    with trio.fail_after(20):
+        for _, port in members:
+            while await value_on(port, key) != expected:
+                await trio.sleep(0.05)
+
+
+async def test_a_write_on_one_node_is_readable_on_every_other(world: Any) -> None:
+    cluster, members, nodes = await started(world)
+    async with await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as kms:
+        await kms.kv_put("db/password", b"s3cret")
+    await wait_everywhere(members, "db/password", b"s3cret")
+    # derive gives identical keys everywhere, too (one secret)
+    keys = set()
+    for _, port in members:
+        async with await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms:
+            keys.add((await kms.derive("k")).key)
+    assert len(keys) == 1
+
+
+async def test_concurrent_conflicting_writes_converge(world: Any) -> None:
+    cluster, members, nodes = await started(world)
+    async with (
+        await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as a,
+        await Client.connect(f"127.0.0.1:{members[1][1]}", signer=APP) as b,
+    ):
+        await a.kv_put("shared", b"from-a")
+        await b.kv_put("shared", b"from-b")
+    await until(
+        lambda: (
+            len({n.store.record(1, "shared") for n in nodes}) == 1
+            and nodes[0].store.record(1, "shared") is not None
+        )
+    )
+    winner = nodes[0].store.record(1, "shared")
+    assert all(n.store.record(1, "shared") == winner for n in nodes)
+    assert (await value_on(members[2][1], "shared")) in (b"from-a", b"from-b")
+
+
+async def test_a_delete_stays_deleted(world: Any) -> None:
+    cluster, members, nodes = await started(world)
+    async with await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as a:
+        await a.kv_put("temp", b"v")
+    await wait_everywhere(members, "temp", b"v")
+    async with await Client.connect(f"127.0.0.1:{members[2][1]}", signer=APP) as c:
+        await c.kv_delete("temp")
+    await wait_everywhere(members, "temp", None)
+    # Several more anti-entropy rounds later it is still deleted on every node.
+    rounds = [n.replicator.links for n in nodes]
+    await until(
+        lambda: all(
+            link.pulled >= 0 and link.last_ok for links in rounds for link in links.values()
+        )
+    )
+    for _, port in members:
+        assert await value_on(port, "temp") is None
+
+
+async def test_a_late_node_catches_up_through_anti_entropy(world: Any) -> None:
+    cluster, members, nodes = await started(world)
+    async with await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as a:
+        for i in range(30):
+            await a.kv_put(f"item/{i:02d}", f"value-{i}".encode())
+    await wait_everywhere(members, "item/29", b"value-29")
+    late, port = signer("late"), free_port()
+    await register_instance(
+        cluster.admin,
+        cluster.chain.nova_app_registry,
+        cluster.chain.kms_app_id,
+        late.wallet,
+        f"http://127.0.0.1:{port}",
+    )
+    node = await cluster.start(late, port)
+    await until(lambda: node.store is not None and len(node.store.records()) == 30)
+    assert await value_on(port, "item/07") == b"value-7"
+    async with await Client.connect(f"127.0.0.1:{port}") as kms:
+        status = await kms.status()
+    peers = status["cluster"]["peers"]
+    assert {p["wallet"] for p in peers} == {s.wallet for s, _ in members}
+
+
+async def test_sync_ops_need_the_cluster_proof(world: Any) -> None:
+    cluster, members, nodes = await started(world)
+    (a, pa), (b, _), _ = members
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=b, role="peer") as peer:
+        with pytest.raises(Forbidden) as info:
+            await peer.call("sync.digests")
+        assert info.value.details["reason"] == "no_cluster_proof"
+        with pytest.raises(Forbidden) as info:
+            await peer.call("sync.hello", {"proof": b"\x00" * 32})
+        assert info.value.details["reason"] == "bad_cluster_proof"
