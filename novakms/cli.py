@@ -11,6 +11,8 @@ import base64
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,6 +31,7 @@ from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.chain.tx import TxSender
+from novakms.client import Client
 from novakms.config import (
     Limits,
     Mode,
@@ -40,7 +43,7 @@ from novakms.config import (
 from novakms.crypto.eth import normalize_wallet, parse_private_key
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
-from novakms.devchain import deploy_registries, register_instance, setup_world
+from novakms.devchain import deploy_registries, setup_world
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
 from novakms.errors import NovaKMSError
 from novakms.log import configure
@@ -199,6 +202,10 @@ async def _serve_until_signal(server: Server, on_ready: OnReady | None) -> None:
 def _cmd_dev(args: argparse.Namespace) -> int:
     if explicitly_in_enclave(os.environ) or in_nitro_enclave():
         raise CliError("`novakms dev` is for development machines and refuses to run in an enclave")
+    if args.nodes is None:
+        args.nodes = 1 if args.chain == "static" else 3
+    if args.nodes < 1 or (args.chain == "static" and args.nodes != 1):
+        raise CliError("--nodes must be at least 1 (and exactly 1 with --chain static)")
     secret = (
         _parse_master_secret(args.master_secret)
         if args.master_secret
@@ -209,7 +216,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     )
     limits = _limits(args.limit)
     try:
-        state = prepare_state(state_dir)
+        state = prepare_state(state_dir, nodes=args.nodes)
         signer = LocalSigner.from_file(state.node_key_file)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -239,7 +246,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
             trio.run(_serve_until_signal, Server(config=config, node=node), on_ready)
         else:
-            trio.run(_dev_on_anvil, args, state, signer, secret, config, line)
+            trio.run(_dev_cluster, args, state)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     except AnvilError as exc:
@@ -247,54 +254,128 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _dev_on_anvil(
-    args: argparse.Namespace,
-    state: DevState,
-    signer: LocalSigner,
-    secret: bytes,
-    config: ServerConfig,
-    line: Callable[[list[str], dict[str, str] | None], dict[str, Any]],
-) -> None:
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
+    """Anvil + registries, then N nodes as separate ``novakms serve`` processes."""
+    ports = [args.port + i if args.port else _free_port(args.host) for i in range(args.nodes)]
     anvil = AnvilProcess(find_anvil()).start(port=args.chain_port)
     with anvil:
         admin_key = anvil.private_keys[0]
         admin_key_file = write_key_file(state.directory / "admin.key", admin_key)
         async with anvil.rpc() as rpc:
             world = await setup_world(
-                rpc, admin_key, node_wallets=[], app_wallets=[a.wallet for a in state.apps]
+                rpc,
+                admin_key,
+                node_wallets=[
+                    (w, f"http://{args.host}:{p}")
+                    for (w, _), p in zip(state.nodes, ports, strict=True)
+                ],
+                app_wallets=[a.wallet for a in state.apps],
             )
-            reader = RegistryReader(
-                JsonRpcClient(anvil.url),
-                nova_app_registry=world.nova_app_registry,
-                kms_registry=world.kms_registry,
+        command = [sys.executable, "-m", "novakms.cli", "--log-level", args.log_level, "serve"]
+        common = [
+            "--chain-rpc",
+            anvil.url,
+            "--nova-app-registry",
+            world.nova_app_registry,
+            "--kms-registry",
+            world.kms_registry,
+            "--poll-interval",
+            str(args.poll_interval),
+        ]
+        for item in args.limit:
+            common += ["--limit", item]
+        if args.master_secret:
+            # Development only: every node starts with the given secret (no bootstrap needed).
+            secret_file = state.directory / "master.secret"
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(args.master_secret.strip().removeprefix("0x"))
+            common += ["--master-secret-file", str(secret_file)]
+        env = {**os.environ, "IN_ENCLAVE": "false"}
+        children = [
+            subprocess.Popen(  # noqa: ASYNC220  (started once; watched below without blocking)
+                [
+                    *command,
+                    "--listen",
+                    f"tcp://{args.host}:{port}",
+                    "--key-file",
+                    str(key),
+                    *common,
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
             )
-            auth = ChainAuthorizationSource(reader, ChainSettings(poll_interval=args.poll_interval))
-            node = Node(
-                signer=signer,
-                auth=auth,
-                limits=config.limits,
-                mode=config.mode,
-                master_secret=secret,
-            )
-
-            async def on_ready(addresses: list[str]) -> None:
-                # The node joins the operator set once its address is known.
-                await register_instance(
-                    TxSender(rpc, admin_key),
-                    world.nova_app_registry,
-                    world.kms_app_id,
-                    signer.wallet,
-                    f"http://{addresses[0]}",
-                )
-                chain = {
-                    "rpc": anvil.url,
-                    "nova_app_registry": world.nova_app_registry,
-                    "kms_registry": world.kms_registry,
-                    "admin_key_file": str(admin_key_file),
+            for (_, key), port in zip(state.nodes, ports, strict=True)
+        ]
+        try:
+            await _await_cluster_ready(args.host, ports, children)
+            _print_json(
+                {
+                    "nodes": [
+                        {"address": f"{args.host}:{port}", "wallet": wallet, "pid": child.pid}
+                        for (wallet, _), port, child in zip(
+                            state.nodes, ports, children, strict=True
+                        )
+                    ],
+                    "apps": [
+                        {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)}
+                        for a in state.apps
+                    ],
+                    "chain": {
+                        "rpc": anvil.url,
+                        "nova_app_registry": world.nova_app_registry,
+                        "kms_registry": world.kms_registry,
+                        "admin_key_file": str(admin_key_file),
+                    },
                 }
-                _print_json(line(addresses, chain))
+            )
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with trio.open_nursery() as nursery:
 
-            await _serve_until_signal(Server(config=config, node=node), on_ready)
+                    async def watch() -> None:
+                        while all(child.poll() is None for child in children):  # noqa: ASYNC110
+                            await trio.sleep(0.2)
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(watch)
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        break
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+            for child in children:
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+
+async def _await_cluster_ready(
+    host: str, ports: list[int], children: list[subprocess.Popen[bytes]]
+) -> None:
+    """Wait until every node answers ``status`` with ready (the secret bootstrap is done)."""
+    with trio.move_on_after(90) as scope:
+        for port in ports:
+            while True:
+                if any(child.poll() is not None for child in children):
+                    raise CliError("a node exited while starting (see its log above)")
+                try:
+                    async with await Client.connect(f"{host}:{port}", timeout=2) as kms:
+                        if (await kms.status()).get("ready"):
+                            break
+                except NovaKMSError:
+                    pass
+                await trio.sleep(0.1)
+    if scope.cancelled_caught:
+        raise CliError("the development cluster did not become ready within 90 s")
 
 
 # --- client -----------------------------------------------------------------------------------
@@ -515,6 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--chain-port", type=int, default=0, help="anvil's port (0 picks a free one)")
     dev.add_argument("--poll-interval", type=float, default=1.0, help="seconds between chain polls")
+    dev.add_argument(
+        "--nodes",
+        type=int,
+        help="KMS nodes, each its own process (default 3; 1 with --chain static)",
+    )
     dev.set_defaults(func=_cmd_dev)
 
     client = commands.add_parser("client", help="call a KMS node")

@@ -56,6 +56,7 @@ class DevState:
     node_wallet: str
     registry_file: Path
     apps: tuple[DevApp, ...]
+    nodes: tuple[tuple[str, Path], ...] = ()  # (wallet, key file) of every node, node 1 first
 
 
 def write_key_file(path: Path, key: bytes) -> Path:
@@ -80,7 +81,7 @@ def _key_file(path: Path, random_bytes: Callable[[int], bytes]) -> str:
 
 
 def prepare_state(
-    directory: Path, *, random_bytes: Callable[[int], bytes] = os.urandom
+    directory: Path, *, nodes: int = 1, random_bytes: Callable[[int], bytes] = os.urandom
 ) -> DevState:
     """Create (or reuse) the dev keys and write the static registry for them.
 
@@ -91,6 +92,10 @@ def prepare_state(
     directory.mkdir(parents=True, exist_ok=True)
     node_key = directory / "node.key"
     node_wallet = _key_file(node_key, random_bytes)
+    all_nodes = [(node_wallet, node_key.resolve())]
+    for index in range(2, nodes + 1):
+        extra = directory / f"node{index}.key"
+        all_nodes.append((_key_file(extra, random_bytes), extra.resolve()))
     apps = []
     for app_id in DEMO_APP_IDS:
         key_file = directory / f"app{app_id}.key"
@@ -131,4 +136,5 @@ def prepare_state(
         node_wallet=node_wallet,
         registry_file=registry_file.resolve(),
         apps=tuple(apps),
+        nodes=tuple(all_nodes),
     )

@@ -94,12 +94,11 @@ def test_dev_ready_line_shape(dev: dict[str, Any]) -> None:
     chain = dev["chain"]
     assert set(chain) == {"rpc", "nova_app_registry", "kms_registry", "admin_key_file"}
     assert chain["rpc"].startswith("http://127.0.0.1:") and Path(chain["admin_key_file"]).is_file()
-    [node] = dev["nodes"]
-    assert (
-        set(node) == {"address", "wallet"}
-        and node["wallet"].startswith("0x")
-        and len(node["wallet"]) == 42
-    )
+    assert len(dev["nodes"]) == 3  # the default: a cluster of separate processes
+    for node in dev["nodes"]:
+        assert set(node) == {"address", "wallet", "pid"}
+        assert node["wallet"].startswith("0x") and len(node["wallet"]) == 42 and node["pid"] > 0
+    assert len({n["wallet"] for n in dev["nodes"]}) == 3
     assert [a["app_id"] for a in dev["apps"]] == [1, 2]
     for app in dev["apps"]:
         assert Path(app["key_file"]).is_file()
