@@ -45,6 +45,7 @@ class Cluster:
         self.nursery, self.anvil, self.chain, self.admin = nursery, anvil, chain, admin
         self.clients: list[JsonRpcClient] = []
         self.nodes: list[Node] = []
+        self.scopes: dict[str, trio.CancelScope] = {}
 
     async def start(self, who: LocalSigner, port: int, secret: bytes | None = None) -> Node:
         rpc = JsonRpcClient(self.anvil.url, timeout=2.0)
@@ -59,9 +60,18 @@ class Cluster:
             signer=who, auth=source, limits=LIMITS, mode=Mode.DEVELOPMENT, master_secret=secret
         )
         config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=LIMITS)
-        await self.nursery.start(Server(config=config, node=node).run)
+        await self.nursery.start(self._serve, Server(config=config, node=node))
         self.nodes.append(node)
         return node
+
+    async def _serve(self, server: Server, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            self.scopes[server.node.wallet] = scope
+            await server.run(task_status=task_status)
+
+    def stop(self, node: Node) -> None:
+        """Kill a node (its memory, secret and data included), as a crash would."""
+        self.scopes.pop(node.wallet).cancel()
 
     async def pin(self, secret_hash: bytes) -> None:
         await self.admin.send(

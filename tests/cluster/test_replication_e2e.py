@@ -124,3 +124,22 @@ async def test_sync_ops_need_the_cluster_proof(world: Any) -> None:
         with pytest.raises(Forbidden) as info:
             await peer.call("sync.hello", {"proof": b"\x00" * 32})
         assert info.value.details["reason"] == "bad_cluster_proof"
+
+
+async def test_a_restarted_node_rejoins_with_the_same_secret_and_data(world: Any) -> None:
+    cluster, members, nodes = await started(world)
+    (_, pa), _, (c, pc) = members
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a:
+        await a.kv_put("before", b"1")
+    await wait_everywhere(members, "before", b"1")
+    fingerprint = nodes[0].fingerprint()
+    cluster.stop(nodes[2])  # node C crashes: its memory is gone
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a:
+        await a.kv_put("while-down", b"2")
+        await a.kv_delete("before")
+    await trio.sleep(0.2)
+    restarted = await cluster.start(c, pc)
+    await until(lambda: restarted.master_secret is not None)
+    assert restarted.fingerprint() == fingerprint
+    await wait_everywhere(members, "while-down", b"2")
+    await wait_everywhere(members, "before", None)
