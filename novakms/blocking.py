@@ -170,12 +170,11 @@ class BlockingClient:
             if self._broken is not None:
                 raise self._broken.fresh()
             request_id = next(self._ids)
+            # Too large for a frame: TooLarge here, before anything is sent or sealed.
+            message = request_message(request_id, op, args or {})
+            body = self._channel.seal(message, max_body=self._max_frame)
             try:
-                self._send(
-                    self._sock,
-                    self._channel.seal(request_message(request_id, op, args or {})),
-                    self._max_frame,
-                )
+                self._send(self._sock, body, self._max_frame)
                 while True:
                     item = self._channel.open(self._receive(self._sock, self._decoder))
                     notice = parse_close_notice(item)

@@ -228,7 +228,16 @@ async def op_sync_keys(
     ):
         raise BadRequest(f"buckets must be an array of integers in 0..{SYNC_BUCKETS - 1}")
     keys = replication.keys_in_buckets(node.require_store().records(), app_id, wanted, SYNC_BUCKETS)
-    return {"keys": [[key, digest] for key, digest in sorted(keys.items())]}
+    # Bounded by the frame: a huge bucket is answered in part (the rest in later rounds).
+    budget = node.limits.max_frame - replication.ENVELOPE_BYTES
+    entries: list[list[Any]] = []
+    used = 0
+    for key, digest in sorted(keys.items()):
+        used += len(key.encode("utf-8")) + len(digest) + 16  # CBOR headers, generously
+        if used > budget:
+            return {"keys": entries, "truncated": True}
+        entries.append([key, digest])
+    return {"keys": entries, "truncated": False}
 
 
 async def op_sync_pull(

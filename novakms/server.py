@@ -34,6 +34,7 @@ from novakms.errors import (
     ProtocolError,
     RateLimited,
     RequestError,
+    TooLarge,
     TransportError,
     Unavailable,
 )
@@ -359,7 +360,7 @@ class Server:
             inflight.discard(request.id)
             try:
                 await self._send_sealed_quietly(sealed, message)
-            except (TypeError, ValueError):  # a result outside the wire's CBOR subset: a bug
+            except (TypeError, ValueError, TooLarge):  # unencodable or larger than a frame: a bug
                 log.exception("response_unencodable")
                 await self._send_sealed_quietly(
                     sealed, error_response(request.id, InternalError("internal error"))

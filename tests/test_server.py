@@ -532,3 +532,23 @@ async def test_nodes_lists_operators_from_the_static_registry(
             "probe": None,
         }
     ]
+
+
+async def test_a_request_too_large_for_a_frame_fails_locally_and_the_connection_survives(
+    start_server: Any, wallets: Wallets
+) -> None:
+    from novakms.errors import TooLarge
+
+    srv = await start_server(limits=Limits(max_frame=8192, max_value_bytes=1024))
+    async with await Client.connect(srv.tcp, signer=wallets.app1, max_frame=8192) as kms:
+        with pytest.raises(TooLarge):
+            await kms.kv_put("k", bytes(9000))
+        assert (await kms.derive("still/works")).app_id == 1
+
+    def blocking_side() -> None:  # in a worker thread: the server runs on this trio loop
+        with BlockingClient.connect(srv.tcp, signer=wallets.app1, max_frame=8192) as blocking:
+            with pytest.raises(TooLarge):
+                blocking.kv_put("k", bytes(9000))
+            assert blocking.derive("still/works").app_id == 1
+
+    await trio.to_thread.run_sync(blocking_side)

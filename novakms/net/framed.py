@@ -106,12 +106,15 @@ class SealedStream:
         """Seal and send one message.
 
         Raises:
+            TooLarge: the message does not fit in a frame (nothing was sent; the channel is
+                still usable).
             TransportError: the connection broke.
             ChannelError: the channel is closed.
         """
         plaintext = cbor.encode(message)
         async with self._send_lock:
-            await self.framed.send_body(self.channel.seal_plaintext(plaintext))
+            body = self.channel.seal_plaintext(plaintext, max_body=self.framed.max_frame)
+            await self.framed.send_body(body)
 
     async def receive(self) -> Any:
         """The next opened message, or ``END_OF_STREAM`` on an orderly end of stream.

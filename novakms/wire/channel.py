@@ -13,15 +13,22 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from novakms.errors import ChannelError, ProtocolError
+from novakms.errors import ChannelError, ProtocolError, TooLarge
 from novakms.wire import cbor
 
-__all__ = ["KEY_SIZE", "TAG_SIZE", "SecureChannel"]
+__all__ = ["KEY_SIZE", "TAG_SIZE", "SecureChannel", "sealed_body_size"]
 
 KEY_SIZE = 32
 TAG_SIZE = 16
 _MAX_COUNTER = 2**64 - 1
 _NONCE = struct.Struct(">IQ")
+
+
+def sealed_body_size(plaintext_size: int) -> int:
+    """Size of the frame body that sealing ``plaintext_size`` bytes produces."""
+    n = plaintext_size + TAG_SIZE
+    header = 1 if n < 24 else 2 if n < 2**8 else 3 if n < 2**16 else 5 if n < 2**32 else 9
+    return header + n
 
 
 class SecureChannel:
@@ -51,18 +58,27 @@ class SecureChannel:
         """(frames sealed, frames opened) so far."""
         return self._send_ctr, self._recv_ctr
 
-    def seal(self, message: Any) -> bytes:
+    def seal(self, message: Any, *, max_body: int | None = None) -> bytes:
         """Encode ``message`` and seal it into a frame body (a CBOR byte string).
 
         Raises:
+            TooLarge: the sealed body would exceed ``max_body`` (nothing was sealed).
             ChannelError: the send counter is exhausted or the channel is broken.
         """
-        return self.seal_plaintext(cbor.encode(message))
+        return self.seal_plaintext(cbor.encode(message), max_body=max_body)
 
-    def seal_plaintext(self, plaintext: bytes) -> bytes:
-        """Seal already-encoded CBOR bytes into a frame body."""
+    def seal_plaintext(self, plaintext: bytes, *, max_body: int | None = None) -> bytes:
+        """Seal already-encoded CBOR bytes into a frame body.
+
+        The size is checked *before* sealing: a body that could not be sent must not consume a
+        counter value, or every later frame would fail to open on the other side.
+        """
         if self._broken:
             raise ChannelError("channel is closed")
+        if max_body is not None and sealed_body_size(len(plaintext)) > max_body:
+            raise TooLarge(
+                f"message of {len(plaintext)} bytes exceeds the frame limit of {max_body}"
+            )
         if self._send_ctr >= _MAX_COUNTER:
             self._broken = True
             raise ChannelError("send counter exhausted")

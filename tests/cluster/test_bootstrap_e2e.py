@@ -47,7 +47,9 @@ class Cluster:
         self.nodes: list[Node] = []
         self.scopes: dict[str, trio.CancelScope] = {}
 
-    async def start(self, who: LocalSigner, port: int, secret: bytes | None = None) -> Node:
+    async def start(
+        self, who: LocalSigner, port: int, secret: bytes | None = None, limits: Limits = LIMITS
+    ) -> Node:
         rpc = JsonRpcClient(self.anvil.url, timeout=2.0)
         self.clients.append(rpc)
         reader = RegistryReader(
@@ -57,9 +59,9 @@ class Cluster:
         )
         source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=0.2))
         node = Node(
-            signer=who, auth=source, limits=LIMITS, mode=Mode.DEVELOPMENT, master_secret=secret
+            signer=who, auth=source, limits=limits, mode=Mode.DEVELOPMENT, master_secret=secret
         )
-        config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=LIMITS)
+        config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=limits)
         await self.nursery.start(self._serve, Server(config=config, node=node))
         self.nodes.append(node)
         return node

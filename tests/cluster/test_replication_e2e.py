@@ -143,3 +143,28 @@ async def test_a_restarted_node_rejoins_with_the_same_secret_and_data(world: Any
     assert restarted.fingerprint() == fingerprint
     await wait_everywhere(members, "while-down", b"2")
     await wait_everywhere(members, "before", None)
+
+
+async def test_sync_keys_answers_stay_within_a_frame(world: Any) -> None:
+    import dataclasses
+
+    from novakms.cluster.proof import cluster_proof
+    from tests.cluster.test_bootstrap_e2e import LIMITS
+
+    cluster, members = world
+    (a, pa), (b, _), _ = members
+    small = dataclasses.replace(LIMITS, max_frame=65536, max_value_bytes=1024)
+    node = await cluster.start(a, pa, secret=b"\x05" * 32, limits=small)
+    store = node.store
+    assert store is not None
+    for i in range(2500):
+        store.put(1, f"bulk/{i:05d}-{'x' * 40}", b"v", 1_000)
+    # A peer asks for every bucket at once: the answer is cut to fit a frame, and says so.
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=b, role="peer") as peer:
+        proof = cluster_proof(
+            master_secret=b"\x05" * 32, transcript_hash=peer.transcript_hash, direction="c2s"
+        )
+        await peer.call("sync.hello", {"proof": proof})
+        answer = await peer.call("sync.keys", {"app_id": 1, "buckets": list(range(64))})
+    assert answer["truncated"] is True
+    assert 0 < len(answer["keys"]) < 2500

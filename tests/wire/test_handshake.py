@@ -369,3 +369,19 @@ def test_random_input_to_every_step_raises_only_protocol_errors(data: bytes) -> 
             server.receive_auth(server_channel.open(client_channel.seal(item)), now=0, window=1)
     with pytest.raises(NovaKMSError):
         client.receive_ready(client_channel.open(server_channel.seal(item)))
+
+
+def test_a_message_too_large_for_a_frame_is_refused_before_sealing() -> None:
+    from novakms.errors import TooLarge
+    from novakms.wire.channel import sealed_body_size
+
+    a = SecureChannel(send_key=b"\x01" * 32, recv_key=b"\x02" * 32)
+    b = SecureChannel(send_key=b"\x02" * 32, recv_key=b"\x01" * 32)
+    big = {"blob": bytes(5000)}
+    body = a.seal(big)
+    assert len(body) == sealed_body_size(len(cbor.encode(big)))
+    assert b.open(body) == big
+    with pytest.raises(TooLarge):
+        a.seal(big, max_body=4096)
+    # The refused message consumed no counter value: the peer still opens what follows.
+    assert b.open(a.seal({"n": 1}, max_body=4096)) == {"n": 1}
