@@ -206,11 +206,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         args.nodes = 1 if args.chain == "static" else 3
     if args.nodes < 1 or (args.chain == "static" and args.nodes != 1):
         raise CliError("--nodes must be at least 1 (and exactly 1 with --chain static)")
-    secret = (
-        _parse_master_secret(args.master_secret)
-        if args.master_secret
-        else os.urandom(MASTER_SECRET_SIZE)
-    )
+    secret = _parse_master_secret(args.master_secret) if args.master_secret else None
     state_dir = (
         Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="novakms-dev-"))
     )
@@ -220,31 +216,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         signer = LocalSigner.from_file(state.node_key_file)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    config = ServerConfig(
-        listen=(f"tcp://{args.host}:{args.port}",), mode=Mode.DEVELOPMENT, limits=limits
-    )
-    apps = [
-        {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)} for a in state.apps
-    ]
-
-    def line(addresses: list[str], chain: dict[str, str] | None) -> dict[str, Any]:
-        return {
-            "nodes": [{"address": addresses[0], "wallet": signer.wallet}],
-            "apps": apps,
-            "chain": chain,
-        }
-
     try:
         if args.chain == "static":
-            registry = StaticRegistry.load(state.registry_file)
-            node = Node(
-                signer=signer, auth=registry, limits=limits, mode=config.mode, master_secret=secret
-            )
-
-            async def on_ready(addresses: list[str]) -> None:
-                _print_json(line(addresses, None))
-
-            trio.run(_serve_until_signal, Server(config=config, node=node), on_ready)
+            secret = secret or os.urandom(MASTER_SECRET_SIZE)
+            trio.run(_dev_static, args, state, signer, secret, limits)
         else:
             trio.run(_dev_cluster, args, state)
     except OSError as exc:
@@ -252,6 +227,30 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     except AnvilError as exc:
         raise CliError(f"cannot start the development chain: {exc}") from None
     return 0
+
+
+async def _dev_static(
+    args: argparse.Namespace, state: DevState, signer: LocalSigner, secret: bytes, limits: Limits
+) -> None:
+    """One in-process node on the static registry file (no chain)."""
+    config = ServerConfig(
+        listen=(f"tcp://{args.host}:{args.port}",), mode=Mode.DEVELOPMENT, limits=limits
+    )
+    registry = StaticRegistry.load(state.registry_file)
+    node = Node(signer=signer, auth=registry, limits=limits, mode=config.mode, master_secret=secret)
+
+    async def on_ready(addresses: list[str]) -> None:
+        nodes = [{"address": addresses[0], "wallet": signer.wallet}]
+        _print_json({"nodes": nodes, "apps": _apps_line(state), "chain": None})
+
+    await _serve_until_signal(Server(config=config, node=node), on_ready)
+
+
+def _apps_line(state: DevState) -> list[dict[str, Any]]:
+    """The demo apps as the ready line lists them."""
+    return [
+        {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)} for a in state.apps
+    ]
 
 
 def _free_port(host: str) -> int:
@@ -323,10 +322,7 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                             state.nodes, ports, children, strict=True
                         )
                     ],
-                    "apps": [
-                        {"app_id": a.app_id, "wallet": a.wallet, "key_file": str(a.key_file)}
-                        for a in state.apps
-                    ],
+                    "apps": _apps_line(state),
                     "chain": {
                         "rpc": anvil.url,
                         "nova_app_registry": world.nova_app_registry,

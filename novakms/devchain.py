@@ -5,8 +5,9 @@ demo apps; KMS nodes themselves never send transactions.
 
 Layout it creates (ids are deterministic on a fresh chain):
 
-* apps 1 and 2: the two demo apps, each with version 1 ENROLLED and one zk-verified instance;
-* app 3: the KMS itself, ``dappContract`` = KMSRegistry, version 1, one instance per node —
+* apps 1..n: the demo apps (two in `novakms dev`), each with version 1 ENROLLED and one
+  zk-verified instance;
+* app n+1: the KMS itself, ``dappContract`` = KMSRegistry, version 1, one instance per node —
   whose registration calls ``KMSRegistry.addOperator``, so the operator set is the node set.
 """
 
@@ -19,10 +20,8 @@ from novakms.chain import abi
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.tx import TxSender
 
-__all__ = ["DEMO_APP_IDS", "KMS_APP_ID", "DevChain", "deploy_registries", "setup_world"]
+__all__ = ["DevChain", "deploy_registries", "register_instance", "setup_world"]
 
-DEMO_APP_IDS = (1, 2)
-KMS_APP_ID = 3
 _TEE_ARCH = b"nitro".ljust(32, b"\x00")
 
 
@@ -46,7 +45,7 @@ class DevChain:
 
     nova_app_registry: str
     kms_registry: str
-    kms_app_id: int = KMS_APP_ID
+    kms_app_id: int
 
 
 async def deploy_registries(sender: TxSender) -> tuple[str, str]:

@@ -45,6 +45,7 @@ class _Link:
     address: str
     outbox: replication.Outbox = field(default_factory=replication.Outbox)
     client: Client | None = None
+    connecting: trio.Lock = field(default_factory=trio.Lock)  # one dial at a time per peer
     failures: int = 0
     next_try: float = 0.0
     last_ok: float | None = None  # unix seconds
@@ -141,8 +142,14 @@ class Replicator:
     # -- channels ---------------------------------------------------------------------------
 
     async def _channel(self, link: _Link) -> Client:
-        if link.client is not None:
+        # The push and anti-entropy loops share the channel: without the lock both could dial
+        # at once and one client would be overwritten without being closed.
+        async with link.connecting:
+            if link.client is None:
+                link.client = await self._dial(link)
             return link.client
+
+    async def _dial(self, link: _Link) -> Client:
         if trio.current_time() < link.next_try:
             raise Unavailable("backing off after a failure", reason="peer_backoff")
         secret = self.node.require_secret()
@@ -171,7 +178,6 @@ class Replicator:
             raise Unavailable(
                 "the peer does not hold this cluster's secret", reason="bad_cluster_proof"
             )
-        link.client = client
         return client
 
     async def _drop(self, link: _Link) -> None:

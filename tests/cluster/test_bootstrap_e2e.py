@@ -71,6 +71,18 @@ class Cluster:
             self.scopes[server.node.wallet] = scope
             await server.run(task_status=task_status)
 
+    async def join(self, who: LocalSigner) -> tuple[Node, int]:
+        """Register a new KMS instance on chain, then start it (a late joiner)."""
+        port = free_port()
+        await register_instance(
+            self.admin,
+            self.chain.nova_app_registry,
+            self.chain.kms_app_id,
+            who.wallet,
+            f"http://127.0.0.1:{port}",
+        )
+        return await self.start(who, port), port
+
     def stop(self, node: Node) -> None:
         """Kill a node (its memory, secret and data included), as a crash would."""
         self.scopes.pop(node.wallet).cancel()
@@ -126,15 +138,7 @@ async def test_a_late_node_fetches_the_existing_secret(world: Any) -> None:
     cluster, members = world
     nodes = [await cluster.start(s, port) for s, port in members]
     await until(lambda: all(n.master_secret is not None for n in nodes))
-    late, port = signer("late"), free_port()
-    await register_instance(
-        cluster.admin,
-        cluster.chain.nova_app_registry,
-        cluster.chain.kms_app_id,
-        late.wallet,
-        f"http://127.0.0.1:{port}",
-    )
-    node = await cluster.start(late, port)
+    node, _ = await cluster.join(signer("late"))
     await until(lambda: node.master_secret is not None)
     assert node.fingerprint() == nodes[0].fingerprint()
 

@@ -8,9 +8,8 @@ import pytest
 import trio
 
 from novakms.client import Client
-from novakms.devchain import register_instance
 from novakms.errors import Forbidden, NotFound
-from tests.cluster.test_bootstrap_e2e import free_port, signer, until, world
+from tests.cluster.test_bootstrap_e2e import signer, until, world
 
 __all__ = ["world"]
 
@@ -97,15 +96,7 @@ async def test_a_late_node_catches_up_through_anti_entropy(world: Any) -> None:
         for i in range(30):
             await a.kv_put(f"item/{i:02d}", f"value-{i}".encode())
     await wait_everywhere(members, "item/29", b"value-29")
-    late, port = signer("late"), free_port()
-    await register_instance(
-        cluster.admin,
-        cluster.chain.nova_app_registry,
-        cluster.chain.kms_app_id,
-        late.wallet,
-        f"http://127.0.0.1:{port}",
-    )
-    node = await cluster.start(late, port)
+    node, port = await cluster.join(signer("late"))
     await until(lambda: node.store is not None and len(node.store.records()) == 30)
     assert await value_on(port, "item/07") == b"value-7"
     async with await Client.connect(f"127.0.0.1:{port}") as kms:
