@@ -49,6 +49,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("python", "bench/bench_derive.py", *session.posargs)
     session.run("python", "bench/bench_store.py")
+    session.run("python", "bench/bench_cluster.py", *session.posargs)
 
 
 @nox.session(python=PY)

@@ -233,44 +233,84 @@ async def lag_test(ready: dict[str, Any], rate: float, duration: float) -> dict[
     }
 
 
-# --- test 2: join time ------------------------------------------------------------------------
+# --- test 2: acknowledged writes -------------------------------------------------------------
 
 
-async def store_live(address: str) -> tuple[bool, int] | None:
-    """(ready, store.live) of a node, None if it does not answer."""
+async def acks_test(ready: dict[str, Any], count: int) -> dict[str, Any]:
+    """Latency of sequential ``kv.put`` on A without acks and with ``acks=2`` (both peers)."""
+    app = ready["apps"][0]
+    signer = LocalSigner.from_file(app["key_file"])
+    results: dict[str, Any] = {"writes": count}
+    async with await Client.connect(ready["nodes"][0]["address"], signer=signer) as kms:
+        for label, acks in (("no_acks", None), ("acks_2", 2)):
+            times: list[float] = []
+            for i in range(count):
+                start = time.perf_counter()
+                answer = await kms.kv_put(f"acks/{label}/{i:05d}", VALUE, acks=acks)
+                times.append(time.perf_counter() - start)
+                if acks is not None and answer["acked"] < acks:
+                    raise RuntimeError(f"acked {answer['acked']} < {acks}")
+            times.sort()
+            results[label] = {
+                "p50_ms": percentile(times, 0.50) * 1e3,
+                "p99_ms": percentile(times, 0.99) * 1e3,
+                "max_ms": times[-1] * 1e3,
+            }
+    return results
+
+
+# --- test 3: join time ------------------------------------------------------------------------
+
+
+async def node_status(address: str) -> dict[str, Any] | None:
+    """A node's ``status``, None if it does not answer."""
     try:
         with trio.fail_after(5):
             async with await Client.connect(address, timeout=2) as kms:
-                status = await kms.status()
+                return dict(await kms.status())
     except (NovaKMSError, OSError, trio.TooSlowError):
         return None
-    return bool(status.get("ready")), int((status.get("store") or {}).get("live", 0))
 
 
 async def wait_live(address: str, target: int, timeout: float, t0: float) -> dict[str, Any]:
-    """Poll until the node is ready with ``live >= target``; times relative to ``t0``."""
+    """Poll until the node serves (secret, not syncing) with ``live >= target``.
+
+    Times are relative to ``t0``: ``ready_s`` when it had the secret, ``serving_s`` when it
+    finished its snapshot (served KV), ``seconds`` when it held every record.
+    """
     ready_at: float | None = None
+    serving_at: float | None = None
     last = 0
+    snapshot = None
     with trio.move_on_after(timeout):
         while True:
-            got = await store_live(address)
-            if got is not None:
-                is_ready, last = got
-                if is_ready and ready_at is None:
-                    ready_at = time.perf_counter() - t0
-                if is_ready and last >= target:
+            status = await node_status(address)
+            if status is not None:
+                now = time.perf_counter() - t0
+                last = int((status.get("store") or {}).get("live", 0))
+                snapshot = (status.get("cluster") or {}).get("snapshot")
+                if status.get("ready") and ready_at is None:
+                    ready_at = now
+                serving = status.get("ready") and not status.get("syncing")
+                if serving and serving_at is None:
+                    serving_at = now
+                if serving and last >= target:
                     return {
                         "done": True,
-                        "seconds": time.perf_counter() - t0,
+                        "seconds": now,
                         "ready_s": ready_at,
+                        "serving_s": serving_at,
                         "live": last,
+                        "snapshot": snapshot,
                     }
             await trio.sleep(0.25)
     return {
         "done": False,
         "seconds": None,
         "ready_s": ready_at,
+        "serving_s": serving_at,
         "live": last,
+        "snapshot": snapshot,
         "timed_out_after_s": timeout,
     }
 
@@ -425,6 +465,19 @@ def report(results: dict[str, Any]) -> str:
             f"read round trip + {lag['poll_sleep_ms']:.0f} ms poll sleep)",
             "",
         ]
+    acks = results.get("acks")
+    if acks:
+        lines += [
+            f"kv.put latency on A, {acks['writes']:,} sequential writes each "
+            "(acks=2: answered once both peers stored the write)",
+            f"  {'':>8}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}",
+        ]
+        for label in ("no_acks", "acks_2"):
+            row = acks[label]
+            lines.append(
+                f"  {label:>8}  {row['p50_ms']:>7.2f}  {row['p99_ms']:>7.2f}  {row['max_ms']:>7.2f}"
+            )
+        lines.append("")
     join = results.get("join")
     if join:
         late = join["late_join"]
@@ -448,6 +501,17 @@ def report(results: dict[str, Any]) -> str:
             + (
                 f"{late['ready_s']:.2f} s after process start"
                 if late["ready_s"] is not None
+                else "never"
+            )
+        )
+        snapshot = late.get("snapshot") or {}
+        lines.append(
+            "  late 4th node serving:   "
+            + (
+                f"{late['serving_s']:.2f} s after process start (snapshot: "
+                f"{snapshot.get('records', 0):,} records in {snapshot.get('chunks', 0)} chunks, "
+                f"resumed {snapshot.get('resumed', 0)}x)"
+                if late.get("serving_s") is not None
                 else "never"
             )
         )
@@ -484,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rate = args.rate or defaults["rate"]
     duration = args.duration or defaults["duration"]
     records = args.records or defaults["records"]
+    acks_count = 100 if args.quick else 1000
 
     started = datetime.now(UTC)
     results: dict[str, Any] = {
@@ -509,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with dev_cluster(3, base_limits, workdir) as ready:
                 progress(f"lag: {rate:.0f} writes/s for {duration:.0f} s")
                 results["lag"] = trio.run(lag_test, ready, rate, duration)
+                progress(f"acks: {acks_count} sequential writes without and with acks=2")
+                results["acks"] = trio.run(acks_test, ready, acks_count)
             lag = results["lag"]
             failed |= lag["missing_after_10s"] > 0 or lag["put_errors"] > 0
         if not args.skip_join:

@@ -31,6 +31,7 @@ from novakms.client import (
 from novakms.crypto.signer import SyncSigner
 from novakms.errors import NovaKMSError, TransportError
 from novakms.net.addresses import Address, parse_address
+from novakms.net.proxy import connect_request, split_reply
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from novakms.wire.handshake import ClientHandshake, Role
@@ -61,6 +62,27 @@ def _connect_socket(address: Address, timeout: float) -> socket.socket:
     except OSError as exc:
         raise TransportError(f"cannot connect to {address}: {exc.strerror or exc}") from None
     return sock
+
+
+def _open_tunnel(sock: socket.socket, target: Address) -> bytes:
+    """Ask the HTTP CONNECT proxy at the other end of ``sock`` for a tunnel to ``target``.
+
+    Returns the bytes received after the proxy's reply head: they already belong to the tunnel.
+    """
+    request = connect_request(target)
+    received = b""
+    try:
+        sock.sendall(request)
+        while (tunnelled := split_reply(received, target)) is None:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise TransportError(f"the proxy closed the connection during CONNECT {target}")
+            received += chunk
+    except TimeoutError:
+        raise TransportError(f"timed out waiting for the proxy to CONNECT {target}") from None
+    except OSError as exc:
+        raise TransportError(f"connection to the proxy lost: {exc}") from None
+    return tunnelled
 
 
 class BlockingClient:
@@ -96,11 +118,18 @@ class BlockingClient:
         max_frame: int = DEFAULT_MAX_FRAME,
         random_bytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
+        proxy: str | None = None,
     ) -> BlockingClient:
         """Connect and run the handshake (same arguments and errors as ``Client.connect``)."""
-        sock = _connect_socket(parse_address(address), timeout)
+        target = parse_address(address)
+        via = None if proxy is None else parse_address(proxy)
+        if target.scheme != "tcp":
+            via = None  # as in open_stream: unix and vsock targets are local, dialed directly
+        sock = _connect_socket(via or target, timeout)
         try:
             decoder = FrameDecoder(max_frame=max_frame)
+            if via is not None:
+                decoder.feed(_open_tunnel(sock, target))
             hs = ClientHandshake(
                 role=role, eph_private=random_bytes(32), expect_wallet=expect_wallet
             )
@@ -213,12 +242,17 @@ class BlockingClient:
         return parse_kv_item(self.call("kv.get", {"key": key}))
 
     def kv_put(
-        self, key: str, value: bytes, *, ttl_ms: int | None = None, if_version: str | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl_ms: int | None = None,
+        if_version: str | None = None,
+        acks: int | None = None,
     ) -> Mapping[str, Any]:
-        """``kv.put``."""
-        return self.call(
-            "kv.put", optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version)
-        )
+        """``kv.put`` (``acks`` as in ``Client.kv_put``)."""
+        args = optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version, acks=acks)
+        return self.call("kv.put", args)
 
     def kv_delete(self, key: str, *, if_version: str | None = None) -> Mapping[str, Any]:
         """``kv.delete``."""

@@ -121,6 +121,14 @@ def _chain_source(args: argparse.Namespace, rpc_url: str) -> ChainAuthorizationS
     )
 
 
+def _proxy_address(text: str) -> str:
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     enclave = in_enclave_from_env(os.environ)
     limits = _limits(args.limit)
@@ -140,7 +148,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             limits=limits,
         )
         auth = _chain_source(args, args.chain_rpc or ENCLAVE_CHAIN_RPC)
-        trio.run(_serve_enclave, config, auth, args.odyn_url)
+        trio.run(_serve_enclave, config, auth, args.odyn_url, args.peer_proxy)
         return 0
     if not args.key_file:
         raise CliError("development mode needs --key-file")
@@ -164,21 +172,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         listen=tuple(args.listen or ["127.0.0.1:7400"]), mode=Mode.DEVELOPMENT, limits=limits
     )
     node = Node(
-        signer=signer, auth=source, limits=config.limits, mode=config.mode, master_secret=secret
+        signer=signer,
+        auth=source,
+        limits=config.limits,
+        mode=config.mode,
+        master_secret=secret,
+        peer_proxy=args.peer_proxy,
     )
     trio.run(_serve_until_signal, Server(config=config, node=node), None)
     return 0
 
 
 async def _serve_enclave(
-    config: ServerConfig, auth: ChainAuthorizationSource, odyn_url: str
+    config: ServerConfig, auth: ChainAuthorizationSource, odyn_url: str, peer_proxy: str | None
 ) -> None:
     from novakms.net.odyn import OdynSigner
 
     signer = await OdynSigner.connect(odyn_url)
     # The master secret comes from the cluster (peer bootstrap); until then the node serves
     # status and reports not_ready for everything that needs the secret.
-    node = Node(signer=signer, auth=auth, limits=config.limits, mode=config.mode)
+    node = Node(
+        signer=signer, auth=auth, limits=config.limits, mode=config.mode, peer_proxy=peer_proxy
+    )
     await _serve_until_signal(Server(config=config, node=node), None)
 
 
@@ -443,7 +458,9 @@ def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
                 value = Path(args.value_file).read_bytes()
             except OSError as exc:
                 raise CliError(f"cannot read {args.value_file}: {exc.strerror or exc}") from None
-        result = client.kv_put(args.kv_key, value, ttl_ms=args.ttl_ms, if_version=args.if_version)
+        result = client.kv_put(
+            args.kv_key, value, ttl_ms=args.ttl_ms, if_version=args.if_version, acks=args.acks
+        )
         return {
             "key": result["key"],
             "version": result["version"],
@@ -571,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", action="append", default=[], metavar="NAME=VALUE", help=limit_help
     )
     serve.add_argument("--odyn-url", default=DEFAULT_ODYN_URL, help="enclave mode: the Odyn API")
+    serve.add_argument(
+        "--peer-proxy",
+        type=_proxy_address,
+        help="dial TCP peers through this HTTP CONNECT proxy (e.g. the enclave's egress proxy): "
+        "HOST:PORT or vsock://CID:PORT",
+    )
     _chain_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
@@ -626,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--value", help="the value as UTF-8 text")
     source.add_argument("--value-file", help="read the value's bytes from a file")
     kv_put.add_argument("--ttl-ms", type=int)
+    kv_put.add_argument(
+        "--acks", type=int, help="answer only once this many peers have stored the write"
+    )
     kv_put.add_argument(
         "--if-version", help="a version from an earlier read, or 'absent' for new keys only"
     )

@@ -145,6 +145,7 @@ class Client:
         max_frame: int = DEFAULT_MAX_FRAME,
         random_bytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
+        proxy: str | None = None,
     ) -> Client:
         """Connect and run the handshake.
 
@@ -155,6 +156,8 @@ class Client:
             expect_wallet: the server must prove exactly this wallet (recommended).
             timeout: seconds for connecting + handshake, and the default per-call timeout.
             max_frame: largest frame this client accepts.
+            proxy: an HTTP CONNECT proxy to dial through (tcp targets only), in the same
+                address forms as ``address``.
 
         Raises:
             TransportError: cannot connect, or timed out.
@@ -162,8 +165,9 @@ class Client:
             NovaKMSError: the server refused the connection (its close notice).
         """
         target = parse_address(address)
+        via = None if proxy is None else parse_address(proxy)
         with trio.move_on_after(timeout) as scope:
-            stream = await open_stream(target)
+            stream = await open_stream(target, proxy=via)
             framed = FramedStream(stream, max_frame=max_frame)
             try:
                 return await cls._handshake(
@@ -340,10 +344,20 @@ class Client:
         return parse_kv_item(await self.call("kv.get", {"key": key}))
 
     async def kv_put(
-        self, key: str, value: bytes, *, ttl_ms: int | None = None, if_version: str | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl_ms: int | None = None,
+        if_version: str | None = None,
+        acks: int | None = None,
     ) -> Mapping[str, Any]:
-        """``kv.put``: write a value; ``if_version="absent"`` writes only a new key."""
-        args = optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version)
+        """``kv.put``: write a value; ``if_version="absent"`` writes only a new key.
+
+        With ``acks=N`` the answer waits until N peers have stored the write (``acks_timeout``
+        if they do not within the node's ``ack_timeout``; the write is kept either way).
+        """
+        args = optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version, acks=acks)
         return await self.call("kv.put", args)
 
     async def kv_delete(self, key: str, *, if_version: str | None = None) -> Mapping[str, Any]:

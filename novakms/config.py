@@ -68,6 +68,10 @@ class Limits:
         push_interval: seconds local writes are batched before being pushed to peers.
         anti_entropy_interval: seconds between digest comparisons with each peer.
         max_clock_skew_ms: replicated records stamped further in the future are rejected.
+        ack_timeout: seconds ``kv.put`` with ``acks`` waits for the peer acknowledgements.
+        tombstone_gc_delay: seconds after a delete before a tombstone that every current peer
+            has acknowledged may be forgotten early (covers replication messages still in
+            flight); unacknowledged tombstones wait for ``tombstone_retention``.
     """
 
     max_frame: int = 2_097_152
@@ -100,6 +104,8 @@ class Limits:
     push_interval: float = 0.05
     anti_entropy_interval: float = 5.0
     max_clock_skew_ms: int = 60_000
+    ack_timeout: float = 5.0
+    tombstone_gc_delay: float = 60.0
 
     def __post_init__(self) -> None:
         if self.quota_mode not in QUOTA_MODES:

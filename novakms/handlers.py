@@ -19,13 +19,21 @@ from novakms.cluster import replication
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
 from novakms.crypto.certs import sign_csr
 from novakms.crypto.kdf import derive_app_key
-from novakms.errors import BadRequest, Forbidden, RateLimited, Unauthenticated, UnknownOp
+from novakms.errors import (
+    BadRequest,
+    Forbidden,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    UnknownOp,
+)
 from novakms.node import Node
 from novakms.wire.handshake import Role
 
-__all__ = ["OPS", "SYNC_BUCKETS", "Args", "Session", "handle"]
+__all__ = ["MAX_ACKS", "OPS", "SYNC_BUCKETS", "Args", "Session", "handle"]
 
 SYNC_BUCKETS = 64  # anti-entropy buckets per app (both sides must agree)
+MAX_ACKS = 255  # most peer acknowledgements one kv.put may wait for
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,7 +202,74 @@ async def op_sync_push(
     if not isinstance(items, list):
         raise BadRequest("records must be an array")
     accepted, rejected = node.apply_replicated(items, now_ms=_now_ms(now), source=identity.wallet)
+    # The answer is the acknowledgement: every record not listed in ``rejected`` is now stored
+    # here (or something newer of its key is).
     return {"accepted": accepted, "rejected": rejected}
+
+
+def _resume_point(value: object) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and not isinstance(value[0], bool)
+        and 1 <= value[0] <= 2**64 - 1
+        and isinstance(value[1], str)
+    ):
+        return (value[0], value[1])
+    raise BadRequest("after must be null or [app_id, key]")
+
+
+async def op_sync_snapshot(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await require_proven_peer(node, session)
+    Args(args, {"after"})
+    after = _resume_point(args.get("after"))
+    # A node that is itself still catching up would hand out an incomplete snapshot.
+    store = node.serving_store()
+    records, resume = replication.snapshot_chunk(
+        store.records_from(after), max_bytes=node.limits.max_frame
+    )
+    return {"records": records, "next": None if resume is None else list(resume)}
+
+
+def _tombstone_ids(value: object) -> list[replication.TombstoneId]:
+    if not isinstance(value, list):
+        raise BadRequest("tombstones must be an array")
+    ids: list[replication.TombstoneId] = []
+    for item in value:
+        if not (
+            isinstance(item, list)
+            and len(item) == 4
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in (item[0], item[2]))
+            and isinstance(item[1], str)
+            and isinstance(item[3], str)
+        ):
+            raise BadRequest("a tombstone is [app_id, key, hlc, writer]")
+        ids.append((item[0], item[1], item[2], item[3]))
+    return ids
+
+
+async def op_sync_forget(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    await require_proven_peer(node, session)
+    Args(args, {"tombstones"})
+    ids = _tombstone_ids(args.get("tombstones"))
+    store = node.require_store()
+    replicator = node.replicator
+    forgotten = kept = 0
+    for app_id, key, hlc, writer in ids:
+        # A local change of the key still waiting to be pushed could be an older value that
+        # the tombstone supersedes: forgetting the tombstone first would let it come back.
+        if replicator is not None and replicator.has_pending(app_id, key):
+            kept += 1
+        elif store.forget_tombstone(app_id, key, hlc, writer):
+            forgotten += 1
+    return {"forgotten": forgotten, "kept": kept}
 
 
 async def op_sync_digests(
@@ -282,14 +357,29 @@ async def op_status(
         "node": {"wallet": node.wallet, "version": node.version, "mode": node.mode.value},
         "ready": ready,
         "reason": None if ready else node.not_ready.reason,
+        "syncing": node.syncing,
         "secret": {"initialized": ready, "fingerprint": node.fingerprint()},
         "auth": {"source": node.auth.name, **node.auth.describe()},
         "store": _store_status(node),
-        "cluster": {
-            "peers": [] if node.replicator is None else node.replicator.describe(),
-            "rejected_records": node.replication_rejected,
-        },
+        "cluster": _cluster_status(node, now),
         "connections": node.connections,
+    }
+
+
+def _cluster_status(node: Node, now: float) -> dict[str, Any]:
+    replicator = node.replicator
+    if replicator is None:
+        return {
+            "peers": [],
+            "rejected_records": node.replication_rejected,
+            "snapshot": None,
+            "tombstones_collected": 0,
+        }
+    return {
+        "peers": replicator.describe(_now_ms(now)),
+        "rejected_records": node.replication_rejected,
+        "snapshot": replicator.snapshot_status(),
+        "tombstones_collected": replicator.tombstones_collected,
     }
 
 
@@ -311,8 +401,14 @@ async def op_nodes(
     Args(args, set())
     peers = getattr(node.auth, "peers", None)
     operators = [] if peers is None else await peers()
-    # Probe results (reachability of each peer) arrive with the cluster layer; null until then.
-    return {"self": node.wallet, "nodes": [{**entry, "probe": None} for entry in operators]}
+    replicator = node.replicator
+    return {
+        "self": node.wallet,
+        "nodes": [
+            {**entry, "probe": None if replicator is None else replicator.probe(entry["wallet"])}
+            for entry in operators
+        ],
+    }
 
 
 async def op_derive(
@@ -348,7 +444,7 @@ async def op_kv_get(
     identity = await authorize_app(node, session)
     a = Args(args, {"key"})
     key = a.key()
-    record, value = node.require_store().get(identity.app_id, key, _now_ms(now))
+    record, value = node.serving_store().get(identity.app_id, key, _now_ms(now))
     return {
         "key": key,
         "value": value,
@@ -362,20 +458,46 @@ async def op_kv_put(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     identity = await authorize_app(node, session)
-    a = Args(args, {"key", "value", "ttl_ms", "if_version"})
+    a = Args(args, {"key", "value", "ttl_ms", "if_version", "acks"})
     key = a.key()
     value = a.blob("value", required=True)
     assert value is not None  # required=True
     ttl_ms = a.optional_uint("ttl_ms", minimum=1, maximum=_MAX_TTL_MS)
     if_version = a.text("if_version", max_bytes=64, min_bytes=1)
-    record = node.require_store().put(
+    acks = a.uint("acks", default=0, minimum=0, maximum=MAX_ACKS)
+    store = node.serving_store()
+    replicator = node.replicator
+    if acks:
+        # Refused before anything is written: waiting could never succeed.
+        peers = 0 if replicator is None else replicator.peer_count()
+        if acks > peers:
+            raise Unavailable(
+                f"{acks} acknowledgements asked for, but this node has {peers} peers",
+                reason="not_enough_peers",
+                peers=peers,
+            )
+    record = store.put(
         identity.app_id, key, value, _now_ms(now), ttl_ms=ttl_ms, if_version=if_version
     )
+    acked = 0
+    if acks:
+        assert replicator is not None
+        timeout = node.limits.ack_timeout
+        acked = await replicator.wait_acks(record, acks, timeout=timeout)
+        if acked < acks:
+            raise Unavailable(
+                f"the write is stored on this node and will still replicate, but only {acked} "
+                f"of {acks} peers acknowledged it within {timeout:g} s",
+                reason="acks_timeout",
+                acked=acked,
+                version=record.version,
+            )
     return {
         "key": key,
         "version": record.version,
         "updated_at_ms": record.updated_at_ms,
         "expires_at_ms": record.expires_at_ms,
+        "acked": acked,
     }
 
 
@@ -386,7 +508,7 @@ async def op_kv_delete(
     a = Args(args, {"key", "if_version"})
     key = a.key()
     if_version = a.text("if_version", max_bytes=64, min_bytes=1)
-    record = node.require_store().delete(identity.app_id, key, _now_ms(now), if_version=if_version)
+    record = node.serving_store().delete(identity.app_id, key, _now_ms(now), if_version=if_version)
     return {"key": key, "deleted": True, "updated_at_ms": record.updated_at_ms}
 
 
@@ -413,7 +535,7 @@ async def op_kv_list(
     )
     cursor = a.text("cursor", max_bytes=4 * limits.max_key_bytes, min_bytes=1)
     after = None if cursor is None else _decode_cursor(cursor)
-    page = node.require_store().list_keys(
+    page = node.serving_store().list_keys(
         identity.app_id, _now_ms(now), prefix=prefix, limit=limit, after=after
     )
     return {
@@ -480,6 +602,8 @@ OPS: dict[str, tuple[Auth, Handler]] = {
     "sync.buckets": ("peer", op_sync_buckets),
     "sync.keys": ("peer", op_sync_keys),
     "sync.pull": ("peer", op_sync_pull),
+    "sync.snapshot": ("peer", op_sync_snapshot),
+    "sync.forget": ("peer", op_sync_forget),
 }
 
 

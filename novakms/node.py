@@ -39,6 +39,10 @@ class Node:
         mode: development or enclave.
         master_secret: the cluster master secret, None until the node has one.
         random_bytes: the RNG for value nonces and certificate serials.
+        peer_proxy: an HTTP CONNECT proxy (address) through which peers reachable over TCP are
+            dialed — an enclave's egress proxy; None dials them directly.
+        syncing: the node fetched the secret from the cluster and is still receiving its first
+            snapshot; the KV operations answer ``unavailable: syncing`` until it has.
     """
 
     signer: Signer
@@ -47,6 +51,8 @@ class Node:
     mode: Mode
     master_secret: bytes | None = field(default=None, repr=False)
     random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
+    peer_proxy: str | None = None
+    syncing: bool = False
     connections: int = 0
     replication_rejected: int = 0
     replicator: Any = field(default=None, repr=False)  # the cluster's Replicator, when running
@@ -75,8 +81,13 @@ class Node:
             secret, self.master_secret = self.master_secret, None
             self.install_secret(secret)
 
-    def install_secret(self, secret: bytes) -> None:
+    def install_secret(self, secret: bytes, *, syncing: bool = False) -> None:
         """Take the cluster master secret and open the store keyed by it.
+
+        Args:
+            secret: the 32-byte master secret.
+            syncing: the secret came from the cluster, whose data this node must receive (a
+                snapshot) before it serves the KV store.
 
         Raises:
             ValueError: not 32 bytes, or the node already has a (different) secret.
@@ -86,6 +97,7 @@ class Node:
         if self.master_secret is not None:
             raise ValueError("this node already has a master secret")
         self.master_secret = secret
+        self.syncing = syncing
         self.store = KVStore(
             node=self.wallet,
             limits=self.limits,
@@ -109,16 +121,19 @@ class Node:
             raise self.not_ready.fresh()
         return self.master_secret
 
-    def apply_replicated(self, items: list[Any], *, now_ms: int, source: str) -> tuple[int, int]:
-        """Validate and merge records a peer sent; return (accepted, rejected).
+    def apply_replicated(
+        self, items: list[Any], *, now_ms: int, source: str
+    ) -> tuple[int, list[int]]:
+        """Validate and merge records a peer sent; return (accepted, indexes of the rejected).
 
         Each record must be well-formed, within the size limits, not from the future beyond
         ``max_clock_skew_ms``, and decryptable under this node's data key for its app and key;
         anything else is rejected, counted and logged (reason only), never stored.
         """
         store = self.require_store()
-        accepted = rejected = 0
-        for item in items:
+        accepted = 0
+        rejected: list[int] = []
+        for index, item in enumerate(items):
             try:
                 record = replication.record_from_wire(
                     item,
@@ -128,7 +143,7 @@ class Node:
                 )
                 replication.check_decryptable(record, self.data_key)
             except replication.InvalidRecord as exc:
-                rejected += 1
+                rejected.append(index)
                 self.replication_rejected += 1
                 get_logger("novakms.node", node=self.wallet).warning(
                     "replicated_record_rejected", peer=source, reason=exc.reason
@@ -151,6 +166,21 @@ class Node:
         if self.store is None:
             raise self.not_ready.fresh()
         return self.store
+
+    def serving_store(self) -> KVStore:
+        """The KV store for app operations: only once the node has caught up with the cluster.
+
+        Raises:
+            Unavailable: ``not_ready`` without a secret; ``syncing`` while the first snapshot
+                is still arriving.
+        """
+        store = self.require_store()
+        if self.syncing:
+            raise Unavailable(
+                "this node is still receiving the cluster's data; try another node or retry",
+                reason="syncing",
+            )
+        return store
 
     def data_key(self, app_id: int) -> bytes:
         """The app's internal data key (cached)."""

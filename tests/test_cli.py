@@ -285,7 +285,8 @@ def test_client_kv_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     node, app = dev["nodes"][0]["address"], dev["apps"][0]
     base = ["client", "--node", node, "--key", app["key_file"], "kv"]
     put = json.loads(novakms(*base, "put", "cli/one", "--value", "hello").stdout)
-    assert set(put) == {"key", "version", "updated_at_ms"} and put["key"] == "cli/one"
+    assert set(put) == {"key", "version", "updated_at_ms", "acked"} and put["key"] == "cli/one"
+    assert put["acked"] == 0
     got = json.loads(novakms(*base, "get", "cli/one").stdout)
     assert got == {
         "key": "cli/one",
@@ -299,6 +300,12 @@ def test_client_kv_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     assert base64.b64decode(json.loads(novakms(*base, "get", "cli/two").stdout)["value"]) == bytes(
         range(256)
     )
+    # The dev cluster has three nodes: a write can wait for both peers to hold it.
+    acked = json.loads(novakms(*base, "put", "acked/one", "--value", "v", "--acks", "2").stdout)
+    assert acked["acked"] == 2
+    too_many = novakms(*base, "put", "acked/one", "--value", "v", "--acks", "3")
+    assert too_many.returncode == 1
+    assert json.loads(too_many.stdout)["error"]["reason"] == "not_enough_peers"
     conflict = novakms(*base, "put", "cli/one", "--value", "x", "--if-version", "absent")
     assert conflict.returncode == 1 and json.loads(conflict.stdout)["error"]["code"] == "conflict"
     page = json.loads(novakms(*base, "list", "--prefix", "cli/", "--limit", "1").stdout)
@@ -455,6 +462,7 @@ def test_admin_deploy(dev: dict[str, Any]) -> None:
     ("args", "env", "needle"),
     [
         (["client", "--node", "no-port-here", "health"], {}, "HOST:PORT"),
+        (["serve", "--peer-proxy", "ftp://x:1"], {"IN_ENCLAVE": "false"}, "unknown scheme"),
         (
             ["serve", "--key-file", "/dev/null"],
             {"IN_ENCLAVE": "false"},

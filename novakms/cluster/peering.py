@@ -60,6 +60,7 @@ async def _peer_call(
         role="peer",
         expect_wallet=str(entry["wallet"]),
         timeout=timeout,
+        proxy=node.peer_proxy,
     )
     async with client:
         return await client.call(op, timeout=timeout)
@@ -142,7 +143,8 @@ async def bootstrap_round(
                     error=getattr(exc, "message", type(exc).__name__),
                 )
                 continue
-            node.install_secret(bytes(secret))
+            # The cluster has data this node lacks: serve KV only once a snapshot arrived.
+            node.install_secret(bytes(secret), syncing=True)
             log.info("secret_fetched", peer=wallet, fingerprint=node.fingerprint())
             break
     return decision

@@ -39,7 +39,6 @@ full-size key and value, which covers the envelope and a clock of dozens of node
 from __future__ import annotations
 
 import hashlib
-import heapq
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -70,6 +69,7 @@ __all__ = [
     "record_hash",
     "record_to_wire",
     "snapshot_after",
+    "snapshot_chunk",
     "snapshot_chunks",
     "tombstone_id",
     "wire_size",
@@ -318,22 +318,35 @@ class Outbox:
     merged into the pending one (``records.merge``: the later write, the joined clock), so only
     the latest state of a key travels. :meth:`add` is also how the network layer re-queues a
     batch whose push failed: merging is idempotent, and a newer local change wins.
+
+    Each pending key remembers when its oldest unsent change was queued (``queued_ms``), so the
+    network layer can report replication lag: the age of the oldest change a peer lacks.
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "_queued")
 
     def __init__(self) -> None:
         self._pending: dict[tuple[int, str], Record] = {}
+        self._queued: dict[tuple[int, str], int] = {}
 
-    def add(self, record: Record) -> None:
-        """Queue a record (keeps its key's place in the queue when one is already pending)."""
+    def add(self, record: Record, queued_ms: int = 0) -> None:
+        """Queue a record (keeps its key's place and its earliest queue time when pending)."""
         slot = (record.app_id, record.key)
         current = self._pending.get(slot)
         self._pending[slot] = record if current is None else merge(current, record)
+        self._queued[slot] = min(self._queued.get(slot, queued_ms), queued_ms)
 
     def pending(self) -> int:
         """Keys waiting to be pushed."""
         return len(self._pending)
+
+    def has(self, app_id: int, key: str) -> bool:
+        """Whether a change of this key is waiting to be pushed."""
+        return (app_id, key) in self._pending
+
+    def oldest_ms(self) -> int | None:
+        """When the oldest pending change was queued (None when nothing is pending)."""
+        return min(self._queued.values(), default=None)
 
     def drain(self, max_bytes: int) -> list[Record]:
         """Take the next batch, oldest pending key first.
@@ -344,7 +357,8 @@ class Outbox:
                 own is returned alone.
 
         Returns:
-            The batch (empty when nothing is pending). Call again while :meth:`pending`.
+            The batch (empty when nothing is pending). Call again while :meth:`pending`. Take
+            :meth:`oldest_ms` first if the batch may have to be re-queued with its age.
 
         Raises:
             ValueError: ``max_bytes`` leaves no room beyond the envelope allowance.
@@ -359,7 +373,8 @@ class Outbox:
             batch.append(record)
             used += size
         for record in batch:
-            del self._pending[(record.app_id, record.key)]
+            slot = (record.app_id, record.key)
+            del self._pending[slot], self._queued[slot]
         return batch
 
 
@@ -516,81 +531,73 @@ def plan_pull(local: Mapping[str, bytes], remote: Mapping[str, bytes]) -> list[s
 # --------------------------------------------------------------------------------------------
 
 
-def _take_chunk(ordered: Sequence[Record], start: int, budget: int) -> list[dict[str, Any]]:
-    chunk: list[dict[str, Any]] = []
-    used = 0
-    for record in ordered[start:]:
-        wire = record_to_wire(record)
-        size = len(cbor.encode(wire))
-        if chunk and _array_head_size(len(chunk) + 1) + used + size > budget:
-            break
-        chunk.append(wire)
-        used += size
-    return chunk
-
-
 def _sort_key(record: Record) -> tuple[int, str]:
     # Python orders str by code point, which is also the order of their UTF-8 bytes.
     return (record.app_id, record.key)
 
 
-def snapshot_chunks(records: Iterable[Record], *, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
-    """The whole store as chunks of wire records, in ``(app_id, key)`` order.
+def snapshot_chunk(
+    ordered: Iterable[Record], *, max_bytes: int
+) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+    """One snapshot chunk taken from records already in ``(app_id, key)`` order.
 
-    Each chunk's encoded array stays within ``max_bytes - ENVELOPE_BYTES`` (a record too large
-    for that alone is a chunk of its own). The chunks are exactly what successive
-    :func:`snapshot_after` calls return, so a joiner can resume after any chunk's last key.
+    Args:
+        ordered: the records after the joiner's resume point, in ``(app_id, key)`` order (the
+            store's ``records_from``); only as many are consumed as fit, plus one look-ahead.
+        max_bytes: the frame budget (``ENVELOPE_BYTES`` of it is left for the envelope). A
+            record too large for the rest of the budget on its own is a chunk of its own.
+
+    Returns:
+        (chunk, resume point): the resume point is the ``(app_id, key)`` of the chunk's last
+        record, or None when the chunk reaches the end. The joiner asks for the next chunk
+        after the resume point — from the same peer or, after a lost connection, any other:
+        the order is the same on every replica.
 
     Raises:
         ValueError: ``max_bytes`` leaves no room beyond the envelope allowance.
     """
     budget = _budget(max_bytes)
-    ordered = sorted(records, key=_sort_key)
-    start = 0
-    while start < len(ordered):
-        chunk = _take_chunk(ordered, start, budget)
-        start += len(chunk)
-        yield chunk
+    chunk: list[dict[str, Any]] = []
+    used = 0
+    last: tuple[int, str] | None = None
+    for record in ordered:
+        wire = record_to_wire(record)
+        size = len(cbor.encode(wire))
+        if chunk and _array_head_size(len(chunk) + 1) + used + size > budget:
+            return chunk, last
+        chunk.append(wire)
+        used += size
+        last = _sort_key(record)
+    return chunk, None
 
 
 def snapshot_after(
     records: Iterable[Record], after: tuple[int, str] | None, *, max_bytes: int
 ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
-    """One snapshot chunk: the records ordered after ``after`` that fit the frame budget.
+    """:func:`snapshot_chunk` of unordered records: those ordered after ``after`` (None: all).
 
-    Args:
-        records: the store's records (any order).
-        after: the resume point the joiner last received; None to start at the beginning.
-        max_bytes: the frame budget (``ENVELOPE_BYTES`` of it is left for the envelope).
-
-    Returns:
-        (chunk, resume point): the resume point is the ``(app_id, key)`` of the chunk's last
-        record, or None when the chunk reaches the end of the store. Records written while a
-        snapshot is streaming may be missed if they sort before the resume point; pushes and
-        anti-entropy deliver them.
+    Records written while a snapshot is streaming may be missed if they sort before the resume
+    point; pushes and anti-entropy deliver them.
 
     Raises:
         ValueError: ``max_bytes`` leaves no room beyond the envelope allowance.
     """
-    budget = _budget(max_bytes)
-    rest = [r for r in records if after is None or _sort_key(r) > after]
-    # A heap rather than a sort: one call costs O(n + chunk · log n), not O(n log n).
-    heap = [(r.app_id, r.key, i) for i, r in enumerate(rest)]
-    heapq.heapify(heap)
-    chunk: list[dict[str, Any]] = []
-    used = 0
-    last: tuple[int, str] | None = None
-    while heap:
-        app_id, key, index = heap[0]
-        wire = record_to_wire(rest[index])
-        size = len(cbor.encode(wire))
-        if chunk and _array_head_size(len(chunk) + 1) + used + size > budget:
-            break
-        heapq.heappop(heap)
-        chunk.append(wire)
-        used += size
-        last = (app_id, key)
-    return chunk, (last if heap else None)
+    rest = sorted((r for r in records if after is None or _sort_key(r) > after), key=_sort_key)
+    return snapshot_chunk(rest, max_bytes=max_bytes)
+
+
+def snapshot_chunks(records: Iterable[Record], *, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """The whole store as the chunks successive :func:`snapshot_after` calls return.
+
+    Raises:
+        ValueError: ``max_bytes`` leaves no room beyond the envelope allowance.
+    """
+    ordered = sorted(records, key=_sort_key)
+    start = 0
+    while start < len(ordered):
+        chunk, _ = snapshot_chunk(ordered[start:], max_bytes=max_bytes)
+        start += len(chunk)
+        yield chunk
 
 
 # --------------------------------------------------------------------------------------------

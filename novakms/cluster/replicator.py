@@ -9,7 +9,14 @@ The trio glue around :mod:`novakms.cluster.replication`:
   are narrowed down by bucket and key hashes, and the records that differ are pulled
   (``sync.pull``) and merged — so missed pushes, partitions and late joiners converge;
 * every channel first runs ``sync.hello``: both sides prove the cluster secret, bound to the
-  channel's transcript hash.
+  channel's transcript hash;
+* a node that fetched its secret from the cluster (a joiner) first streams a snapshot
+  (``sync.snapshot``, one frame-sized chunk per call, resuming after the last key received — from
+  the same or another peer — when a connection drops) and serves ``unavailable: syncing`` until
+  it has the whole of it;
+* the ``sync.push`` answer is the peer's acknowledgement: ``kv.put`` with ``acks`` waits on it,
+  ``status`` reports per-peer lag from it, and a tombstone every current peer acknowledged is
+  forgotten early (after ``tombstone_gc_delay``; all peers first, ``sync.forget``).
 
 Pull-only anti-entropy is enough: every node runs it against every peer.
 """
@@ -35,6 +42,11 @@ from novakms.store.records import Record
 
 __all__ = ["Replicator"]
 
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 _PULL_KEYS = 256
 _SYNC_BUCKETS = 64  # must equal handlers.SYNC_BUCKETS (the peer's side)
 
@@ -51,7 +63,46 @@ class _Link:
     last_ok: float | None = None  # unix seconds
     pushed: int = 0
     pulled: int = 0
+    acked: int = 0  # records the peer acknowledged (sync.push answers)
+    last_ack: float | None = None  # unix seconds
+    inflight: set[tuple[int, str]] = field(default_factory=set)  # keys of the batch being pushed
+    inflight_since: int | None = None  # queue time (unix ms) of the oldest change in flight
     error: str | None = None
+
+    def probe(self) -> dict[str, Any]:
+        """Reachability as ``nodes`` and ``status`` report it."""
+        return {
+            "connected": self.client is not None,
+            "last_ok_ms": None if self.last_ok is None else int(self.last_ok * 1000),
+            "error": self.error,
+        }
+
+    def lag_ms(self, now_ms: int) -> int:
+        """Age of the oldest local change this peer has not acknowledged (0: none)."""
+        times = [t for t in (self.outbox.oldest_ms(), self.inflight_since) if t is not None]
+        return max(0, now_ms - min(times)) if times else 0
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A ``kv.put`` waiting for acknowledgements of its record (or of a newer one of its key)."""
+
+    order: tuple[Any, ...]
+    needed: int
+    peers: set[str] = field(default_factory=set)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(eq=False)
+class _Snapshot:
+    """The joiner's first snapshot (``status.cluster.snapshot``)."""
+
+    state: str = "none"  # none (not a joiner) | syncing | done
+    after: tuple[int, str] | None = None
+    chunks: int = 0
+    records: int = 0
+    resumed: int = 0
+    peer: str | None = None
 
 
 class Replicator:
@@ -65,28 +116,94 @@ class Replicator:
         self.node = node
         self.limits = node.limits
         self.links: dict[str, _Link] = {}
+        self.tombstone_acks = replication.TombstoneAcks()
+        self.tombstones_collected = 0
+        self._waiters: dict[tuple[int, str], list[_Waiter]] = {}
+        self._snapshot = _Snapshot()
+        self._membership_known = False
         self._log = get_logger("novakms.replication", node=node.wallet)
         self._jitter = random.Random(os.urandom(8))  # backoff jitter only; not security relevant  # noqa: S311
 
     def _on_local_change(self, record: Record) -> None:
+        now = _now_ms()
         for link in self.links.values():
-            link.outbox.add(record)
+            link.outbox.add(record, now)
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self, now_ms: int) -> list[dict[str, Any]]:
         """Per-peer state for ``status`` (no secrets)."""
         return [
             {
                 "wallet": link.wallet,
                 "address": link.address,
-                "connected": link.client is not None,
+                **link.probe(),
                 "pending": link.outbox.pending(),
+                "lag_ms": link.lag_ms(now_ms),
                 "pushed": link.pushed,
+                "acked": link.acked,
                 "pulled": link.pulled,
-                "last_ok_ms": None if link.last_ok is None else int(link.last_ok * 1000),
-                "error": link.error,
+                "last_ack_ms": None if link.last_ack is None else int(link.last_ack * 1000),
             }
             for link in self.links.values()
         ]
+
+    def probe(self, wallet: str) -> dict[str, Any] | None:
+        """Reachability of a current peer (None for this node and non-peers)."""
+        link = self.links.get(wallet)
+        return None if link is None else link.probe()
+
+    def snapshot_status(self) -> dict[str, Any]:
+        """The joiner's snapshot progress for ``status`` (keys are not shown)."""
+        snap = self._snapshot
+        return {
+            "state": snap.state,
+            "chunks": snap.chunks,
+            "records": snap.records,
+            "resumed": snap.resumed,
+            "peer": snap.peer,
+        }
+
+    def peer_count(self) -> int:
+        """Current peers (active KMS operators other than this node)."""
+        return len(self.links)
+
+    def has_pending(self, app_id: int, key: str) -> bool:
+        """Whether a local change of the key has not yet reached some peer."""
+        slot = (app_id, key)
+        return any(
+            link.outbox.has(app_id, key) or slot in link.inflight for link in self.links.values()
+        )
+
+    async def wait_acks(self, record: Record, needed: int, *, timeout: float) -> int:
+        """Wait until ``needed`` peers acknowledged ``record`` (or a newer record of its key).
+
+        Returns:
+            How many peers acknowledged it (fewer than ``needed`` when ``timeout`` ran out).
+        """
+        slot = (record.app_id, record.key)
+        waiter = _Waiter(order=record.order_key(), needed=needed)
+        self._waiters.setdefault(slot, []).append(waiter)
+        try:
+            with trio.move_on_after(timeout):
+                await waiter.done.wait()
+        finally:
+            waiting = self._waiters[slot]
+            waiting.remove(waiter)
+            if not waiting:
+                del self._waiters[slot]
+        return len(waiter.peers)
+
+    def _acknowledged(self, link: _Link, records: list[Record]) -> None:
+        link.acked += len(records)
+        link.last_ack = time.time()
+        self.tombstone_acks.ack(
+            link.wallet, [replication.tombstone_id(r) for r in records if r.sealed is None]
+        )
+        for record in records:
+            for waiter in self._waiters.get((record.app_id, record.key), ()):
+                if record.order_key() >= waiter.order:
+                    waiter.peers.add(link.wallet)
+                    if len(waiter.peers) >= waiter.needed:
+                        waiter.done.set()
 
     async def run(self) -> None:
         """Replicate until cancelled."""
@@ -133,6 +250,7 @@ class Replicator:
         for wallet, address in active.items():
             if wallet not in self.links:
                 self.links[wallet] = _Link(wallet=wallet, address=address)
+        self._membership_known = True
 
     async def _membership_loop(self) -> None:
         while True:
@@ -159,6 +277,7 @@ class Replicator:
             role="peer",
             expect_wallet=link.wallet,
             timeout=self.limits.peer_timeout,
+            proxy=self.node.peer_proxy,
         )
         try:
             proof = cluster_proof(
@@ -186,6 +305,8 @@ class Replicator:
             link.client = None
 
     async def _failed(self, link: _Link, exc: NovaKMSError) -> None:
+        if isinstance(exc, Unavailable) and exc.reason == "peer_backoff":
+            return  # not an attempt: must not lengthen the backoff
         await self._drop(link)
         link.failures += 1
         link.error = exc.message
@@ -206,45 +327,169 @@ class Replicator:
         while True:
             await trio.sleep(self.limits.push_interval)
             async with trio.open_nursery() as nursery:
+                now = trio.current_time()
                 for link in list(self.links.values()):
-                    if link.outbox.pending():
+                    if link.outbox.pending() and now >= link.next_try:
                         nursery.start_soon(self.push, link)
 
     async def push(self, link: _Link) -> None:
         """Drain one peer's outbox (a failed batch goes back into it)."""
         budget = self.limits.max_frame
         while link.outbox.pending():
+            since = link.outbox.oldest_ms()
             batch = link.outbox.drain(budget)
+            link.inflight = {(r.app_id, r.key) for r in batch}
+            link.inflight_since = since
             try:
                 client = await self._channel(link)
                 with trio.fail_after(self.limits.peer_timeout):
-                    await client.call(
+                    answer = await client.call(
                         "sync.push", {"records": [replication.record_to_wire(r) for r in batch]}
                     )
             except (NovaKMSError, trio.TooSlowError) as exc:
                 for record in batch:
-                    link.outbox.add(record)
+                    link.outbox.add(record, since or 0)
                 if isinstance(exc, NovaKMSError):
                     await self._failed(link, exc)
                 else:
                     await self._failed(link, Unavailable("push timed out", reason="peer_timeout"))
                 return
+            finally:
+                link.inflight, link.inflight_since = set(), None
+            rejected = set(answer.get("rejected") or ())
+            self._acknowledged(link, [r for i, r in enumerate(batch) if i not in rejected])
             link.pushed += len(batch)
             self._succeeded(link)
 
     # -- anti-entropy -----------------------------------------------------------------------
 
     async def _anti_entropy_loop(self) -> None:
+        await self.catch_up()
         while True:
             async with trio.open_nursery() as nursery:
                 for link in list(self.links.values()):
                     nursery.start_soon(self.anti_entropy, link)
+            try:
+                await self.collect_tombstones()
+            except (NovaKMSError, trio.TooSlowError) as exc:
+                self._log.info("tombstone_gc_deferred", error=str(exc))
             await trio.sleep(self.limits.anti_entropy_interval)
+
+    # -- joining: the first snapshot ----------------------------------------------------------
+
+    async def catch_up(self) -> None:
+        """Stream a snapshot until this node has the cluster's data (only if it is a joiner)."""
+        snap = self._snapshot
+        if not self.node.syncing:
+            return
+        snap.state = "syncing"
+        while not await self._snapshot_round():  # noqa: ASYNC110 (a retry poll, not a wait)
+            await trio.sleep(self.limits.push_interval)
+        self.node.syncing = False
+        snap.state = "done"
+        self._log.info("caught_up", chunks=snap.chunks, records=snap.records, resumed=snap.resumed)
+
+    async def _snapshot_round(self) -> bool:
+        """Try each peer not backing off in turn; True once the snapshot is complete.
+
+        Also True when every peer answered that it is itself still syncing: then no node holds
+        data this one lacks (they all joined from a node that is gone), and waiting would
+        deadlock them all. An unreachable peer might hold data, so it keeps the round open.
+        """
+        if self._membership_known and not self.links:
+            self._log.info("snapshot_skipped", reason="no peers to receive data from")
+            return True
+        everyone_syncing = bool(self.links)
+        for link in list(self.links.values()):
+            if trio.current_time() < link.next_try:
+                everyone_syncing = False
+                continue
+            try:
+                await self._snapshot_from(link)
+            except Unavailable as exc:
+                if exc.reason == "syncing":
+                    continue  # a fellow joiner: not a failure of the link
+                everyone_syncing = False
+                await self._snapshot_failed(link, exc)
+            except (NovaKMSError, trio.TooSlowError) as exc:
+                everyone_syncing = False
+                await self._snapshot_failed(link, exc)
+            else:
+                return True
+        if everyone_syncing:
+            self._log.info("snapshot_skipped", reason="every peer is still syncing")
+        return everyone_syncing
+
+    async def _snapshot_failed(self, link: _Link, exc: NovaKMSError | trio.TooSlowError) -> None:
+        error = (
+            exc
+            if isinstance(exc, NovaKMSError)
+            else Unavailable("snapshot call timed out", reason="peer_timeout")
+        )
+        self._log.info("snapshot_interrupted", peer=link.wallet, error=error.message)
+        await self._failed(link, error)
+
+    async def _snapshot_from(self, link: _Link) -> None:
+        snap = self._snapshot
+        client = await self._channel(link)
+        if snap.after is not None:
+            snap.resumed += 1  # continuing after the last key received, not from the start
+        snap.peer = link.wallet
+        while True:
+            after = None if snap.after is None else list(snap.after)
+            answer = await client.call("sync.snapshot", {"after": after})
+            accepted, _ = self.node.apply_replicated(
+                list(answer["records"]), now_ms=_now_ms(), source=link.wallet
+            )
+            snap.chunks += 1
+            snap.records += accepted
+            following = answer["next"]
+            if following is None:
+                self._succeeded(link)
+                return
+            snap.after = (int(following[0]), str(following[1]))
+
+    # -- tombstone GC -----------------------------------------------------------------------
+
+    async def collect_tombstones(self) -> int:
+        """Forget this node's tombstones that every current peer has acknowledged.
+
+        Only tombstones older than ``tombstone_gc_delay`` whose key has no local change still
+        on its way to a peer. Every peer is told first (``sync.forget``); this node forgets
+        only when all of them answered, so it can still hand the tombstone to a peer whose
+        ``sync.forget`` failed. Returns how many were forgotten here.
+        """
+        store = self.node.require_store()
+        tombstones = store.tombstones()
+        self.tombstone_acks.retain(tombstones)
+        if not len(self.tombstone_acks):
+            return 0
+        cutoff = _now_ms() - int(self.limits.tombstone_gc_delay * 1000)
+        ripe = [
+            t
+            for t in tombstones
+            if t.deleted_at_ms() <= cutoff and not self.has_pending(t.app_id, t.key)
+        ]
+        ids = sorted(self.tombstone_acks.collectable(ripe, self.links.keys()))
+        if not ids:
+            return 0
+        for link in list(self.links.values()):
+            client = await self._channel(link)
+            for batch in _forget_batches(ids, self.limits.max_frame):
+                with trio.fail_after(self.limits.peer_timeout):
+                    await client.call("sync.forget", {"tombstones": [list(t) for t in batch]})
+        forgotten = sum(store.forget_tombstone(*tid) for tid in ids)
+        self.tombstone_acks.forget(ids)
+        self.tombstones_collected += forgotten
+        self._log.debug("tombstones_collected", count=forgotten)
+        return forgotten
 
     async def anti_entropy(self, link: _Link) -> None:
         """Pull from one peer whatever differs (one round)."""
         # No deadline on the whole round (a large catch-up takes as long as it takes); every
         # call is bounded by the client's per-call timeout (peer_timeout).
+        if self.node.syncing:
+            return
         try:
             await self._pull_differences(link)
         except NovaKMSError as exc:
@@ -288,7 +533,24 @@ class Replicator:
             request, todo = todo[:_PULL_KEYS], todo[_PULL_KEYS:]
             pulled = await client.call("sync.pull", {"app_id": app_id, "keys": request})
             accepted, _ = self.node.apply_replicated(
-                list(pulled["records"]), now_ms=int(time.time() * 1000), source=link.wallet
+                list(pulled["records"]), now_ms=_now_ms(), source=link.wallet
             )
             link.pulled += accepted
             todo = [str(k) for k in pulled["remaining"]] + todo
+
+
+def _forget_batches(
+    ids: list[replication.TombstoneId], max_frame: int
+) -> list[list[replication.TombstoneId]]:
+    """Split tombstone ids into ``sync.forget`` requests that fit a frame."""
+    budget = max_frame - replication.ENVELOPE_BYTES
+    batches: list[list[replication.TombstoneId]] = [[]]
+    used = 0
+    for tid in ids:
+        size = len(tid[1].encode("utf-8")) + 80  # key + ids, wallet and CBOR heads, generously
+        if batches[-1] and used + size > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(tid)
+        used += size
+    return batches

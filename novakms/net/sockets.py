@@ -92,12 +92,20 @@ def connection_source(stream: trio.abc.Stream) -> str:
     return str(peer[0])
 
 
-async def open_stream(address: Address) -> trio.SocketStream:
-    """Connect to ``address``.
+async def open_stream(address: Address, *, proxy: Address | None = None) -> trio.abc.Stream:
+    """Connect to ``address``, through the HTTP CONNECT ``proxy`` if one is given.
+
+    Only tcp targets go through the proxy: unix and vsock targets are local to the host or
+    enclave, so they are always dialed directly and ``proxy`` is ignored for them.
 
     Raises:
-        TransportError: the connection could not be made.
+        TransportError: the connection could not be made (or the proxy refused the tunnel).
     """
+    if proxy is not None and address.scheme == "tcp":
+        # Imported here: novakms.net.proxy dials the proxy itself with this function.
+        from novakms.net.proxy import open_via_proxy
+
+        return await open_via_proxy(proxy, address)
     try:
         if address.scheme == "tcp":
             return await trio.open_tcp_stream(address.host, address.port)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from novakms.config import Limits
@@ -371,6 +371,44 @@ class KVStore:
         """Whatever is stored under a key (live, expired or tombstone): replication, tests."""
         space = self._spaces.get(app_id)
         return None if space is None else space.records.get(key)
+
+    def records_from(self, after: tuple[int, str] | None) -> Iterator[Record]:
+        """Stored records ordered by ``(app_id, key)``, starting after ``after`` (snapshots).
+
+        Lazy: a snapshot chunk costs what it takes, not a pass over the store. The store must
+        not change while the iterator is in use (the caller consumes it without awaiting).
+        """
+        for app_id in sorted(self._spaces):
+            if after is not None and app_id < after[0]:
+                continue
+            space = self._spaces[app_id]
+            keys = space.keys
+            start = 0
+            if after is not None and app_id == after[0]:
+                start = bisect.bisect_right(keys, after[1])
+            for index in range(start, len(keys)):
+                yield space.records[keys[index]]
+
+    def tombstones(self) -> list[Record]:
+        """Every stored tombstone (tombstone GC)."""
+        return [
+            r for space in self._spaces.values() for r in space.records.values() if r.sealed is None
+        ]
+
+    def forget_tombstone(self, app_id: int, key: str, hlc: int, node: str) -> bool:
+        """Forget a tombstone before its retention bound; True when it was forgotten.
+
+        Only exactly that tombstone (same writer and timestamp) is forgotten: a newer record of
+        the key, or another tombstone, stays. The caller decides it is safe (every current peer
+        holds the tombstone or something newer).
+        """
+        space = self._spaces.get(app_id)
+        record = None if space is None else space.records.get(key)
+        if record is None or record.sealed is not None or (record.hlc, record.node) != (hlc, node):
+            return False
+        assert space is not None
+        self._forget(space, key)
+        return True
 
     def records(self) -> list[Record]:
         """Every stored record, for snapshots and tests."""

@@ -25,7 +25,9 @@ from novakms.errors import Forbidden
 from novakms.node import Node
 from novakms.server import Server
 
-LIMITS = Limits(bootstrap_interval=0.2, peer_timeout=2.0, anti_entropy_interval=0.5)
+LIMITS = Limits(
+    bootstrap_interval=0.2, peer_timeout=2.0, anti_entropy_interval=0.5, ack_timeout=1.0
+)
 
 
 def signer(label: str) -> LocalSigner:
@@ -48,7 +50,12 @@ class Cluster:
         self.scopes: dict[str, trio.CancelScope] = {}
 
     async def start(
-        self, who: LocalSigner, port: int, secret: bytes | None = None, limits: Limits = LIMITS
+        self,
+        who: LocalSigner,
+        port: int,
+        secret: bytes | None = None,
+        limits: Limits = LIMITS,
+        peer_proxy: str | None = None,
     ) -> Node:
         rpc = JsonRpcClient(self.anvil.url, timeout=2.0)
         self.clients.append(rpc)
@@ -59,7 +66,12 @@ class Cluster:
         )
         source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=0.2))
         node = Node(
-            signer=who, auth=source, limits=limits, mode=Mode.DEVELOPMENT, master_secret=secret
+            signer=who,
+            auth=source,
+            limits=limits,
+            mode=Mode.DEVELOPMENT,
+            master_secret=secret,
+            peer_proxy=peer_proxy,
         )
         config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=limits)
         await self.nursery.start(self._serve, Server(config=config, node=node))
@@ -71,7 +83,7 @@ class Cluster:
             self.scopes[server.node.wallet] = scope
             await server.run(task_status=task_status)
 
-    async def join(self, who: LocalSigner) -> tuple[Node, int]:
+    async def join(self, who: LocalSigner, **start: Any) -> tuple[Node, int]:
         """Register a new KMS instance on chain, then start it (a late joiner)."""
         port = free_port()
         await register_instance(
@@ -81,7 +93,7 @@ class Cluster:
             who.wallet,
             f"http://127.0.0.1:{port}",
         )
-        return await self.start(who, port), port
+        return await self.start(who, port, **start), port
 
     def stop(self, node: Node) -> None:
         """Kill a node (its memory, secret and data included), as a crash would."""

@@ -6,6 +6,7 @@ import functools
 import importlib
 import inspect
 import itertools
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -32,6 +33,7 @@ from novakms.cluster.replication import (
     record_hash,
     record_to_wire,
     snapshot_after,
+    snapshot_chunk,
     snapshot_chunks,
     tombstone_id,
     wire_size,
@@ -659,3 +661,43 @@ def test_tombstone_acks() -> None:
     acks.forget([tid])
     assert len(acks) == 0
     assert acks.acked_by(tid) == frozenset()
+
+
+def test_outbox_remembers_the_oldest_queue_time_per_key() -> None:
+    box = Outbox()
+    assert box.oldest_ms() is None
+    box.add(rec(key="k", hlc=10), 1000)
+    box.add(rec(key="other", hlc=11), 1500)
+    box.add(rec(key="k", hlc=12, clock=((A, 2),)), 2000)  # rewritten: still waiting since 1000
+    assert box.oldest_ms() == 1000
+    assert box.has(1, "k") and box.has(1, "other") and not box.has(2, "k")
+    first = box.drain(ENVELOPE_BYTES + 1)  # one record per batch
+    assert [r.key for r in first] == ["k"]
+    assert box.oldest_ms() == 1500 and not box.has(1, "k")
+    box.add(first[0], 900)  # a failed push re-queues with its original age
+    assert box.oldest_ms() == 900
+    box.drain(1 << 20)
+    assert box.oldest_ms() is None and box.pending() == 0
+
+
+@given(rs=record_sets(max_size=30), extra=st.integers(1, 2500), pick=st.integers(0, 29))
+def test_store_ordered_snapshot_chunks_match_snapshot_after(
+    rs: list[Record], extra: int, pick: int
+) -> None:
+    store = KVStore(node=A, limits=LIMITS, data_key=app_key, random_bytes=os.urandom)
+    for record in rs:
+        store.merge(record)
+    stored = store.records()
+    ordered = _sorted(stored)
+    after = (
+        None
+        if not ordered
+        else (ordered[pick % len(ordered)].app_id, ordered[pick % len(ordered)].key)
+    )
+    for start in (None, after):
+        assert list(store.records_from(start)) == [
+            r for r in ordered if start is None or (r.app_id, r.key) > start
+        ]
+        assert snapshot_chunk(
+            store.records_from(start), max_bytes=ENVELOPE_BYTES + extra
+        ) == snapshot_after(stored, start, max_bytes=ENVELOPE_BYTES + extra)

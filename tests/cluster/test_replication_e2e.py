@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from novakms.client import Client
-from novakms.errors import Forbidden, NotFound
+from novakms.errors import Forbidden, NotFound, Unavailable
 from tests.cluster.test_bootstrap_e2e import signer, until, world
 
 __all__ = ["world"]
@@ -19,16 +19,24 @@ APP = signer("app")
 async def started(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
     cluster, members = world
     nodes = [await cluster.start(s, port) for s, port in members]
-    await until(lambda: all(n.master_secret is not None for n in nodes))
+    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
     return cluster, members, nodes
 
 
-async def value_on(port: int, key: str) -> bytes | None:
+SYNCING = "syncing"
+
+
+async def value_on(port: int, key: str) -> bytes | str | None:
+    """The value (None: not found; ``SYNCING`` while the node is still catching up)."""
     async with await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms:
         try:
             return (await kms.kv_get(key)).value
         except NotFound:
             return None
+        except Unavailable as exc:
+            if exc.reason != "syncing":
+                raise
+            return SYNCING
 
 
 async def wait_everywhere(members: list[tuple[Any, int]], key: str, expected: bytes | None) -> None:
@@ -90,19 +98,24 @@ async def test_a_delete_stays_deleted(world: Any) -> None:
         assert await value_on(port, "temp") is None
 
 
-async def test_a_late_node_catches_up_through_anti_entropy(world: Any) -> None:
+async def test_a_late_node_catches_up_from_a_snapshot(world: Any) -> None:
     cluster, members, nodes = await started(world)
     async with await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as a:
         for i in range(30):
             await a.kv_put(f"item/{i:02d}", f"value-{i}".encode())
     await wait_everywhere(members, "item/29", b"value-29")
     node, port = await cluster.join(signer("late"))
-    await until(lambda: node.store is not None and len(node.store.records()) == 30)
+    await until(lambda: node.master_secret is not None and not node.syncing)
+    assert node.store is not None and len(node.store.records()) == 30
     assert await value_on(port, "item/07") == b"value-7"
     async with await Client.connect(f"127.0.0.1:{port}") as kms:
         status = await kms.status()
     peers = status["cluster"]["peers"]
     assert {p["wallet"] for p in peers} == {s.wallet for s, _ in members}
+    snapshot = status["cluster"]["snapshot"]
+    assert snapshot["state"] == "done" and snapshot["records"] == 30
+    assert snapshot["peer"] in {s.wallet for s, _ in members}
+    assert status["syncing"] is False
 
 
 async def test_sync_ops_need_the_cluster_proof(world: Any) -> None:

@@ -1087,3 +1087,37 @@ def test_ttl_overwrites_keep_the_expiry_heaps_bounded() -> None:
         store.delete(1, "g", T0 + 10_001 + 2 * i)
     assert len(store._graves) <= 2 * len(store.records()) + 1024
     assert store.get(1, "k", T0 + 20_000)[1] == b"v"
+
+
+def test_records_from_walks_apps_and_keys_in_order_after_a_point() -> None:
+    store, _ = make()
+    for app_id in (3, 1, 2):
+        for key in ("b", "a", "é", "c"):
+            store.put(app_id, key, b"v", T0)
+    order = [(r.app_id, r.key) for r in store.records_from(None)]
+    assert order == [(a, k) for a in (1, 2, 3) for k in ("a", "b", "c", "é")]
+    assert [(r.app_id, r.key) for r in store.records_from((2, "b"))] == order[6:]
+    assert [(r.app_id, r.key) for r in store.records_from((2, "é"))] == order[8:]
+    assert [(r.app_id, r.key) for r in store.records_from((0, "\U0010ffff"))] == order
+    assert list(store.records_from((3, "é"))) == []
+
+
+def test_forget_tombstone_forgets_exactly_that_tombstone() -> None:
+    store, _ = make()
+    store.put(1, "k", b"v", T0)
+    grave = store.delete(1, "k", T0 + 1)
+    store.put(1, "live", b"v", T0)
+    assert store.tombstones() == [grave]
+    before = store.usage(1)
+    # another writer or timestamp: not this tombstone
+    assert not store.forget_tombstone(1, "k", grave.hlc + 1, grave.node)
+    assert not store.forget_tombstone(1, "k", grave.hlc, NODE_B)
+    assert not store.forget_tombstone(1, "live", store.record(1, "live").hlc, NODE_A)  # type: ignore[union-attr]
+    assert not store.forget_tombstone(2, "k", grave.hlc, grave.node)
+    assert store.forget_tombstone(1, "k", grave.hlc, grave.node)
+    assert store.record(1, "k") is None and store.tombstones() == []
+    assert store.usage(1) == before - cost("k", None)
+    # the retention sweep later finds nothing left to forget, and a new write works
+    assert store.sweep(T0 + 10**12) == (0, 0)
+    store.put(1, "k", b"again", T0 + 2)
+    assert store.get(1, "k", T0 + 3)[1] == b"again"
