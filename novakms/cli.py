@@ -79,8 +79,8 @@ def _print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def _fail(code: str, message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
-    _print_json({"error": {"code": code, "message": message}})
+def _fail(code: str, message: str, exit_code: int = EXIT_ERROR, **details: Any) -> NoReturn:
+    _print_json({"error": {"code": code, "message": message, **details}})
     sys.exit(exit_code)
 
 
@@ -372,7 +372,7 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
 async def _await_cluster_ready(
     host: str, ports: list[int], children: list[subprocess.Popen[bytes]]
 ) -> None:
-    """Wait until every node answers ``status`` with ready (the secret bootstrap is done)."""
+    """Wait until every node serves: it has the secret and is no longer syncing."""
     with trio.move_on_after(90) as scope:
         for port in ports:
             while True:
@@ -380,7 +380,8 @@ async def _await_cluster_ready(
                     raise CliError("a node exited while starting (see its log above)")
                 try:
                     async with await Client.connect(f"{host}:{port}", timeout=2) as kms:
-                        if (await kms.status()).get("ready"):
+                        status = await kms.status()
+                        if status.get("ready") and not status.get("syncing"):
                             break
                 except NovaKMSError:
                     pass
@@ -465,6 +466,7 @@ def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
             "key": result["key"],
             "version": result["version"],
             "updated_at_ms": result["updated_at_ms"],
+            "acked": result["acked"],
         }
     if args.kv_op == "delete":
         return client.kv_delete(args.kv_key, if_version=args.if_version)
@@ -741,7 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _fail("bad_request", str(exc), EXIT_USAGE)
     except NovaKMSError as exc:
-        _fail(exc.code, exc.message)
+        _fail(exc.code, exc.message, **exc.details)
     except KeyboardInterrupt:
         return 130
 

@@ -257,17 +257,21 @@ async def op_sync_forget(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await require_proven_peer(node, session)
-    Args(args, {"tombstones"})
+    Args(args, {"tombstones", "dry_run"})
     ids = _tombstone_ids(args.get("tombstones"))
+    dry_run = args.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("dry_run must be a boolean")
     store = node.require_store()
     replicator = node.replicator
-    forgotten = kept = 0
+    forgotten = 0
+    kept: list[list[Any]] = []
     for app_id, key, hlc, writer in ids:
-        # A local change of the key still waiting to be pushed could be an older value that
-        # the tombstone supersedes: forgetting the tombstone first would let it come back.
+        # A local change of the key still waiting to be pushed may be an older value the
+        # tombstone superseded: once the tombstone is gone everywhere it would come back.
         if replicator is not None and replicator.has_pending(app_id, key):
-            kept += 1
-        elif store.forget_tombstone(app_id, key, hlc, writer):
+            kept.append([app_id, key, hlc, writer])
+        elif not dry_run and store.forget_tombstone(app_id, key, hlc, writer):
             forgotten += 1
     return {"forgotten": forgotten, "kept": kept}
 

@@ -14,7 +14,8 @@ The trio glue around :mod:`novakms.cluster.replication`:
   (``sync.snapshot``, one frame-sized chunk per call, resuming after the last key received — from
   the same or another peer — when a connection drops) and serves ``unavailable: syncing`` until
   it has the whole of it;
-* the ``sync.push`` answer is the peer's acknowledgement: ``kv.put`` with ``acks`` waits on it,
+* the ``sync.push`` answer is the peer's acknowledgement: ``kv.put`` with ``acks`` waits on it
+  (and its write is pushed at once rather than after the batching window),
   ``status`` reports per-peer lag from it, and a tombstone every current peer acknowledged is
   forgotten early (after ``tombstone_gc_delay``; all peers first, ``sync.forget``).
 
@@ -119,6 +120,7 @@ class Replicator:
         self.tombstone_acks = replication.TombstoneAcks()
         self.tombstones_collected = 0
         self._waiters: dict[tuple[int, str], list[_Waiter]] = {}
+        self._push_now = trio.Event()
         self._snapshot = _Snapshot()
         self._membership_known = False
         self._log = get_logger("novakms.replication", node=node.wallet)
@@ -182,6 +184,7 @@ class Replicator:
         slot = (record.app_id, record.key)
         waiter = _Waiter(order=record.order_key(), needed=needed)
         self._waiters.setdefault(slot, []).append(waiter)
+        self._push_now.set()  # someone is waiting: do not hold the write for the batch window
         try:
             with trio.move_on_after(timeout):
                 await waiter.done.wait()
@@ -325,7 +328,10 @@ class Replicator:
 
     async def _push_loop(self) -> None:
         while True:
-            await trio.sleep(self.limits.push_interval)
+            # Batch for push_interval, unless a kv.put is waiting for acknowledgements.
+            with trio.move_on_after(self.limits.push_interval):
+                await self._push_now.wait()
+            self._push_now = trio.Event()
             async with trio.open_nursery() as nursery:
                 now = trio.current_time()
                 for link in list(self.links.values()):
@@ -455,9 +461,9 @@ class Replicator:
         """Forget this node's tombstones that every current peer has acknowledged.
 
         Only tombstones older than ``tombstone_gc_delay`` whose key has no local change still
-        on its way to a peer. Every peer is told first (``sync.forget``); this node forgets
-        only when all of them answered, so it can still hand the tombstone to a peer whose
-        ``sync.forget`` failed. Returns how many were forgotten here.
+        on its way to a peer — here or on any peer (asked first, ``dry_run``). Then every peer
+        forgets them (``sync.forget``), and this node last, once all of them answered. Returns
+        how many were forgotten here.
         """
         store = self.node.require_store()
         tombstones = store.tombstones()
@@ -473,16 +479,37 @@ class Replicator:
         ids = sorted(self.tombstone_acks.collectable(ripe, self.links.keys()))
         if not ids:
             return 0
-        for link in list(self.links.values()):
-            client = await self._channel(link)
-            for batch in _forget_batches(ids, self.limits.max_frame):
-                with trio.fail_after(self.limits.peer_timeout):
-                    await client.call("sync.forget", {"tombstones": [list(t) for t in batch]})
+        links = list(self.links.values())
+        # Phase 1: a peer with an older change of the key still queued keeps the tombstone
+        # (forgetting it anywhere would let that change resurrect the value there).
+        for link in links:
+            kept = await self._forget_on(link, ids, dry_run=True)
+            ids = [tid for tid in ids if tid not in kept]
+        if not ids:
+            return 0
+        # Phase 2: every peer forgets, then this node (which can still hand the tombstone to a
+        # peer whose call failed, until the next round succeeds everywhere).
+        for link in links:
+            await self._forget_on(link, ids, dry_run=False)
         forgotten = sum(store.forget_tombstone(*tid) for tid in ids)
         self.tombstone_acks.forget(ids)
         self.tombstones_collected += forgotten
         self._log.debug("tombstones_collected", count=forgotten)
         return forgotten
+
+    async def _forget_on(
+        self, link: _Link, ids: list[replication.TombstoneId], *, dry_run: bool
+    ) -> set[replication.TombstoneId]:
+        """``sync.forget`` on one peer; returns the tombstones it keeps."""
+        client = await self._channel(link)
+        kept: set[replication.TombstoneId] = set()
+        for batch in _forget_batches(ids, self.limits.max_frame):
+            with trio.fail_after(self.limits.peer_timeout):
+                answer = await client.call(
+                    "sync.forget", {"tombstones": [list(t) for t in batch], "dry_run": dry_run}
+                )
+            kept.update((int(a), str(k), int(h), str(w)) for a, k, h, w in answer["kept"])
+        return kept
 
     async def anti_entropy(self, link: _Link) -> None:
         """Pull from one peer whatever differs (one round)."""

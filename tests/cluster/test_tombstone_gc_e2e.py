@@ -9,9 +9,11 @@ import trio
 
 from novakms.client import Client
 from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
+from tests.cluster.test_partition_e2e import proxies
 from tests.cluster.test_replication_e2e import APP, value_on, wait_everywhere
+from tests.net.connectproxy import ConnectProxy
 
-__all__ = ["world"]
+__all__ = ["proxies", "world"]
 
 GC = dataclasses.replace(LIMITS, tombstone_gc_delay=0.3)
 
@@ -71,3 +73,39 @@ async def test_a_tombstone_waits_for_a_peer_that_is_down(world: Any) -> None:
     await until(lambda: all(grave(n, "doomed") is None for n in (*nodes[:2], restarted)))
     assert nodes[0].replicator.tombstones_collected == 1
     await wait_everywhere(members, "doomed", None)
+
+
+async def test_a_peer_with_an_older_change_still_queued_keeps_the_tombstone(
+    world: Any, proxies: list[ConnectProxy]
+) -> None:
+    cluster, members = world
+    nodes = [
+        await cluster.start(s, port, limits=GC, peer_proxy=proxy.address)
+        for (s, port), proxy in zip(members, proxies, strict=False)
+    ]
+    await until(
+        lambda: all(
+            n.master_secret is not None and not n.syncing and n.replicator.peer_count() == 2
+            for n in nodes
+        )
+    )
+    (_, pa), (b, pb), _ = members
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a:
+        await a.kv_put("k", b"first", acks=2)
+        # One-way cut: B cannot reach A, A still reaches B.
+        proxies[1].block(f"127.0.0.1:{pa}")
+        async with await Client.connect(f"127.0.0.1:{pb}", signer=APP) as on_b:
+            await on_b.kv_put("k", b"stale on B")  # queued on B for A, which it cannot reach
+        await trio.sleep(0.05)
+        await a.kv_delete("k")  # newer than B's write; B and C acknowledge it
+    await until(lambda: all(grave(n, "k").tombstone for n in nodes))
+    assert nodes[1].replicator.has_pending(grave(nodes[1], "k").app_id, "k")
+    # A's GC rounds ask first: B still has its older write queued, so nobody forgets.
+    await trio.sleep(GC.tombstone_gc_delay + 4 * GC.anti_entropy_interval)
+    assert all(grave(n, "k").tombstone for n in nodes)
+    assert nodes[0].replicator.tombstones_collected == 0
+    # Healed: B's stale write reaches A, loses to the tombstone, and only then is it collected.
+    proxies[1].heal()
+    await until(lambda: all(grave(n, "k") is None for n in nodes))
+    assert nodes[0].replicator.tombstones_collected == 1
+    await wait_everywhere(members, "k", None)
