@@ -465,11 +465,11 @@ class Replicator:
         forgets them (``sync.forget``), and this node last, once all of them answered. Returns
         how many were forgotten here.
         """
+        if not len(self.tombstone_acks):  # nothing acknowledged: skip the pass over the store
+            return 0
         store = self.node.require_store()
         tombstones = store.tombstones()
         self.tombstone_acks.retain(tombstones)
-        if not len(self.tombstone_acks):
-            return 0
         cutoff = _now_ms() - int(self.limits.tombstone_gc_delay * 1000)
         ripe = [
             t
