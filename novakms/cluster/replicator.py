@@ -280,6 +280,7 @@ class Replicator:
             role="peer",
             expect_wallet=link.wallet,
             timeout=self.limits.peer_timeout,
+            max_frame=self.limits.max_frame,  # peers' answers are sized by the same limit
             proxy=self.node.peer_proxy,
         )
         try:
