@@ -25,9 +25,9 @@ Theory of operation (DESIGN.md §6 "Replication"):
   per frame, in ``(app_id, key)`` order, resuming after the last key it received if the
   connection drops. Tombstones are part of the snapshot: without them the joiner could
   resurrect a deleted value from a replica that missed the delete.
-* **Tombstone GC.** :class:`TombstoneAcks` tracks which peers acknowledged which tombstones;
-  one acknowledged by every current peer can be forgotten early. The retention bound is the
-  store's own ``sweep``.
+* **Tombstone GC.** :class:`TombstoneAcks` tracks which peers acknowledged which tombstones
+  (push answers, and equal app digests in anti-entropy); one acknowledged by every current peer
+  can be forgotten early. The retention bound is the store's own ``sweep``.
 
 Batch sizes: :data:`ENVELOPE_BYTES` of every frame is left for the message around the records
 (op name, request id, app id, a resume key of up to ``max_key_bytes``, the channel's framing),
@@ -631,6 +631,17 @@ class TombstoneAcks:
         """Record that ``peer`` has these tombstones."""
         for tid in tombstones:
             self._acks.setdefault(tid, set()).add(peer)
+
+    def ack_apps(self, peer: str, app_ids: Iterable[int]) -> None:
+        """Record that ``peer`` has every tracked tombstone of these apps.
+
+        For apps whose anti-entropy digests were equal: the peer then held every record we
+        held, including tombstones it received another way (a snapshot, a pull) than a push.
+        """
+        apps = set(app_ids)
+        for tid, peers in self._acks.items():
+            if tid[0] in apps:
+                peers.add(peer)
 
     def acked_by(self, tid: TombstoneId) -> frozenset[str]:
         """The peers that acknowledged a tombstone."""

@@ -530,6 +530,11 @@ class Replicator:
         store = self.node.require_store()
         remote_apps = {int(a): bytes(d) for a, d in (await client.call("sync.digests"))["apps"]}
         local_apps = replication.app_digests(store.records())
+        # Equal digests: the peer holds every tombstone we hold in that app (no await between
+        # our digests and this, so "we hold" is exactly what was compared).
+        self.tombstone_acks.ack_apps(
+            link.wallet, [a for a, d in local_apps.items() if remote_apps.get(a) == d]
+        )
         for app_id in replication.differing_apps(local_apps, remote_apps):
             if app_id not in remote_apps:
                 continue  # only we have it: the peer pulls it from us in its own round

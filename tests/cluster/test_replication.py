@@ -663,6 +663,19 @@ def test_tombstone_acks() -> None:
     assert acks.acked_by(tid) == frozenset()
 
 
+def test_tombstone_acks_by_app_cover_only_tracked_tombstones_of_those_apps() -> None:
+    acks = TombstoneAcks()
+    one = rec(app_id=1, key="gone", tombstone=True)
+    two = rec(app_id=2, key="gone", tombstone=True)
+    acks.ack(B, [tombstone_id(one), tombstone_id(two)])
+    acks.ack_apps(C, [1, 3])
+    assert acks.acked_by(tombstone_id(one)) == {B, C}
+    assert acks.acked_by(tombstone_id(two)) == {B}
+    assert acks.collectable([one, two], [B, C]) == {tombstone_id(one)}
+    untracked = rec(app_id=1, key="other", tombstone=True)
+    assert acks.acked_by(tombstone_id(untracked)) == frozenset()  # not tracked: not acked
+
+
 def test_outbox_remembers_the_oldest_queue_time_per_key() -> None:
     box = Outbox()
     assert box.oldest_ms() is None

@@ -8,7 +8,7 @@ from typing import Any
 import trio
 
 from novakms.client import Client
-from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
+from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
 from tests.cluster.test_partition_e2e import proxies
 from tests.cluster.test_replication_e2e import APP, value_on, wait_everywhere
 from tests.net.connectproxy import ConnectProxy
@@ -24,9 +24,9 @@ def grave(node: Any, key: str) -> Any:
     return found[0] if found else None
 
 
-async def start_all(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
+async def start_all(world: Any, limits: Any = GC) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
     cluster, members = world
-    nodes = [await cluster.start(s, port, limits=GC) for s, port in members]
+    nodes = [await cluster.start(s, port, limits=limits) for s, port in members]
     await until(
         lambda: all(
             n.master_secret is not None and not n.syncing and n.replicator.peer_count() == 2
@@ -109,3 +109,21 @@ async def test_a_peer_with_an_older_change_still_queued_keeps_the_tombstone(
     await until(lambda: all(grave(n, "k") is None for n in nodes))
     assert nodes[0].replicator.tombstones_collected == 1
     await wait_everywhere(members, "k", None)
+
+
+async def test_a_node_that_joined_after_the_delete_does_not_hold_up_the_collection(
+    world: Any,
+) -> None:
+    slow = dataclasses.replace(GC, tombstone_gc_delay=3.0)  # time for a node to join first
+    cluster, members, nodes = await start_all(world, slow)
+    async with await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as a:
+        await a.kv_put("doomed", b"v", acks=2)
+        await a.kv_delete("doomed")
+    # A fourth node joins: a current peer that never received the tombstone by push (it gets
+    # it in its snapshot), so only anti-entropy's equal digests can tell A that it holds it.
+    joiner, port = await cluster.join(signer("joiner"), limits=slow)
+    await until(lambda: not joiner.syncing and joiner.master_secret is not None)
+    assert grave(joiner, "doomed").tombstone
+    await until(lambda: all(grave(n, "doomed") is None for n in (*nodes, joiner)))
+    assert nodes[0].replicator.tombstones_collected == 1
+    assert await value_on(port, "doomed") is None
