@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -33,29 +34,22 @@ def novakms(
     )
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state = tmp_path_factory.mktemp("dev-state")
+@contextlib.contextmanager
+def dev_process(state: Path, *extra: str) -> Iterator[dict[str, Any]]:
+    """``novakms dev`` with the test's master secret; yields its ready line, then stops it."""
     env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
+    argv = [sys.executable, "-m", "novakms.cli", "dev", "--port", "0"]
+    argv += ["--master-secret", SECRET, "--state-dir", str(state), *extra]
     with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "novakms.cli",
-            "dev",
-            "--port",
-            "0",
-            "--master-secret",
-            SECRET,
-            "--state-dir",
-            str(state),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
         yield from _run_dev(proc, state)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with dev_process(tmp_path_factory.mktemp("dev-state")) as ready:
+        yield ready
 
 
 def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any]]:
@@ -357,45 +351,19 @@ def test_client_cert_commands(dev: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_dev_with_static_registry(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "novakms.cli",
-            "dev",
-            "--port",
-            "0",
-            "--chain",
-            "static",
-            "--master-secret",
-            SECRET,
-            "--state-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            ready = json.loads(proc.stdout.readline())
-            assert ready["chain"] is None
-            out = novakms(
-                "client",
-                "--node",
-                ready["nodes"][0]["address"],
-                "--key",
-                ready["apps"][0]["key_file"],
-                "derive",
-                "--path",
-                "p",
-            )
-            assert json.loads(out.stdout)["key"] == base64.b64encode(hkdf(1, "p", 32)).decode()
-        finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(15)
+    with dev_process(tmp_path, "--chain", "static") as ready:
+        assert ready["chain"] is None
+        out = novakms(
+            "client",
+            "--node",
+            ready["nodes"][0]["address"],
+            "--key",
+            ready["apps"][0]["key_file"],
+            "derive",
+            "--path",
+            "p",
+        )
+        assert json.loads(out.stdout)["key"] == base64.b64encode(hkdf(1, "p", 32)).decode()
 
 
 def test_admin_commands_drive_the_chain_and_the_node_follows(dev: dict[str, Any]) -> None:

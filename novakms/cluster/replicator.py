@@ -308,7 +308,12 @@ class Replicator:
             await link.client.aclose()
             link.client = None
 
-    async def _failed(self, link: _Link, exc: NovaKMSError) -> None:
+    async def _failed(self, link: _Link, failure: NovaKMSError | trio.TooSlowError) -> None:
+        exc = (
+            failure
+            if isinstance(failure, NovaKMSError)
+            else Unavailable("the peer did not answer in time", reason="peer_timeout")
+        )
         if isinstance(exc, Unavailable) and exc.reason == "peer_backoff":
             return  # not an attempt: must not lengthen the backoff
         await self._drop(link)
@@ -356,10 +361,7 @@ class Replicator:
             except (NovaKMSError, trio.TooSlowError) as exc:
                 for record in batch:
                     link.outbox.add(record, since or 0)
-                if isinstance(exc, NovaKMSError):
-                    await self._failed(link, exc)
-                else:
-                    await self._failed(link, Unavailable("push timed out", reason="peer_timeout"))
+                await self._failed(link, exc)
                 return
             finally:
                 link.inflight, link.inflight_since = set(), None
@@ -413,12 +415,9 @@ class Replicator:
                 continue
             try:
                 await self._snapshot_from(link)
-            except Unavailable as exc:
-                if exc.reason == "syncing":
-                    continue  # a fellow joiner: not a failure of the link
-                everyone_syncing = False
-                await self._snapshot_failed(link, exc)
             except (NovaKMSError, trio.TooSlowError) as exc:
+                if isinstance(exc, Unavailable) and exc.reason == "syncing":
+                    continue  # a fellow joiner: not a failure of the link
                 everyone_syncing = False
                 await self._snapshot_failed(link, exc)
             else:
@@ -428,13 +427,8 @@ class Replicator:
         return everyone_syncing
 
     async def _snapshot_failed(self, link: _Link, exc: NovaKMSError | trio.TooSlowError) -> None:
-        error = (
-            exc
-            if isinstance(exc, NovaKMSError)
-            else Unavailable("snapshot call timed out", reason="peer_timeout")
-        )
-        self._log.info("snapshot_interrupted", peer=link.wallet, error=error.message)
-        await self._failed(link, error)
+        self._log.info("snapshot_interrupted", peer=link.wallet, error=str(exc) or "timeout")
+        await self._failed(link, exc)
 
     async def _snapshot_from(self, link: _Link) -> None:
         snap = self._snapshot
