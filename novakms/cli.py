@@ -84,6 +84,13 @@ def _fail(code: str, message: str, exit_code: int = EXIT_ERROR, **details: Any) 
     sys.exit(exit_code)
 
 
+def _listen(args: argparse.Namespace, default: str) -> tuple[str, ...]:
+    """The plain listen addresses: the default only when no listener of either kind is given."""
+    if args.listen:
+        return tuple(args.listen)
+    return () if args.listen_proxy else (default,)
+
+
 def _parse_master_secret(text: str) -> bytes:
     raw = text.strip().removeprefix("0x")
     if len(raw) != 2 * MASTER_SECRET_SIZE:
@@ -143,7 +150,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     f"{flag} is a development input and is refused in enclave mode (IN_ENCLAVE)"
                 )
         config = ServerConfig(
-            listen=tuple(args.listen or ["vsock://4294967295:7400"]),
+            listen=_listen(args, "vsock://4294967295:7400"),
+            listen_proxy=tuple(args.listen_proxy),
             mode=Mode.ENCLAVE,
             limits=limits,
         )
@@ -169,7 +177,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     config = ServerConfig(
-        listen=tuple(args.listen or ["127.0.0.1:7400"]), mode=Mode.DEVELOPMENT, limits=limits
+        listen=_listen(args, "127.0.0.1:7400"),
+        listen_proxy=tuple(args.listen_proxy),
+        mode=Mode.DEVELOPMENT,
+        limits=limits,
     )
     node = Node(
         signer=signer,
@@ -580,6 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--listen", action="append", help="tcp://HOST:PORT, unix:///path or vsock://CID:PORT"
+    )
+    serve.add_argument(
+        "--listen-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="listen where every connection starts with a PROXY protocol v2 header (behind a "
+        "proxy such as the enclave's parent forwarder): limits apply to the client it names",
     )
     serve.add_argument("--key-file", help="development only: the node's wallet key file")
     serve.add_argument(

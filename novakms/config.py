@@ -42,9 +42,32 @@ class Limits:
         max_frame: largest accepted frame body in bytes (checked on the 4-byte header).
         max_inflight: requests of one connection processed at once; beyond it the server stops
             reading that connection (backpressure, no queue).
-        max_connections: open connections per node; more are refused with a close notice.
+        max_connections: open connections per node; more are refused with a close notice
+            (after evicting an idle anonymous session, if there is one).
+        max_connections_per_source: open connections of one source (IP, vsock CID, "unix";
+            behind a PROXY-protocol listener, the client address the proxy reports).
+        max_unproven_connections: connections that are handshaking or anonymous, together;
+            the rest of ``max_connections`` is kept for authenticated apps and peers. When full,
+            the least recently active idle anonymous session is evicted for a new connection.
+            Capped at ``max_connections``.
         handshake_timeout: seconds a connection may take to finish the handshake.
-        idle_timeout: seconds without a received frame (and nothing in flight) before closing.
+        idle_timeout: seconds without a received frame (and nothing in flight) before closing
+            an authenticated session.
+        anonymous_idle_timeout: the same for anonymous sessions.
+        send_timeout: seconds one frame may take to be written; a client that does not read
+            for that long is disconnected.
+        max_queued_response_bytes: response bytes one connection may have produced but not yet
+            written; further responses wait (within ``send_timeout``) and no new request of
+            that connection is read meanwhile. One response larger than this is let through
+            alone.
+        max_handshake_frame: largest frame accepted before ``Ready`` (ClientHello, ClientAuth).
+        max_anonymous_frame: largest frame accepted from an anonymous session.
+        max_request_items: decode budget (CBOR items, §3) of one request from an app, or from
+            a peer wallet not yet authorized on this connection.
+        max_anonymous_items: decode budget of one request from an anonymous session.
+            Requests of an authorized peer are bounded by ``max_frame`` alone.
+        max_invalid_requests: malformed requests (§6.2) a connection may send before it is
+            closed with ``bad_request``.
         drain_timeout: seconds in-flight requests get to finish on graceful shutdown.
         timestamp_window: allowed |now - ts| of a client's auth signature, in seconds.
         wallet_rate / wallet_burst: token bucket per authenticated wallet (requests/s, burst).
@@ -77,8 +100,18 @@ class Limits:
     max_frame: int = 2_097_152
     max_inflight: int = 32
     max_connections: int = 1024
+    max_connections_per_source: int = 256
+    max_unproven_connections: int = 256
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
+    anonymous_idle_timeout: float = 15.0
+    send_timeout: float = 10.0
+    max_queued_response_bytes: int = 4_194_304
+    max_handshake_frame: int = 1024
+    max_anonymous_frame: int = 4096
+    max_request_items: int = 1024
+    max_anonymous_items: int = 64
+    max_invalid_requests: int = 16
     drain_timeout: float = 10.0
     timestamp_window: int = 120
     wallet_rate: float = 500.0
@@ -118,6 +151,10 @@ class Limits:
                 raise ValueError(f"limit {f.name} must be a positive number, got {value!r}")
         if self.max_frame < 1024:
             raise ValueError("limit max_frame must be at least 1024 bytes")
+        if not 256 <= self.max_handshake_frame <= self.max_frame:
+            raise ValueError("limit max_handshake_frame must be in 256..max_frame")
+        if not 1024 <= self.max_anonymous_frame <= self.max_frame:
+            raise ValueError("limit max_anonymous_frame must be in 1024..max_frame")
         if self.max_derive_length > 8160:  # HKDF-SHA256 cannot produce more (255 * 32)
             raise ValueError("limit max_derive_length cannot exceed 8160")
         if self.wallet_burst < 1 or self.handshake_burst < 1:
@@ -182,14 +219,18 @@ class ServerConfig:
 
     Attributes:
         listen: addresses to listen on (``tcp://HOST:PORT``, ``unix:///path``, ``vsock://CID:PORT``).
+        listen_proxy: more addresses to listen on, where every connection must start with a
+            PROXY protocol v2 header (PROTOCOL.md §2.1): for listeners behind a proxy, such as
+            the parent instance's forwarder of an enclave.
         mode: development or enclave.
         limits: all limits.
     """
 
     listen: tuple[str, ...]
+    listen_proxy: tuple[str, ...] = ()
     mode: Mode = Mode.DEVELOPMENT
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        if not self.listen:
+        if not self.listen and not self.listen_proxy:
             raise ValueError("at least one listen address is required")

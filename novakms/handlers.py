@@ -30,10 +30,16 @@ from novakms.errors import (
 from novakms.node import Node
 from novakms.wire.handshake import Role
 
-__all__ = ["MAX_ACKS", "OPS", "SYNC_BUCKETS", "Args", "Session", "handle"]
+__all__ = ["MAX_ACKS", "OPS", "REGISTERED", "SYNC_BUCKETS", "Args", "Session", "handle"]
 
 SYNC_BUCKETS = 64  # anti-entropy buckets per app (both sides must agree)
 MAX_ACKS = 255  # most peer acknowledgements one kv.put may wait for
+#: ``Session.state`` key: whether the session's wallet passed its role's authorization once.
+REGISTERED = "registered"
+
+
+async def _no_reserve(size: int) -> None:
+    """The default ``Session.reserve``: nothing to account for (tests, in-process calls)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +52,9 @@ class Session:
     transcript_hash: bytes = b""
     # Per-connection state that ops may set (e.g. a peer's proof of the cluster secret).
     state: dict[str, Any] = field(default_factory=dict)
+    # Reserve response bytes for the current request before building a large answer (the
+    # connection's max_queued_response_bytes budget); may wait until the client reads.
+    reserve: Callable[[int], Awaitable[None]] = _no_reserve
 
 
 class Args:
@@ -448,7 +457,11 @@ async def op_kv_get(
     identity = await authorize_app(node, session)
     a = Args(args, {"key"})
     key = a.key()
-    record, value = node.serving_store().get(identity.app_id, key, _now_ms(now))
+    store = node.serving_store()
+    held = store.record(identity.app_id, key)
+    if held is not None and held.sealed is not None:
+        await session.reserve(len(held.sealed))  # before opening: bounds unread answers
+    record, value = store.get(identity.app_id, key, _now_ms(now))
     return {
         "key": key,
         "value": value,
@@ -611,6 +624,29 @@ OPS: dict[str, tuple[Auth, Handler]] = {
 }
 
 
+async def _bucket(node: Node, session: Session, auth: Auth) -> str:
+    """The rate-limit bucket of a session: its wallet once the wallet is authorized for its
+    role, else the anonymous bucket of its source, so that fresh key pairs buy no requests.
+
+    The authorization is looked up once per session, by the first op that needs it anyway
+    (the source caches it); ops without authorization never wait for it. A source that cannot
+    decide now leaves the question open for the next request.
+    """
+    if auth != "none" and session.wallet is not None and REGISTERED not in session.state:
+        check = authorize_app if session.role == "app" else authorize_peer
+        try:
+            await check(node, session)
+            session.state[REGISTERED] = True
+        except (Forbidden, Unauthenticated):
+            session.state[REGISTERED] = False
+        except Unavailable:
+            pass
+    if session.state.get(REGISTERED) is True:
+        assert session.wallet is not None
+        return session.wallet
+    return f"anonymous:{session.source}"
+
+
 async def handle(
     node: Node, session: Session, op: str, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -624,9 +660,8 @@ async def handle(
     entry = OPS.get(op)
     if entry is None:
         raise UnknownOp(f"unknown operation {op!r}")
-    key = session.wallet if session.wallet is not None else f"anonymous:{session.source}"
-    wait = node.wallet_limiter.take(key, now)
+    auth, handler = entry
+    wait = node.wallet_limiter.take(await _bucket(node, session, auth), now)
     if wait > 0:
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
-    _, handler = entry
     return await handler(node, session, args, now)

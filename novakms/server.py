@@ -23,10 +23,12 @@ from typing import Any
 import trio
 
 from novakms import handlers
+from novakms.auth.admission import ConnectionTable
 from novakms.cluster.peering import run_bootstrap
 from novakms.cluster.replicator import Replicator
-from novakms.config import ServerConfig
+from novakms.config import Limits, ServerConfig
 from novakms.errors import (
+    BadRequest,
     ChannelError,
     HandshakeError,
     InternalError,
@@ -44,7 +46,7 @@ from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.net.sockets import connection_source, listener_address, open_listener
 from novakms.node import Node
 from novakms.wire import cbor
-from novakms.wire.handshake import ServerHandshake
+from novakms.wire.handshake import HANDSHAKE_MAX_ITEMS, ServerHandshake
 from novakms.wire.messages import (
     InvalidRequest,
     Request,
@@ -53,6 +55,7 @@ from novakms.wire.messages import (
     ok_response,
     parse_request,
 )
+from novakms.wire.proxy_header import MAX_HEADER, parse_v2
 
 __all__ = ["Server"]
 
@@ -86,7 +89,13 @@ class Server:
         self._log = get_logger("novakms.server", node=node.wallet)
         self._shutdown = trio.Event()
         self._closing = False
-        self._readers: set[trio.CancelScope] = set()
+        self._next_id = 0
+        self._connections: dict[int, _Connection] = {}
+        self._table = ConnectionTable(
+            max_connections=self.limits.max_connections,
+            max_per_source=self.limits.max_connections_per_source,
+            max_unproven=min(self.limits.max_unproven_connections, self.limits.max_connections),
+        )
 
     async def run(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -95,19 +104,25 @@ class Server:
 
         ``task_status.started`` receives the bound addresses (ports resolved).
         """
-        listeners = []
+        listeners: list[tuple[trio.SocketListener, bool]] = []
         try:
             for text in self.config.listen:
-                listeners.append(await open_listener(parse_address(text)))
+                listeners.append((await open_listener(parse_address(text)), False))
+            for text in self.config.listen_proxy:
+                listeners.append((await open_listener(parse_address(text)), True))
         except BaseException:
-            for listener in listeners:
+            for listener, _ in listeners:
                 await listener.aclose()
             raise
-        self.addresses = [listener_address(listener) for listener in listeners]
+        self.addresses = [listener_address(listener) for listener, _ in listeners]
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as listening:
-                for listener in listeners:
-                    listening.start_soon(self._serve_listener, listener, connections)
+                for listener, proxied in listeners:
+                    listening.start_soon(
+                        functools.partial(
+                            self._serve_listener, listener, connections, proxied=proxied
+                        )
+                    )
                 listening.start_soon(self._sweep_store)
                 poller = getattr(self.node.auth, "run", None)
                 if poller is not None:  # the chain source's poller lives as long as the node
@@ -131,8 +146,8 @@ class Server:
                 listening.cancel_scope.cancel()
             # Drain: stop reading new requests, let in-flight ones finish within the deadline.
             self._closing = True
-            for scope in list(self._readers):
-                scope.cancel()
+            for conn in list(self._connections.values()):
+                conn.stop_reading(_shutting_down())
             connections.cancel_scope.deadline = trio.current_time() + self.limits.drain_timeout
         self._log.info("stopped")
 
@@ -150,44 +165,100 @@ class Server:
                     self._log.debug("store_swept", purged=purged, forgotten=forgotten)
 
     async def _serve_listener(
-        self, listener: trio.SocketListener, connections: trio.Nursery
+        self, listener: trio.SocketListener, connections: trio.Nursery, *, proxied: bool
     ) -> None:
-        await trio.serve_listeners(self._handle, [listener], handler_nursery=connections)
+        handler = functools.partial(self._handle, proxied=proxied)
+        await trio.serve_listeners(handler, [listener], handler_nursery=connections)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        source = connection_source(stream)
-        log = self._log.bind(source=source)
-        framed = FramedStream(stream, max_frame=self.limits.max_frame)
+    async def _handle(self, stream: trio.SocketStream, *, proxied: bool = False) -> None:
+        self._next_id += 1
+        framed = FramedStream(stream, max_frame=self.limits.max_handshake_frame)
+        conn = _Connection(self._next_id, framed, connection_source(stream), self.limits)
+        log = self._log.bind(source=conn.source)
         try:
-            refusal = self._admission(source)
-            if refusal is not None:
-                log.info(
-                    "connection_refused",
-                    code=refusal.code,
-                    reason=refusal.details.get("reason", ""),
-                )
-                await self._send_plain_notice(framed, refusal)
-                return
-            self.node.connections += 1
-            try:
-                await self._serve_connection(framed, source, log)
-            finally:
-                self.node.connections -= 1
+            with conn.scope:
+                # The PROXY header and the handshake share the handshake deadline.
+                with trio.move_on_after(self.limits.handshake_timeout) as deadline:
+                    if proxied and not await self._read_proxy_header(conn, log):
+                        return
+                    log = log.bind(source=conn.source)
+                    if not await self._admit(conn, log):
+                        return
+                    established = await self._handshake(conn, log)
+                if deadline.cancelled_caught:
+                    log.info("handshake_timeout")
+                    return
+                if established is None:
+                    return
+                session = established
+                log = log.bind(wallet=session.wallet or "anonymous", role=session.role)
+                log.debug("session_open")
+                await self._request_loop(conn, session, log)
+            if conn.scope.cancelled_caught:
+                log.info("connection_aborted", reason="send_timeout")
         except Exception:
             log.exception("connection_failed")
         finally:
+            self._connections.pop(conn.id, None)
+            self.node.connections = len(self._connections)
+            self._table.release(conn.id)
             await framed.aclose()
 
-    def _admission(self, source: str) -> NovaKMSError | None:
+    async def _read_proxy_header(self, conn: _Connection, log: BoundLogger) -> bool:
+        """Read the PROXY v2 header; the connection's source becomes the client it names."""
+        data = b""
+        try:
+            while True:
+                parsed = parse_v2(data)
+                if parsed is not None:
+                    break
+                chunk = await conn.framed.stream.receive_some(MAX_HEADER - len(data))
+                if not chunk:
+                    return False
+                data += chunk
+        except ProtocolError as exc:
+            log.info("proxy_header_rejected", error=exc.message)
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        header, rest = parsed
+        if header.source is not None:
+            conn.source = header.source
+        if rest:
+            try:
+                conn.framed.feed(rest)
+            except ProtocolError as exc:
+                await self._send_plain_notice(conn.framed, exc)
+                return False
+        return True
+
+    async def _admit(self, conn: _Connection, log: BoundLogger) -> bool:
+        refusal = self._admission(conn)
+        if refusal is None:
+            return True
+        log.info("connection_refused", code=refusal.code, reason=refusal.details.get("reason", ""))
+        await self._send_plain_notice(conn.framed, refusal)
+        return False
+
+    def _admission(self, conn: _Connection) -> NovaKMSError | None:
         if self._closing:
             return Unavailable("the node is shutting down", reason="shutting_down")
-        if self.node.connections >= self.limits.max_connections:
-            return Unavailable("too many connections", reason="too_many_connections")
-        wait = self.node.handshake_limiter.take(source, self._clock())
+        wait = self.node.handshake_limiter.take(conn.source, self._clock())
         if wait > 0:
             return RateLimited(
                 "too many handshakes from this source", retry_after_ms=max(1, int(wait * 1000))
             )
+        decision = self._table.admit(conn.id, conn.source)
+        if not decision.admitted:
+            return Unavailable("too many connections", reason=decision.reason)
+        if decision.evict is not None:
+            victim = self._connections.get(decision.evict)
+            if victim is not None:
+                victim.stop_reading(
+                    Unavailable("closing an idle anonymous session for a new one", reason="evicted")
+                )
+        self._connections[conn.id] = conn
+        self.node.connections = len(self._connections)
         return None
 
     async def _send_plain_notice(self, framed: FramedStream, error: NovaKMSError) -> None:
@@ -202,22 +273,28 @@ class Server:
             return False
         return True
 
-    async def _serve_connection(self, framed: FramedStream, source: str, log: BoundLogger) -> None:
-        with trio.move_on_after(self.limits.handshake_timeout) as deadline:
-            established = await self._handshake(framed, source, log)
-        if deadline.cancelled_caught:
-            log.info("handshake_timeout")
-            return
-        if established is None:
-            return
-        sealed, session = established
-        log = log.bind(wallet=session.wallet or "anonymous", role=session.role)
-        log.debug("session_open")
-        await self._request_loop(sealed, session, log)
+    async def _send(self, conn: _Connection, message: dict[str, Any]) -> bool:
+        """Send within ``send_timeout``; a client that does not read for that long is dropped.
 
-    async def _handshake(
-        self, framed: FramedStream, source: str, log: BoundLogger
-    ) -> tuple[SealedStream, handlers.Session] | None:
+        Raises:
+            TypeError, ValueError, TooLarge: the message cannot be encoded or framed (a bug).
+        """
+        assert conn.sealed is not None
+        plaintext = cbor.encode(message)
+        with trio.move_on_after(self.limits.send_timeout):
+            try:
+                await conn.budget.take_for_request(len(plaintext) - conn.budget.held())
+                await conn.sealed.send_plaintext(plaintext)
+            except (TransportError, ChannelError):
+                return False
+            finally:
+                conn.budget.release()
+            return True
+        conn.scope.cancel()  # the frame may be half written: nothing more can be sent
+        return False
+
+    async def _handshake(self, conn: _Connection, log: BoundLogger) -> handlers.Session | None:
+        framed = conn.framed
         hs = ServerHandshake(
             wallet=self.node.wallet, eph_private=self._random(32), nonce=self._random(32)
         )
@@ -234,7 +311,7 @@ class Server:
             log.info("handshake_rejected", code=exc.code, error=exc.message)
             await self._send_plain_notice(framed, exc)
             return None
-        sealed = SealedStream(framed, channel)
+        sealed = SealedStream(framed, channel, max_items=HANDSHAKE_MAX_ITEMS)
         try:
             await framed.send_body(challenge)
             auth = await sealed.receive()
@@ -254,60 +331,77 @@ class Server:
             log.info("handshake_rejected", code=exc.code, error=exc.message)
             await self._send_sealed_quietly(sealed, close_notice(exc))
             return None
-        ready = hs.ready(
-            wallet=wallet, max_frame=self.limits.max_frame, max_inflight=self.limits.max_inflight
-        )
+        # Anonymous sessions get the small frame limit; Ready announces what this one accepts.
+        max_frame = self.limits.max_frame if wallet else self.limits.max_anonymous_frame
+        ready = hs.ready(wallet=wallet, max_frame=max_frame, max_inflight=self.limits.max_inflight)
         if not await self._send_sealed_quietly(sealed, ready):
             return None
+        framed.set_max_frame(max_frame)
+        conn.sealed = sealed
+        self._table.established(conn.id, proven=wallet is not None)
         assert hs.role is not None  # set by receive_hello
-        return sealed, handlers.Session(
-            role=hs.role, wallet=wallet, source=source, transcript_hash=hs.th or b""
+        return handlers.Session(
+            role=hs.role,
+            wallet=wallet,
+            source=conn.source,
+            transcript_hash=hs.th or b"",
+            reserve=conn.budget.take_for_request,
         )
 
     async def _request_loop(
-        self, sealed: SealedStream, session: handlers.Session, log: BoundLogger
+        self, conn: _Connection, session: handlers.Session, log: BoundLogger
     ) -> None:
         inflight: set[int] = set()
         slots = trio.Semaphore(self.limits.max_inflight)
         notice: NovaKMSError | None = None
         async with trio.open_nursery() as requests:
-            reader = trio.CancelScope()
-            self._readers.add(reader)
-            try:
-                if self._closing:  # the handshake finished while the node began shutting down
-                    reader.cancel()
-                with reader:
-                    notice = await self._read_requests(sealed, session, inflight, slots, requests)
-                if reader.cancelled_caught:
-                    notice = Unavailable("the node is shutting down", reason="shutting_down")
-            finally:
-                self._readers.discard(reader)
-            # Idle timeout and shutdown let in-flight requests finish (the drain); a broken
-            # stream or a protocol violation makes their answers meaningless.
+            if self._closing:  # the handshake finished while the node began shutting down
+                conn.stop_reading(_shutting_down())
+            with conn.reader:
+                notice = await self._read_requests(conn, session, inflight, slots, requests)
+            if conn.reader.cancelled_caught:
+                notice = conn.close_reason or _shutting_down()
+            # Idle timeout, eviction and shutdown let in-flight requests finish (the drain); a
+            # broken stream or a protocol violation makes their answers meaningless.
             if notice is not None and not isinstance(notice, Unavailable):
                 requests.cancel_scope.cancel()
         if notice is None:
             return
         log.info("connection_closed", code=notice.code, error=notice.message)
-        if not isinstance(notice, ChannelError | TransportError):
+        if not isinstance(notice, ChannelError | TransportError) and conn.sealed is not None:
             with trio.move_on_after(_NOTICE_TIMEOUT):
-                await self._send_sealed_quietly(sealed, close_notice(notice))
+                await self._send_sealed_quietly(conn.sealed, close_notice(notice))
+
+    def _decode_budget(self, session: handlers.Session) -> int | None:
+        if session.wallet is None:
+            return self.limits.max_anonymous_items
+        if session.role == "peer" and session.state.get(handlers.REGISTERED) is True:
+            return None  # an authorized KMS peer: bounded by max_frame alone
+        return self.limits.max_request_items
 
     async def _read_requests(
         self,
-        sealed: SealedStream,
+        conn: _Connection,
         session: handlers.Session,
         inflight: set[int],
         slots: trio.Semaphore,
         requests: trio.Nursery,
     ) -> NovaKMSError | None:
         """Read requests until the stream ends (None) or must be closed (the error to report)."""
+        assert conn.sealed is not None
+        sealed = conn.sealed
+        idle_timeout = (
+            self.limits.idle_timeout if session.wallet else self.limits.anonymous_idle_timeout
+        )
         while True:
-            # Backpressure: with max_inflight requests running, do not read any further.
+            # Backpressure: with max_inflight requests running, or the connection's response
+            # budget spent by answers the client has not read, do not read any further.
             await slots.acquire()
             spawned = False
             try:
-                with trio.move_on_after(self.limits.idle_timeout) as idle:
+                await conn.budget.wait_for_room()
+                sealed.max_items = self._decode_budget(session)
+                with trio.move_on_after(idle_timeout) as idle:
                     item = await sealed.receive()
                 if idle.cancelled_caught:
                     if inflight:
@@ -315,19 +409,26 @@ class Server:
                     return Unavailable("closing an idle connection", reason="idle_timeout")
                 if item is END_OF_STREAM:
                     return None
+                self._table.touch(conn.id)
                 try:
                     request = parse_request(item)
                 except InvalidRequest as exc:
+                    conn.invalid += 1
                     if exc.request_id is None:
                         return exc
+                    if conn.invalid > self.limits.max_invalid_requests:
+                        return BadRequest("too many invalid requests", reason="invalid_requests")
+                    # The answer takes a slot like any request: a client that never reads
+                    # cannot make the node queue answers without bound.
                     requests.start_soon(
-                        self._send_sealed_quietly, sealed, error_response(exc.request_id, exc)
+                        self._answer, conn, slots, error_response(exc.request_id, exc)
                     )
+                    spawned = True
                     continue
                 if request.id in inflight:
                     return ProtocolError(f"request id {request.id} is already in flight")
                 inflight.add(request.id)
-                requests.start_soon(self._run_request, sealed, session, request, inflight, slots)
+                requests.start_soon(self._run_request, conn, session, request, inflight, slots)
                 spawned = True
             except (ProtocolError, TransportError) as exc:  # ChannelError is a ProtocolError
                 return exc
@@ -335,15 +436,24 @@ class Server:
                 if not spawned:
                     slots.release()
 
+    async def _answer(
+        self, conn: _Connection, slots: trio.Semaphore, message: dict[str, Any]
+    ) -> None:
+        try:
+            await self._send(conn, message)
+        finally:
+            slots.release()
+
     async def _run_request(
         self,
-        sealed: SealedStream,
+        conn: _Connection,
         session: handlers.Session,
         request: Request,
         inflight: set[int],
         slots: trio.Semaphore,
     ) -> None:
         log = self._log.bind(wallet=session.wallet or "anonymous", op=request.op)
+        self._table.busy(conn.id, +1)
         try:
             try:
                 result = await handlers.handle(
@@ -359,12 +469,85 @@ class Server:
             # Free the id before answering: the client may reuse it as soon as it reads this.
             inflight.discard(request.id)
             try:
-                await self._send_sealed_quietly(sealed, message)
+                await self._send(conn, message)
             except (TypeError, ValueError, TooLarge):  # unencodable or larger than a frame: a bug
                 log.exception("response_unencodable")
-                await self._send_sealed_quietly(
-                    sealed, error_response(request.id, InternalError("internal error"))
-                )
+                await self._send(conn, error_response(request.id, InternalError("internal error")))
         finally:
+            conn.budget.release()
+            self._table.busy(conn.id, -1)
             inflight.discard(request.id)
             slots.release()
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable("the node is shutting down", reason="shutting_down")
+
+
+class _ResponseBudget:
+    """Answer bytes of one connection produced but not yet written (a byte semaphore).
+
+    A request reserves the size of its answer before building it (``kv.get`` reserves the
+    stored value's size before opening it, through ``Session.reserve``) and gives it back once
+    the answer is written. Reservations are held per request task.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._used = 0
+        self._held: dict[trio.lowlevel.Task, int] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def held(self) -> int:
+        """What the current request task holds."""
+        return self._held.get(trio.lowlevel.current_task(), 0)
+
+    async def take_for_request(self, size: int) -> None:
+        """Reserve ``size`` bytes for the current request, waiting while the budget is spent.
+
+        One reservation larger than the whole budget goes through when nothing else is held.
+        """
+        while self._used and self._used + size > self._limit:
+            await self._lot.park()
+        await trio.lowlevel.checkpoint()
+        task = trio.lowlevel.current_task()
+        self._held[task] = self._held.get(task, 0) + max(0, size)
+        self._used += max(0, size)
+
+    def release(self) -> None:
+        """Give back everything the current request task holds."""
+        size = self._held.pop(trio.lowlevel.current_task(), 0)
+        if size:
+            self._used -= size
+            self._lot.unpark_all()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the budget is not spent (the reader calls this before each request)."""
+        while self._used >= self._limit:
+            await self._lot.park()
+
+
+class _Connection:
+    """The glue state of one accepted connection.
+
+    ``scope`` covers the whole connection and is cancelled when a send times out (the stream
+    may hold half a frame: nothing more can be said). ``reader`` covers reading requests and
+    is cancelled, with ``close_reason`` set, to close the connection gracefully (shutdown,
+    eviction): in-flight requests still finish and a close notice is sent.
+    """
+
+    def __init__(self, conn_id: int, framed: FramedStream, source: str, limits: Limits) -> None:
+        self.id = conn_id
+        self.framed = framed
+        self.source = source
+        self.sealed: SealedStream | None = None
+        self.scope = trio.CancelScope()
+        self.reader = trio.CancelScope()
+        self.close_reason: NovaKMSError | None = None
+        self.budget = _ResponseBudget(limits.max_queued_response_bytes)
+        self.invalid = 0
+
+    def stop_reading(self, reason: NovaKMSError) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        self.reader.cancel()

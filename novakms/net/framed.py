@@ -42,6 +42,19 @@ class FramedStream:
         self.max_frame = max_frame
         self._decoder = FrameDecoder(max_frame=max_frame)
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """Accept (and send) frames up to ``max_frame`` from now on (the session's limit)."""
+        self._decoder.set_max_frame(max_frame)
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> None:
+        """Frame bytes that were read ahead of this stream (after a PROXY header).
+
+        Raises:
+            ProtocolError: the bytes start a frame above the limit.
+        """
+        self._decoder.feed(data)
+
     async def receive_body(self) -> bytes | None:
         """The next frame body, or None on an orderly end of stream.
 
@@ -97,9 +110,13 @@ class SealedStream:
     when many tasks send at once.
     """
 
-    def __init__(self, framed: FramedStream, channel: SecureChannel) -> None:
+    def __init__(
+        self, framed: FramedStream, channel: SecureChannel, *, max_items: int | None = None
+    ) -> None:
         self.framed = framed
         self.channel = channel
+        #: Decode budget of each received message (CBOR items); None: bounded by the frame.
+        self.max_items = max_items
         self._send_lock = trio.StrictFIFOLock()
 
     async def send(self, message: Any) -> None:
@@ -111,7 +128,10 @@ class SealedStream:
             TransportError: the connection broke.
             ChannelError: the channel is closed.
         """
-        plaintext = cbor.encode(message)
+        await self.send_plaintext(cbor.encode(message))
+
+    async def send_plaintext(self, plaintext: bytes) -> None:
+        """Seal and send one already-encoded message (raises as :meth:`send`)."""
         async with self._send_lock:
             body = self.channel.seal_plaintext(plaintext, max_body=self.framed.max_frame)
             await self.framed.send_body(body)
@@ -127,4 +147,4 @@ class SealedStream:
         body = await self.framed.receive_body()
         if body is None:
             return END_OF_STREAM
-        return self.channel.open(body)
+        return self.channel.open(body, max_items=self.max_items)

@@ -184,7 +184,12 @@ def _bad_major7(ib: int) -> ProtocolError:
     return ProtocolError("CBOR: simple value other than false, true and null")
 
 
-def decode(data: bytes | bytearray | memoryview, *, max_depth: int = MAX_DEPTH) -> Any:
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_items: int | None = None,
+) -> Any:
     """Decode exactly one CBOR item of the protocol subset.
 
     Integers may use non-minimal argument widths (§3). Byte strings decode to ``bytes``,
@@ -192,9 +197,15 @@ def decode(data: bytes | bytearray | memoryview, *, max_depth: int = MAX_DEPTH) 
     maps: a top-level container is depth 1, a container inside it depth 2, and so on;
     scalars do not add depth.
 
+    ``max_items`` is the decode budget (§10): every data item counts one (a container, a
+    scalar, an array element; a map pair counts one for its key and value together). The
+    decoder stops as soon as the budget is spent, so hostile input costs at most
+    ``max_items`` steps whatever its size.
+
     Args:
         data: the encoded item (e.g. a frame body), with nothing after it.
         max_depth: maximum container nesting depth (>= 1).
+        max_items: the most items the input may hold (None: bounded by its size only).
 
     Returns:
         The decoded value.
@@ -203,11 +214,14 @@ def decode(data: bytes | bytearray | memoryview, *, max_depth: int = MAX_DEPTH) 
         ProtocolError: the input is not exactly one well-formed item of the subset (tag,
             float, undefined or other simple value, indefinite length, break, reserved
             additional information, invalid UTF-8, non-text or duplicate map key, truncated
-            item, trailing bytes, nesting deeper than ``max_depth``).
-        ValueError: ``max_depth`` < 1 (caller bug).
+            item, trailing bytes, nesting deeper than ``max_depth``, more than ``max_items``
+            items).
+        ValueError: ``max_depth`` or ``max_items`` < 1 (caller bug).
     """
     if max_depth < 1:
         raise ValueError("max_depth must be >= 1")
+    if max_items is not None and max_items < 1:
+        raise ValueError("max_items must be >= 1")
     # One copy to bytes: indexing bytes yields ints and slicing yields bytes, the fastest
     # combination in CPython (a memoryview slice would need a second conversion).
     buf = data if type(data) is bytes else bytes(data)
@@ -222,10 +236,15 @@ def decode(data: bytes | bytearray | memoryview, *, max_depth: int = MAX_DEPTH) 
     stack: list[tuple[list[Any] | dict[str, Any] | None, int, str]] = []
     depth = 0
     value: Any
+    # Every item needs at least one byte, so the input's size bounds the count already.
+    budget = end if max_items is None else max_items
 
     while True:
         if pos >= end:
             raise ProtocolError("CBOR: truncated item")
+        budget -= 1
+        if budget < 0:
+            raise ProtocolError(f"CBOR: more than {max_items} items")
         ib = buf[pos]
         pos += 1
 

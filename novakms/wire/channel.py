@@ -86,8 +86,8 @@ class SecureChannel:
         self._send_ctr += 1
         return cbor.encode(sealed)
 
-    def open(self, body: bytes) -> Any:
-        """Open a sealed frame body and decode the message inside.
+    def open(self, body: bytes, *, max_items: int | None = None) -> Any:
+        """Open a sealed frame body and decode the message inside (at most ``max_items``).
 
         Raises:
             ChannelError: not a byte string, tag failure (tampering, replay, reorder, gap),
@@ -95,14 +95,14 @@ class SecureChannel:
             ProtocolError: the plaintext is not one valid CBOR item (the channel stays in step,
                 but the caller should treat it as a protocol violation).
         """
-        return cbor.decode(self.open_plaintext(body))
+        return cbor.decode(self.open_plaintext(body), max_items=max_items)
 
     def open_plaintext(self, body: bytes) -> bytes:
         """Open a sealed frame body and return the plaintext bytes."""
         if self._broken:
             raise ChannelError("channel is closed")
-        try:
-            sealed = cbor.decode(body)
+        try:  # one item: a byte string; anything else fails on its first byte
+            sealed = cbor.decode(body, max_items=1)
         except ProtocolError:
             self._broken = True
             raise ChannelError("sealed frame is not a CBOR byte string") from None

@@ -87,6 +87,23 @@ class FrameDecoder:
         """The largest body length this decoder accepts."""
         return self._max_frame
 
+    def set_max_frame(self, max_frame: int) -> None:
+        """Change the accepted body length from the next unchecked header on.
+
+        The server uses this to move from the small handshake limit to the session's limit
+        once ``Ready`` is sent (PROTOCOL.md §10). A header already checked is checked again
+        against the new limit.
+
+        Raises:
+            ValueError: ``max_frame`` out of range.
+            FrameTooLarge: the frame at the front of the buffer exceeds the new limit.
+        """
+        _check_max_frame(max_frame)
+        self._raise_if_failed()
+        self._max_frame = max_frame
+        if self._body_len is not None:
+            self._check_length(self._body_len)
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a body (headers included)."""

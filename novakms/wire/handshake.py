@@ -41,6 +41,7 @@ from novakms.wire.channel import SecureChannel
 from novakms.wire.messages import parse_close_notice
 
 __all__ = [
+    "HANDSHAKE_MAX_ITEMS",
     "PROTOCOL_VERSION",
     "ClientHandshake",
     "Ready",
@@ -54,6 +55,8 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+#: Decode budget of a handshake message (ClientHello, ClientAuth: a map of at most 3 pairs).
+HANDSHAKE_MAX_ITEMS = 8
 Role = Literal["app", "peer"]
 ROLES: tuple[Role, ...] = ("app", "peer")
 
@@ -280,7 +283,7 @@ class ServerHandshake:
         """
         if self.th is not None:
             raise ProtocolError("unexpected ClientHello")
-        item = cbor.decode(body)
+        item = cbor.decode(body, max_items=HANDSHAKE_MAX_ITEMS)
         if isinstance(item, dict) and "v" in item and item["v"] not in SUPPORTED_VERSIONS:
             raise UnsupportedVersion(
                 f"protocol version {item['v']!r} is not supported",
