@@ -147,7 +147,8 @@ class BlockingClient:
         except BaseException:
             sock.close()
             raise
-        client = cls(sock, decoder, channel, max_frame)
+        # Frames sent are bounded by what the server accepts too (Ready.limits.max_frame).
+        client = cls(sock, decoder, channel, min(max_frame, ready.max_frame))
         assert hs.server_wallet is not None
         client.server_wallet = hs.server_wallet
         client.wallet = ready.wallet

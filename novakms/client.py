@@ -209,6 +209,8 @@ class Client:
         if item is END_OF_STREAM:
             raise TransportError("the server closed the connection during the handshake")
         ready = hs.receive_ready(item)
+        # Send no frame the server would refuse (it may accept less than this client does).
+        framed.max_frame = min(framed.max_frame, ready.max_frame)
         assert hs.server_wallet is not None
         client = cls(sealed, hs.server_wallet, ready, timeout)
         client.transcript_hash = hs.th or b""

@@ -172,7 +172,8 @@ class Server:
 
     async def _handle(self, stream: trio.SocketStream, *, proxied: bool = False) -> None:
         self._next_id += 1
-        framed = FramedStream(stream, max_frame=self.limits.max_handshake_frame)
+        framed = FramedStream(stream, max_frame=self.limits.max_frame)
+        framed.set_receive_limit(self.limits.max_handshake_frame)
         conn = _Connection(self._next_id, framed, connection_source(stream), self.limits)
         log = self._log.bind(source=conn.source)
         try:
@@ -336,7 +337,7 @@ class Server:
         ready = hs.ready(wallet=wallet, max_frame=max_frame, max_inflight=self.limits.max_inflight)
         if not await self._send_sealed_quietly(sealed, ready):
             return None
-        framed.set_max_frame(max_frame)
+        framed.set_receive_limit(max_frame)
         conn.sealed = sealed
         self._table.established(conn.id, proven=wallet is not None)
         assert hs.role is not None  # set by receive_hello
@@ -497,6 +498,11 @@ class _ResponseBudget:
         self._used = 0
         self._held: dict[trio.lowlevel.Task, int] = {}
         self._lot = trio.lowlevel.ParkingLot()
+
+    @property
+    def used(self) -> int:
+        """Bytes reserved by all requests of the connection."""
+        return self._used
 
     def held(self) -> int:
         """What the current request task holds."""

@@ -132,6 +132,12 @@ class RunningServer:
     def unix(self) -> str:
         return next(a for a in self.addresses if a.startswith("unix://"))
 
+    @property
+    def proxied(self) -> str:
+        """The PROXY-protocol listener (started with ``proxy=True``)."""
+        assert len(self.addresses) == 3, "start the server with proxy=True"
+        return self.addresses[2]
+
 
 StartServer = Callable[..., Any]
 
@@ -144,12 +150,15 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
         *,
         limits: Limits | None = None,
         master_secret: bytes | None = MASTER_SECRET,
+        proxy: bool = False,
         **server_kwargs: Any,
     ) -> RunningServer:
         registry = StaticRegistry.from_json(registry_json(wallets))
         sock = tmp_path / f"kms-{len(os.listdir(tmp_path))}.sock"
         config = ServerConfig(
-            listen=("tcp://127.0.0.1:0", f"unix://{sock}"), limits=limits or Limits()
+            listen=("tcp://127.0.0.1:0", f"unix://{sock}"),
+            listen_proxy=("tcp://127.0.0.1:0",) if proxy else (),
+            limits=limits or Limits(),
         )
         node = Node(
             signer=wallets.node,

@@ -311,9 +311,13 @@ async def test_handshake_rate_limit_per_source(start_server: Any) -> None:
         await Client.connect(srv.tcp)
 
 
-async def test_connection_limit(start_server: Any) -> None:
+async def test_connection_limit(start_server: Any, wallets: Wallets) -> None:
     srv = await start_server(limits=Limits(max_connections=2))
-    async with await Client.connect(srv.tcp), await Client.connect(srv.unix):
+    app1, app2 = wallets.app1, wallets.app2
+    async with (
+        await Client.connect(srv.tcp, signer=app1),
+        await Client.connect(srv.unix, signer=app2),
+    ):
         with pytest.raises(Unavailable) as info:
             await Client.connect(srv.tcp)
         assert info.value.reason == "too_many_connections"

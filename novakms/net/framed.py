@@ -34,7 +34,9 @@ class FramedStream:
     """Length-prefixed frames over a byte stream.
 
     Receiving is cancellation-safe: partial input stays in the decoder, so a cancelled
-    ``receive_body`` can be retried without losing bytes.
+    ``receive_body`` can be retried without losing bytes. ``max_frame`` bounds both directions
+    until :meth:`set_receive_limit` changes what is accepted; the attribute stays the bound
+    for sending (a client lowers it to the server's announced limit).
     """
 
     def __init__(self, stream: trio.abc.Stream, *, max_frame: int) -> None:
@@ -42,10 +44,12 @@ class FramedStream:
         self.max_frame = max_frame
         self._decoder = FrameDecoder(max_frame=max_frame)
 
-    def set_max_frame(self, max_frame: int) -> None:
-        """Accept (and send) frames up to ``max_frame`` from now on (the session's limit)."""
+    def set_receive_limit(self, max_frame: int) -> None:
+        """Accept frames up to ``max_frame`` from now on (``max_frame`` bounds what is sent).
+
+        The server moves from the handshake limit to the session's limit with this.
+        """
         self._decoder.set_max_frame(max_frame)
-        self.max_frame = max_frame
 
     def feed(self, data: bytes) -> None:
         """Frame bytes that were read ahead of this stream (after a PROXY header).
