@@ -543,3 +543,29 @@ def test_max_depth_is_exact(value: Any) -> None:
     if depth > 1:
         with pytest.raises(ProtocolError):
             decode(data, max_depth=depth - 1)
+
+
+# --- decode budget (§3) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "items"),
+    [([1, 2, 3], 4), ({"a": 1, "b": [2]}, 4), ([[[0]]], 4), ([b"x" * 1000], 2)],
+)
+def test_decode_budget_counts_items(item: object, items: int) -> None:
+    data = encode(item)
+    assert decode(data, max_items=items) == item
+    with pytest.raises(ProtocolError, match=f"more than {items - 1} items"):
+        decode(data, max_items=items - 1)
+
+
+def test_decode_budget_stops_a_huge_flat_array_early() -> None:
+    data = b"\x9a" + (2_000_000).to_bytes(4, "big") + b"\x00" * 2_000_000
+    with pytest.raises(ProtocolError, match="more than 1024 items"):
+        decode(data, max_items=1024)
+
+
+def test_decode_budget_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        decode(b"\x00", max_items=0)
+    assert decode(b"\x00", max_items=1) == 0

@@ -390,3 +390,14 @@ def test_random_bodies_raise_only_protocol_error(bodies: list[bytes], tail: byte
         assert tail  # only a partial trailing frame can fail the framing layer here
     else:
         assert len(decoded) == len(bodies) + (1 if tail else 0)
+
+
+def test_the_receive_limit_can_change_between_frames() -> None:
+    decoder = FrameDecoder(max_frame=16)
+    decoder.feed(encode_frame(b"\x00", max_frame=16))
+    decoder.set_max_frame(2048)
+    decoder.feed((1000).to_bytes(4, "big"))  # accepted now
+    assert decoder.next_body() == b"\x00"
+    assert decoder.next_body() is None  # its header is checked: 1000 <= 2048
+    with pytest.raises(FrameTooLarge):
+        decoder.set_max_frame(999)  # the frame already announced no longer fits
