@@ -50,6 +50,8 @@ class Limits:
             the rest of ``max_connections`` is kept for authenticated apps and peers. When full,
             the least recently active idle anonymous session is evicted for a new connection.
             Capped at ``max_connections``.
+        max_unproven_per_source: handshaking or anonymous connections of one source, so that one
+            source cannot fill the unproven pool with handshakes it never finishes.
         handshake_timeout: seconds a connection may take to finish the handshake.
         idle_timeout: seconds without a received frame (and nothing in flight) before closing
             an authenticated session.
@@ -102,11 +104,12 @@ class Limits:
     max_connections: int = 1024
     max_connections_per_source: int = 256
     max_unproven_connections: int = 256
+    max_unproven_per_source: int = 32
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
     anonymous_idle_timeout: float = 15.0
     send_timeout: float = 10.0
-    max_queued_response_bytes: int = 4_194_304
+    max_queued_response_bytes: int = 1_048_576
     max_handshake_frame: int = 1024
     max_anonymous_frame: int = 4096
     max_request_items: int = 1024

@@ -95,6 +95,7 @@ class Server:
             max_connections=self.limits.max_connections,
             max_per_source=self.limits.max_connections_per_source,
             max_unproven=min(self.limits.max_unproven_connections, self.limits.max_connections),
+            max_unproven_per_source=self.limits.max_unproven_per_source,
         )
 
     async def run(

@@ -236,6 +236,20 @@ async def test_handshaking_connections_are_not_evicted_and_the_pool_refuses(
         await stream.aclose()
 
 
+async def test_one_source_cannot_fill_the_pool_with_silent_handshakes(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server(limits=Limits(max_unproven_connections=4, max_unproven_per_source=2))
+    silent = [await dial(srv.tcp, source="127.0.0.2") for _ in range(2)]  # never handshake
+    await trio.testing.wait_all_tasks_blocked()
+    refused = await dial(srv.tcp, source="127.0.0.2")
+    notice = await plain_notice(refused)
+    assert notice is not None and notice.details["reason"] == "too_many_connections_from_source"
+    await victim_is_served(srv, wallets.app1)  # another source still finds room
+    for stream in [*silent, refused]:
+        await stream.aclose()
+
+
 async def test_anonymous_sessions_have_a_short_idle_timeout(
     start_server: Any, wallets: Wallets
 ) -> None:

@@ -9,7 +9,9 @@ tells it how each connection changes. Theory of operation:
 * A connection is **unproven** from accept until its handshake ends with a wallet: while it
   handshakes, and for its whole life if it stays anonymous. Unproven connections together may
   hold at most ``max_unproven`` slots, so anonymous sessions can never take the capacity that
-  authenticated apps and peers need.
+  authenticated apps and peers need, and those of one source at most
+  ``max_unproven_per_source``, so one source cannot fill that pool with handshakes it never
+  finishes (which cannot be evicted).
 * When a new connection finds the node or the unproven pool full, the idle anonymous session
   that was active least recently is evicted to make room (a handshaking connection is never
   evicted: it is bounded by the handshake timeout and rate instead). With nothing to evict the
@@ -56,16 +58,26 @@ class ConnectionTable:
         max_connections: connections of every kind.
         max_per_source: connections of one source.
         max_unproven: handshaking plus anonymous connections.
+        max_unproven_per_source: handshaking plus anonymous connections of one source.
     """
 
-    def __init__(self, *, max_connections: int, max_per_source: int, max_unproven: int) -> None:
-        if min(max_connections, max_per_source, max_unproven) < 1:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        max_per_source: int,
+        max_unproven: int,
+        max_unproven_per_source: int,
+    ) -> None:
+        if min(max_connections, max_per_source, max_unproven, max_unproven_per_source) < 1:
             raise ValueError("connection limits must be at least 1")
         self._max = max_connections
         self._per_source = max_per_source
         self._max_unproven = max_unproven
+        self._unproven_per_source = max_unproven_per_source
         self._entries: dict[int, _Entry] = {}
         self._sources: dict[str, int] = {}
+        self._source_unproven: dict[str, int] = {}
         self._unproven = 0
         self._tick = 0
 
@@ -93,7 +105,10 @@ class ConnectionTable:
         """Decide on a new connection and, when admitted, take its slot (as handshaking)."""
         if conn_id in self._entries:
             raise ValueError(f"connection {conn_id} is already admitted")
-        if self.count(source) >= self._per_source:
+        if (
+            self.count(source) >= self._per_source
+            or self._source_unproven.get(source, 0) >= self._unproven_per_source
+        ):
             return Admission(False, "too_many_connections_from_source")
         evict: int | None = None
         if len(self._entries) >= self._max or self._unproven >= self._max_unproven:
@@ -105,8 +120,17 @@ class ConnectionTable:
         self._tick += 1
         self._entries[conn_id] = _Entry(source=source, state="handshaking", touched=self._tick)
         self._sources[source] = self.count(source) + 1
-        self._unproven += 1
+        self._prove(source, +1)
         return Admission(True, evict=evict)
+
+    def _prove(self, source: str, delta: int) -> None:
+        """Count an unproven connection of ``source`` in (+1) or out (-1)."""
+        self._unproven += delta
+        left = self._source_unproven.get(source, 0) + delta
+        if left:
+            self._source_unproven[source] = left
+        else:
+            self._source_unproven.pop(source, None)
 
     def established(self, conn_id: int, *, proven: bool) -> None:
         """The handshake finished: with a wallet (proven) or anonymously."""
@@ -115,7 +139,7 @@ class ConnectionTable:
             return
         if proven:
             entry.state = "proven"
-            self._unproven -= 1
+            self._prove(entry.source, -1)
         else:
             entry.state = "anonymous"
         self.touch(conn_id)
@@ -139,7 +163,7 @@ class ConnectionTable:
         if entry is None:
             return
         if entry.state != "proven":
-            self._unproven -= 1
+            self._prove(entry.source, -1)
         left = self._sources[entry.source] - 1
         if left:
             self._sources[entry.source] = left

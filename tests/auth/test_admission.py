@@ -10,7 +10,12 @@ from novakms.auth.admission import Admission, ConnectionTable
 
 
 def table(**kw: int) -> ConnectionTable:
-    limits = {"max_connections": 10, "max_per_source": 10, "max_unproven": 10} | kw
+    limits = {
+        "max_connections": 10,
+        "max_per_source": 10,
+        "max_unproven": 10,
+        "max_unproven_per_source": 10,
+    } | kw
     return ConnectionTable(**limits)
 
 
@@ -80,7 +85,7 @@ def test_release_is_idempotent_and_duplicate_ids_are_bugs() -> None:
     )
 )
 def test_limits_hold_under_any_sequence(ops: list[tuple[str, int, str]]) -> None:
-    t = table(max_connections=6, max_per_source=3, max_unproven=4)
+    t = table(max_connections=6, max_per_source=3, max_unproven=4, max_unproven_per_source=2)
     live: set[int] = set()
     for op, conn, source in ops:
         if op == "admit" and conn not in live:
@@ -105,3 +110,13 @@ def test_limits_hold_under_any_sequence(ops: list[tuple[str, int, str]]) -> None
         assert len(t) == len(live) <= 6
         assert t.unproven <= 4
         assert all(t.count(s) <= 3 for s in "abc")
+        assert sum(t.count(s) for s in "abc") == len(t)
+
+
+def test_one_source_cannot_fill_the_unproven_pool() -> None:
+    t = table(max_unproven=4, max_unproven_per_source=2)
+    assert t.admit(1, "a").admitted and t.admit(2, "a").admitted
+    assert t.admit(3, "a") == Admission(False, "too_many_connections_from_source")
+    t.established(1, proven=True)  # proven connections are not counted against it
+    assert t.admit(3, "a").admitted
+    assert t.admit(4, "b").admitted and t.admit(5, "b").admitted
