@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from novakms.wire.handshake import ClientHandshake
 from novakms.wire.messages import parse_close_notice
 from novakms.wire.proxy_header import encode_v2
 from tests.conftest import Wallets
+from tests.sessions import handshake
 
 
 async def dial(address: str, *, source: str = "127.0.0.1") -> trio.SocketStream:
@@ -47,28 +47,6 @@ async def plain_notice(stream: trio.SocketStream) -> NovaKMSError | None:
         except TransportError:
             return None
     return None if body is None else parse_close_notice(cbor.decode(body))
-
-
-async def handshake(
-    stream: trio.abc.Stream, signer: LocalSigner | None = None, *, prefix: bytes = b""
-) -> SealedStream:
-    """Run the client side of the handshake by hand over ``stream``."""
-    if prefix:
-        await stream.send_all(prefix)
-    framed = FramedStream(stream, max_frame=2_097_152)
-    hs = ClientHandshake(role="app", eph_private=os.urandom(32))
-    await framed.send_body(hs.hello())
-    body = await framed.receive_body()
-    assert body is not None
-    sealed = SealedStream(framed, hs.receive_challenge(body))
-    if signer is None:
-        await sealed.send({})
-    else:
-        ts = int(time.time())
-        sig = signer.sign_text_sync(hs.auth_text(ts))
-        await sealed.send(hs.auth_message(wallet=signer.wallet, ts=ts, sig=sig))
-    hs.receive_ready(await sealed.receive())
-    return sealed
 
 
 async def closing_notice(sealed: SealedStream) -> NovaKMSError | None:

@@ -28,12 +28,12 @@ from novakms.errors import (
     UnknownOp,
 )
 from novakms.net.addresses import parse_address
-from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
+from novakms.net.framed import END_OF_STREAM, SealedStream
 from novakms.net.sockets import open_stream
 from novakms.wire import cbor
-from novakms.wire.handshake import ClientHandshake
 from novakms.wire.messages import parse_close_notice
 from tests.conftest import MASTER_SECRET, Wallets
+from tests.sessions import handshake
 
 
 def reference_hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
@@ -351,25 +351,7 @@ async def test_idle_timeout_sends_a_notice(start_server: Any, wallets: Wallets) 
 
 async def raw_session(address: str, signer: Any = None) -> SealedStream:
     """A hand-driven session, for sending what the client library never would."""
-    import time
-
-    framed = FramedStream(await open_stream(parse_address(address)), max_frame=2_097_152)
-    hs = ClientHandshake(role="app", eph_private=os.urandom(32))
-    await framed.send_body(hs.hello())
-    body = await framed.receive_body()
-    assert body is not None
-    sealed = SealedStream(framed, hs.receive_challenge(body))
-    if signer is None:
-        await sealed.send({})
-    else:
-        ts = int(time.time())
-        await sealed.send(
-            hs.auth_message(
-                wallet=signer.wallet, ts=ts, sig=signer.sign_text_sync(hs.auth_text(ts))
-            )
-        )
-    hs.receive_ready(await sealed.receive())
-    return sealed
+    return await handshake(await open_stream(parse_address(address)), signer)
 
 
 async def next_notice(sealed: SealedStream) -> NovaKMSError | None:
