@@ -338,3 +338,64 @@ async def test_unregistered_wallets_share_their_source_bucket(
             await kms.derive("mine")
         with pytest.raises(RateLimited):
             await kms.derive("mine")
+
+
+# --- 11, 14. handshake refusals: each with its documented code (PROTOCOL.md §4.6) ----------------
+
+
+def hello(**fields: Any) -> bytes:
+    body = cbor.encode({"v": 1, "role": "app", "eph": os.urandom(32)} | fields)
+    return len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"v": True}, "bad_request"),  # True == 1 in Python: types are checked before values
+        ({"v": "1"}, "bad_request"),
+        ({"v": 2}, "unsupported_version"),
+        ({"role": "admin"}, "bad_request"),
+        ({"eph": bytes(31)}, "bad_request"),
+        ({"eph": bytes(32)}, "unauthenticated"),  # a low-order key: all-zero shared secret
+    ],
+    ids=["v-true", "v-text", "v-2", "role", "eph-size", "eph-low-order"],
+)
+async def test_client_hello_refusals(start_server: Any, fields: dict[str, Any], code: str) -> None:
+    srv = await start_server()
+    stream = await dial(srv.tcp)
+    await stream.send_all(hello(**fields))
+    notice = await plain_notice(stream)
+    assert notice is not None and notice.code == code
+    if code == "unsupported_version":
+        assert notice.details["versions"] == [1]
+    await stream.aclose()
+
+
+async def sealed_refusal(srv: Any, role: str, auth: Any) -> NovaKMSError | None:
+    framed = FramedStream(await dial(srv.tcp), max_frame=2_097_152)
+    hs = ClientHandshake(role=role, eph_private=os.urandom(32))  # type: ignore[arg-type]
+    await framed.send_body(hs.hello())
+    body = await framed.receive_body()
+    assert body is not None
+    sealed = SealedStream(framed, hs.receive_challenge(body))
+    await sealed.send(auth)
+    notice = await closing_notice(sealed)
+    await framed.aclose()
+    return notice
+
+
+@pytest.mark.parametrize(
+    ("role", "auth", "code"),
+    [
+        ("peer", {}, "unauthenticated"),  # the peer role cannot be anonymous
+        ("app", {"wallet": "0x00", "ts": 1, "sig": bytes(65)}, "bad_request"),
+        ("app", {"wallet": "0x" + "11" * 20, "ts": True, "sig": bytes(65)}, "bad_request"),
+        ("app", {"wallet": "0x" + "11" * 20}, "bad_request"),
+        ("app", {"wallet": "0x" + "11" * 20, "ts": 1, "sig": bytes(65)}, "unauthenticated"),
+    ],
+    ids=["anonymous-peer", "bad-wallet", "ts-bool", "missing-keys", "stale-ts"],
+)
+async def test_client_auth_refusals(start_server: Any, role: str, auth: Any, code: str) -> None:
+    srv = await start_server()
+    notice = await sealed_refusal(srv, role, auth)
+    assert notice is not None and notice.code == code

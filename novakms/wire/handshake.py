@@ -121,6 +121,10 @@ def _public(eph_private: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(eph_private).public_key().public_bytes_raw()
 
 
+def _is_uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _exact_keys(item: object, keys: set[str], what: str) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise ProtocolError(f"{what} must be a map")
@@ -193,7 +197,7 @@ class ClientHandshake:
         item = cbor.decode(body)
         _raise_if_close(item)
         msg = _exact_keys(item, {"v", "eph", "nonce", "wallet", "sig"}, "ServerChallenge")
-        if msg["v"] != PROTOCOL_VERSION:
+        if not _is_uint(msg["v"]) or msg["v"] != PROTOCOL_VERSION:
             raise ProtocolError("server answered with another protocol version")
         server_eph = _bytes_of(msg, "eph", _EPH_SIZE, "ServerChallenge")
         nonce = _bytes_of(msg, "nonce", _NONCE_SIZE, "ServerChallenge")
@@ -284,11 +288,15 @@ class ServerHandshake:
         if self.th is not None:
             raise ProtocolError("unexpected ClientHello")
         item = cbor.decode(body, max_items=HANDSHAKE_MAX_ITEMS)
-        if isinstance(item, dict) and "v" in item and item["v"] not in SUPPORTED_VERSIONS:
-            raise UnsupportedVersion(
-                f"protocol version {item['v']!r} is not supported",
-                versions=list(SUPPORTED_VERSIONS),
-            )
+        if isinstance(item, dict) and "v" in item:
+            # Types before values: ``True == 1`` in Python, so a bool must not pass as 1.
+            if not _is_uint(item["v"]):
+                raise ProtocolError("ClientHello.v must be an unsigned integer")
+            if item["v"] not in SUPPORTED_VERSIONS:
+                raise UnsupportedVersion(
+                    f"protocol version {item['v']!r} is not supported",
+                    versions=list(SUPPORTED_VERSIONS),
+                )
         msg = _exact_keys(item, {"v", "role", "eph"}, "ClientHello")
         if msg["role"] not in ROLES:
             raise ProtocolError("ClientHello.role must be 'app' or 'peer'")
