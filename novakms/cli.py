@@ -36,8 +36,7 @@ from novakms.config import (
     Limits,
     Mode,
     ServerConfig,
-    explicitly_in_enclave,
-    in_enclave_from_env,
+    enclave_mode,
     parse_limit_overrides,
 )
 from novakms.crypto.eth import normalize_wallet, parse_private_key
@@ -136,8 +135,15 @@ def _proxy_address(text: str) -> str:
     return text
 
 
+def _in_enclave(*, default: bool) -> bool:
+    try:
+        return enclave_mode(os.environ, nsm_present=in_nitro_enclave(), default=default)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    enclave = in_enclave_from_env(os.environ)
+    enclave = _in_enclave(default=True)
     limits = _limits(args.limit)
     if enclave:
         for flag, value in (
@@ -226,7 +232,7 @@ async def _serve_until_signal(server: Server, on_ready: OnReady | None) -> None:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    if explicitly_in_enclave(os.environ) or in_nitro_enclave():
+    if _in_enclave(default=False):
         raise CliError("`novakms dev` is for development machines and refuses to run in an enclave")
     if args.nodes is None:
         args.nodes = 1 if args.chain == "static" else 3
@@ -408,7 +414,7 @@ def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
     if args.key and args.odyn:
         raise CliError("use either --key or --odyn, not both")
     if args.key:
-        if explicitly_in_enclave(os.environ) or in_nitro_enclave():
+        if _in_enclave(default=False):
             raise CliError("local key files are refused in an enclave; use --odyn")
         try:
             return LocalSigner.from_file(args.key)
@@ -501,7 +507,7 @@ def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
 
 
 def _admin_key(args: argparse.Namespace) -> bytes:
-    if explicitly_in_enclave(os.environ) or in_nitro_enclave():
+    if _in_enclave(default=False):
         raise CliError("admin commands use local key files and are refused in an enclave")
     try:
         return parse_private_key(Path(args.key).read_text())

@@ -17,9 +17,9 @@ __all__ = [
     "Limits",
     "Mode",
     "ServerConfig",
-    "explicitly_in_enclave",
-    "in_enclave_from_env",
+    "enclave_mode",
     "limits_from_mapping",
+    "parse_in_enclave",
     "parse_limit_overrides",
 ]
 
@@ -198,22 +198,48 @@ def limits_from_mapping(data: Mapping[str, object]) -> Limits:
     return parse_limit_overrides(f"{k}={v}" for k, v in data.items())
 
 
-def in_enclave_from_env(environ: Mapping[str, str]) -> bool:
-    """Decide enclave mode from ``IN_ENCLAVE`` for ``novakms serve``.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
-    Unset or unparsable means **enclave** (the safe default: development inputs refused).
-    Only an explicit false value (``0``, ``false``, ``no``, ``off``) selects development mode.
+
+def parse_in_enclave(environ: Mapping[str, str]) -> bool | None:
+    """The one reading of ``IN_ENCLAVE`` shared by every command.
+
+    Returns:
+        True or False for an explicit value (``1/true/yes/on``, ``0/false/no/off``, any case,
+        surrounding spaces ignored), None when unset or empty.
+
+    Raises:
+        ValueError: any other value. A misspelt switch between development and enclave mode
+            is refused, never guessed.
     """
-    raw = environ.get(ENCLAVE_ENV)
-    if raw is None:
+    raw = environ.get(ENCLAVE_ENV, "").strip().lower()
+    if not raw:
+        return None
+    if raw in _TRUE:
         return True
-    return raw.strip().lower() not in ("0", "false", "no", "off")
+    if raw in _FALSE:
+        return False
+    raise ValueError(
+        f"{ENCLAVE_ENV} must be one of {', '.join(_TRUE + _FALSE)} (or unset), got {raw!r}"
+    )
 
 
-def explicitly_in_enclave(environ: Mapping[str, str]) -> bool:
-    """True only when ``IN_ENCLAVE`` is explicitly set to a true value (used by ``novakms dev``)."""
-    raw = environ.get(ENCLAVE_ENV)
-    return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on")
+def enclave_mode(environ: Mapping[str, str], *, nsm_present: bool, default: bool) -> bool:
+    """Whether a command runs in enclave mode.
+
+    The Nitro Security Module device decides first: where it exists the command is in an
+    enclave whatever ``IN_ENCLAVE`` says. Otherwise :func:`parse_in_enclave` decides, and an
+    unset variable means ``default`` (``novakms serve``: enclave, the safe side; the
+    development commands: not in an enclave).
+
+    Raises:
+        ValueError: an unparsable ``IN_ENCLAVE``.
+    """
+    explicit = parse_in_enclave(environ)
+    if nsm_present:
+        return True
+    return default if explicit is None else explicit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -185,13 +185,26 @@ def test_dev_rejects_bad_master_secret(tmp_path: Path) -> None:
     assert out.returncode == 2 and "64 hex" in json.loads(out.stdout)["error"]["message"]
 
 
-@pytest.mark.parametrize("value", [None, "", "maybe", "true", "1"])
+@pytest.mark.parametrize(
+    ("value", "nsm", "message"),
+    [
+        (None, False, "refused in enclave mode"),
+        ("", False, "refused in enclave mode"),
+        ("true", False, "refused in enclave mode"),
+        ("1", False, "refused in enclave mode"),
+        ("maybe", False, "IN_ENCLAVE must be one of"),
+        ("false", True, "refused in enclave mode"),  # the NSM device wins over IN_ENCLAVE=false
+    ],
+)
 def test_serve_defaults_to_enclave_mode_and_refuses_dev_inputs(
-    tmp_path: Path, value: str | None
+    tmp_path: Path, value: str | None, nsm: bool, message: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
     if value is not None:
         env["IN_ENCLAVE"] = value
+    if nsm:  # a file standing in for /dev/nsm
+        (tmp_path / "nsm").write_text("")
+        env["NOVAKMS_NSM_DEVICE"] = str(tmp_path / "nsm")
     key = tmp_path / "k"
     key.write_text("0x" + "11" * 32)
     out = subprocess.run(
@@ -202,7 +215,23 @@ def test_serve_defaults_to_enclave_mode_and_refuses_dev_inputs(
         env=env,
     )
     assert out.returncode == 2
-    assert "refused in enclave mode" in json.loads(out.stdout)["error"]["message"]
+    assert message in json.loads(out.stdout)["error"]["message"]
+
+
+@pytest.mark.parametrize(("value", "message"), [("maybe", "IN_ENCLAVE must be"), ("on", "enclave")])
+def test_dev_reads_in_enclave_like_serve(tmp_path: Path, value: str, message: str) -> None:
+    out = novakms("dev", "--port", "0", "--state-dir", str(tmp_path), env={"IN_ENCLAVE": value})
+    assert out.returncode == 2 and message in json.loads(out.stdout)["error"]["message"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_dev_refuses_where_the_nsm_device_exists(tmp_path: Path) -> None:
+    (tmp_path / "nsm").write_text("")
+    state = tmp_path / "state"
+    env = {"IN_ENCLAVE": "false", "NOVAKMS_NSM_DEVICE": str(tmp_path / "nsm")}
+    out = novakms("dev", "--port", "0", "--state-dir", str(state), env=env)
+    assert out.returncode == 2 and "enclave" in json.loads(out.stdout)["error"]["message"]
+    assert not state.exists()
 
 
 def test_client_key_file_refused_when_in_enclave(dev: dict[str, Any]) -> None:

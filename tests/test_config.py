@@ -7,8 +7,8 @@ import pytest
 from novakms.config import (
     Limits,
     ServerConfig,
-    explicitly_in_enclave,
-    in_enclave_from_env,
+    enclave_mode,
+    parse_in_enclave,
     parse_limit_overrides,
 )
 
@@ -43,30 +43,39 @@ def test_overrides() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "enclave"),
+    ("value", "parsed"),
     [
-        (None, True),
-        ("", True),
-        ("garbage", True),
+        (None, None),
+        ("", None),
+        ("  ", None),
         ("true", True),
         ("1", True),
-        ("TRUE", True),
+        (" TRUE ", True),
+        ("on", True),
         ("false", False),
         ("0", False),
-        ("no", False),
         (" False ", False),
         ("off", False),
     ],
 )
-def test_in_enclave_parsing_is_safe_by_default(value: str | None, enclave: bool) -> None:
+def test_in_enclave_has_one_reading(value: str | None, parsed: bool | None) -> None:
     env = {} if value is None else {"IN_ENCLAVE": value}
-    assert in_enclave_from_env(env) is enclave
+    assert parse_in_enclave(env) is parsed
 
 
-def test_explicit_enclave_flag_for_dev() -> None:
-    assert explicitly_in_enclave({"IN_ENCLAVE": "true"})
-    assert not explicitly_in_enclave({})
-    assert not explicitly_in_enclave({"IN_ENCLAVE": "garbage"})
+@pytest.mark.parametrize("value", ["garbage", "maybe", "tru", "2"])
+def test_an_unparsable_in_enclave_is_refused_not_guessed(value: str) -> None:
+    with pytest.raises(ValueError, match="IN_ENCLAVE must be one of"):
+        parse_in_enclave({"IN_ENCLAVE": value})
+    with pytest.raises(ValueError):
+        enclave_mode({"IN_ENCLAVE": value}, nsm_present=True, default=True)
+
+
+def test_the_nsm_device_wins_over_in_enclave_false() -> None:
+    assert enclave_mode({"IN_ENCLAVE": "false"}, nsm_present=True, default=False)
+    assert not enclave_mode({"IN_ENCLAVE": "false"}, nsm_present=False, default=True)
+    assert enclave_mode({}, nsm_present=False, default=True)  # serve: unset is enclave
+    assert not enclave_mode({}, nsm_present=False, default=False)  # dev tools
 
 
 def test_server_config_needs_a_listener() -> None:
