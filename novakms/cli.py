@@ -10,6 +10,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,6 +89,13 @@ def _listen(args: argparse.Namespace, default: str) -> tuple[str, ...]:
     if args.listen:
         return tuple(args.listen)
     return () if args.listen_proxy else (default,)
+
+
+def _read_master_secret(path: str) -> bytes:
+    try:
+        return _parse_master_secret(Path(path).read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _parse_master_secret(text: str) -> bytes:
@@ -172,7 +180,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     secret = None
     if args.master_secret_file:
-        secret = _parse_master_secret(Path(args.master_secret_file).read_text())
+        secret = _read_master_secret(args.master_secret_file)
     try:
         signer = LocalSigner.from_file(args.key_file)
         source: AuthorizationSource = (
@@ -238,26 +246,37 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         args.nodes = 1 if args.chain == "static" else 3
     if args.nodes < 1 or (args.chain == "static" and args.nodes != 1):
         raise CliError("--nodes must be at least 1 (and exactly 1 with --chain static)")
-    secret = _parse_master_secret(args.master_secret) if args.master_secret else None
-    state_dir = (
-        Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="novakms-dev-"))
-    )
+    if args.master_secret is not None:
+        raise CliError(
+            "--master-secret is gone: a secret on the command line is readable by every user "
+            "in /proc/PID/cmdline; put the 64 hex characters in a file for --master-secret-file"
+        )
+    secret = _read_master_secret(args.master_secret_file) if args.master_secret_file else None
     limits = _limits(args.limit)
+    # Keys live in a private directory; one the command made up itself is removed on exit.
+    temporary = not args.state_dir
+    state_dir = Path(tempfile.mkdtemp(prefix="novakms-dev-")) if temporary else Path(args.state_dir)
     try:
-        state = prepare_state(state_dir, nodes=args.nodes)
-        signer = LocalSigner.from_file(state.node_key_file)
-    except (OSError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    try:
-        if args.chain == "static":
-            secret = secret or os.urandom(MASTER_SECRET_SIZE)
-            trio.run(_dev_static, args, state, signer, secret, limits)
-        else:
-            trio.run(_dev_cluster, args, state)
-    except OSError as exc:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    except AnvilError as exc:
-        raise CliError(f"cannot start the development chain: {exc}") from None
+        try:
+            state = prepare_state(state_dir, nodes=args.nodes)
+            signer = LocalSigner.from_file(state.node_key_file)
+        except (OSError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+        try:
+            if args.chain == "static":
+                secret = secret or os.urandom(MASTER_SECRET_SIZE)
+                trio.run(_dev_static, args, state, signer, secret, limits)
+            else:
+                trio.run(_dev_cluster, args, state)
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            ) from None
+        except AnvilError as exc:
+            raise CliError(f"cannot start the development chain: {exc}") from None
+    finally:
+        if temporary:
+            shutil.rmtree(state_dir, ignore_errors=True)
     return 0
 
 
@@ -321,13 +340,9 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
         ]
         for item in args.limit:
             common += ["--limit", item]
-        if args.master_secret:
+        if args.master_secret_file:
             # Development only: every node starts with the given secret (no bootstrap needed).
-            secret_file = state.directory / "master.secret"
-            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(args.master_secret.strip().removeprefix("0x"))
-            common += ["--master-secret-file", str(secret_file)]
+            common += ["--master-secret-file", os.path.abspath(args.master_secret_file)]
         env = {**os.environ, "IN_ENCLAVE": "false"}
         children = [
             subprocess.Popen(  # noqa: ASYNC220  (started once; watched below without blocking)
@@ -628,8 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=7400, help="TCP port (0 picks a free one)")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument(
-        "--master-secret", help="development only: 64 hex characters (default: random)"
+        "--master-secret-file",
+        help="development only: file with the 64-hex master secret (default: a random one)",
     )
+    dev.add_argument("--master-secret", help=argparse.SUPPRESS)  # refused: see _cmd_dev
     dev.add_argument(
         "--state-dir", help="where dev keys and the registry live (default: a new temp dir)"
     )

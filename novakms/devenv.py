@@ -93,7 +93,9 @@ def prepare_state(
         ValueError: an existing key file is invalid.
         OSError: the directory cannot be written.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+        os.chmod(directory, 0o700)  # whatever the umask: it holds private keys
     node_key = directory / "node.key"
     node_wallet = _key_file(node_key, random_bytes)
     all_nodes = [(node_wallet, node_key.resolve())]
@@ -133,7 +135,10 @@ def prepare_state(
         ],
     }
     registry_file = directory / "registry.json"
-    registry_file.write_text(json.dumps(registry, indent=2) + "\n")
+    fd = os.open(registry_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when an older run left it readable
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(registry, indent=2) + "\n")
     return DevState(
         directory=directory.resolve(),
         node_key_file=node_key.resolve(),

@@ -39,7 +39,9 @@ def dev_process(state: Path, *extra: str) -> Iterator[dict[str, Any]]:
     """``novakms dev`` with the test's master secret; yields its ready line, then stops it."""
     env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
     argv = [sys.executable, "-m", "novakms.cli", "dev", "--port", "0"]
-    argv += ["--master-secret", SECRET, "--state-dir", str(state), *extra]
+    secret_file = state.parent / f"{state.name}.secret"
+    secret_file.write_text(SECRET)
+    argv += ["--master-secret-file", str(secret_file), "--state-dir", str(state), *extra]
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
@@ -48,7 +50,7 @@ def dev_process(state: Path, *extra: str) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with dev_process(tmp_path_factory.mktemp("dev-state")) as ready:
+    with dev_process(tmp_path_factory.mktemp("dev") / "state") as ready:
         yield ready
 
 
@@ -58,6 +60,7 @@ def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any
     try:
         ready = json.loads(line)
         ready["state"] = state
+        ready["dev_pid"] = proc.pid
         yield ready
     finally:
         proc.send_signal(signal.SIGINT)
@@ -84,7 +87,7 @@ def hkdf(app_id: int, info: str, length: int) -> bytes:
 
 
 def test_dev_ready_line_shape(dev: dict[str, Any]) -> None:
-    assert set(dev) == {"nodes", "apps", "chain", "state"}
+    assert set(dev) == {"nodes", "apps", "chain", "state", "dev_pid"}
     chain = dev["chain"]
     assert set(chain) == {"rpc", "nova_app_registry", "kms_registry", "admin_key_file"}
     assert chain["rpc"].startswith("http://127.0.0.1:") and Path(chain["admin_key_file"]).is_file()
@@ -181,8 +184,20 @@ def test_dev_refuses_in_enclave_mode(tmp_path: Path) -> None:
 
 
 def test_dev_rejects_bad_master_secret(tmp_path: Path) -> None:
-    out = novakms("dev", "--port", "0", "--master-secret", "abc", "--state-dir", str(tmp_path))
+    (tmp_path / "secret").write_text("abc")
+    out = novakms(
+        "dev", "--port", "0", "--master-secret-file", str(tmp_path / "secret"),
+        "--state-dir", str(tmp_path / "state"),
+    )  # fmt: skip
     assert out.returncode == 2 and "64 hex" in json.loads(out.stdout)["error"]["message"]
+
+
+def test_dev_refuses_a_master_secret_on_the_command_line(tmp_path: Path) -> None:
+    out = novakms("dev", "--port", "0", "--master-secret", SECRET, "--state-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "/proc/PID/cmdline" in json.loads(out.stdout)["error"]["message"]
+    assert SECRET not in out.stdout + out.stderr
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -377,6 +392,38 @@ def test_client_cert_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     assert set(result) == {"certificate", "ca"} and result["ca"] == ca.stdout
     leaf = x509.load_pem_x509_certificate(result["certificate"].encode())
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.stdout.encode()))
+
+
+def test_no_secret_or_key_on_any_command_line(dev: dict[str, Any]) -> None:
+    keys = [p.read_text().strip().removeprefix("0x") for p in dev["state"].glob("*.key")]
+    for pid in [dev["dev_pid"], *(n["pid"] for n in dev["nodes"])]:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert SECRET not in cmdline
+        assert not any(key in cmdline for key in keys)
+
+
+def test_the_state_dir_is_private(dev: dict[str, Any]) -> None:
+    state: Path = dev["state"]
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "registry.json").stat().st_mode & 0o777 == 0o600
+    for key_file in state.glob("*.key"):
+        assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_temporary_state_dir_is_removed_on_exit(stop: signal.Signals) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
+    argv = [sys.executable, "-m", "novakms.cli", "dev", "--port", "0", "--chain", "static"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        state = Path(ready["apps"][0]["key_file"]).parent
+        assert state.is_dir() and state.stat().st_mode & 0o777 == 0o700
+        proc.send_signal(stop)
+        assert proc.wait(15) == 0
+    assert not state.exists()
 
 
 def test_dev_with_static_registry(tmp_path: Path) -> None:
