@@ -251,7 +251,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             "--master-secret is gone: a secret on the command line is readable by every user "
             "in /proc/PID/cmdline; put the 64 hex characters in a file for --master-secret-file"
         )
-    secret = _read_master_secret(args.master_secret_file) if args.master_secret_file else None
+    secret = None
+    if args.master_secret_file:  # absolute: the node processes may run elsewhere
+        args.master_secret_file = str(Path(args.master_secret_file).resolve())
+        secret = _read_master_secret(args.master_secret_file)
     limits = _limits(args.limit)
     # Keys live in a private directory; one the command made up itself is removed on exit.
     temporary = not args.state_dir
@@ -342,7 +345,7 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
             common += ["--limit", item]
         if args.master_secret_file:
             # Development only: every node starts with the given secret (no bootstrap needed).
-            common += ["--master-secret-file", os.path.abspath(args.master_secret_file)]
+            common += ["--master-secret-file", args.master_secret_file]
         env = {**os.environ, "IN_ENCLAVE": "false"}
         children = [
             subprocess.Popen(  # noqa: ASYNC220  (started once; watched below without blocking)
