@@ -337,13 +337,14 @@ async def test_handshake_timeout_closes_silent_connections(start_server: Any) ->
 
 async def test_idle_timeout_sends_a_notice(start_server: Any, wallets: Wallets) -> None:
     srv = await start_server(limits=Limits(idle_timeout=0.3))
-    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
-        await kms.health()
-        await trio.sleep(0.8)
-        with pytest.raises((Unavailable, TransportError)) as info:
-            await kms.health()
-        if isinstance(info.value, Unavailable):
-            assert info.value.reason == "idle_timeout"
+    s = await raw_session(srv.tcp, signer=wallets.app1)
+    await s.send({"id": 1, "op": "health", "args": {}})
+    assert (await s.receive())["ok"] == {"status": "ok"}
+    with trio.fail_after(10):  # then nothing: the sealed notice, then the end of the stream
+        notice = await next_notice(s)
+        assert isinstance(notice, Unavailable) and notice.reason == "idle_timeout"
+        assert await s.receive() is END_OF_STREAM
+    await s.framed.aclose()
 
 
 # --- bad input never hurts other clients --------------------------------------------------------
@@ -431,6 +432,7 @@ async def test_graceful_shutdown_finishes_inflight_requests(
 ) -> None:
     srv = await start_server(limits=Limits(drain_timeout=5))
     srv.node.auth = gated = GatedSource(srv.node.auth)
+    watcher = await raw_session(srv.tcp, signer=wallets.app2)
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         result: list[Any] = []
 
@@ -446,8 +448,11 @@ async def test_graceful_shutdown_finishes_inflight_requests(
                 await Client.connect(srv.tcp)
             gated.gate.set()
         assert result[0].key == expected_key(1, "drain")
-        with pytest.raises((Unavailable, TransportError)):
-            await kms.health()
+        # Every open session is told why it ends: the sealed notice, then the end of the stream.
+        notice = await next_notice(watcher)
+        assert isinstance(notice, Unavailable) and notice.reason == "shutting_down"
+        assert await watcher.receive() is END_OF_STREAM
+        await watcher.framed.aclose()
 
 
 def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
