@@ -81,3 +81,18 @@ def test_the_nsm_device_wins_over_in_enclave_false() -> None:
 def test_server_config_needs_a_listener() -> None:
     with pytest.raises(ValueError):
         ServerConfig(listen=())
+
+
+def test_every_limit_is_documented_in_protocol_section_10() -> None:
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from novakms.config import Limits
+
+    doc = (Path(__file__).parent.parent / "protocol" / "PROTOCOL.md").read_text()
+    section = doc[doc.index("## 10. Limits") : doc.index("## 11.")]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    named = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split("|")[1])}
+    missing = [f.name for f in dataclasses.fields(Limits) if f.name not in named]
+    assert not missing, f"limits missing from PROTOCOL.md §10: {missing}"

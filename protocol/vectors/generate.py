@@ -51,6 +51,10 @@ def u32be(n: int) -> bytes:
     return struct.pack(">I", n)
 
 
+def u16be(n: int) -> bytes:
+    return n.to_bytes(2, "big")
+
+
 def u64be(n: int) -> bytes:
     return struct.pack(">Q", n)
 
@@ -723,6 +727,34 @@ def handshake() -> dict[str, Any]:
     derived = derive_app(M0, 1, "app/key", None, 32)
     response = cbor({"id": 1, "ok": {"app_id": 1, "path": "app/key", "key": derived, "length": 32}})
     anonymous = cbor({})
+    # An error response (s2c counter 2) and the sealed close notice that ends the session
+    # (s2c counter 3); a plaintext close notice refusing a ClientHello at its length prefix;
+    # the Ready of an anonymous session, which announces the anonymous frame limit.
+    error_response = cbor(
+        {"id": 2, "err": {"code": "rate_limited", "message": "too many requests",
+                          "retry_after_ms": 250}}
+    )  # fmt: skip
+    close = cbor(
+        {"close": {"code": "unavailable", "message": "closing an idle connection",
+                   "reason": "idle_timeout"}}
+    )  # fmt: skip
+    plain_close = cbor(
+        {"close": {"code": "too_large",
+                   "message": "frame: body length 2097152 exceeds max_frame 1024"}}
+    )  # fmt: skip
+    anonymous_ready = cbor({"wallet": None, "limits": {"max_frame": 4096, "max_inflight": 32}})
+    # PROXY protocol v2 headers (§2.1), written out field by field.
+    proxy_signature = bytes.fromhex("0d0a0d0a000d0a515549540a")
+    proxy_v4 = (
+        proxy_signature + b"\x21\x11" + u16be(12) + bytes([203, 0, 113, 7]) + bytes([10, 0, 0, 1])
+        + u16be(40000) + u16be(7400)
+    )  # fmt: skip
+    proxy_v6 = (
+        proxy_signature + b"\x21\x21" + u16be(36)
+        + bytes.fromhex("20010db8000000000000000000000001") + bytes(16)
+        + u16be(40001) + u16be(7400)
+    )  # fmt: skip
+    proxy_local = proxy_signature + b"\x20\x00" + u16be(0)
 
     # negative cases
     impostor_sig = eip191_sign(impostor_key, app["server_text"])
@@ -835,7 +867,11 @@ def handshake() -> dict[str, Any]:
             "Sealed frames are u32be(len(body)) || body, body = CBOR bstr of "
             "ChaCha20-Poly1305(key, u32be(0) || u64be(counter), plaintext, aad = empty). "
             "c2s: client_auth_frame (0), request_frame (1); s2c: ready_frame (0), "
-            "response_frame (1). anonymous_auth_frame is the alternative c2s counter-0 frame. "
+            "response_frame (1), error_response_frame (2), close_notice_frame (3). "
+            "anonymous_auth_frame / anonymous_ready_frame are the alternative counter-0 "
+            "frames of an anonymous session. plain_close_notice_frame is the plaintext close "
+            "notice refusing a ClientHello over max_handshake_frame. proxy_v2 holds PROXY "
+            "protocol v2 headers (§2.1) with the client address they carry. "
             "`peer` repeats the derived values for role peer with the same keys and nonce. "
             "`negative` lists inputs a receiver must reject."
         ),
@@ -872,6 +908,18 @@ def handshake() -> dict[str, Any]:
         "response_frame": seal(k_s2c, 1, response).hex(),
         "anonymous_auth_plaintext": anonymous.hex(),
         "anonymous_auth_frame": seal(k_c2s, 0, anonymous).hex(),
+        "anonymous_ready_plaintext": anonymous_ready.hex(),
+        "anonymous_ready_frame": seal(k_s2c, 0, anonymous_ready).hex(),
+        "error_response_plaintext": error_response.hex(),
+        "error_response_frame": seal(k_s2c, 2, error_response).hex(),
+        "close_notice_plaintext": close.hex(),
+        "close_notice_frame": seal(k_s2c, 3, close).hex(),
+        "plain_close_notice_frame": frame(plain_close).hex(),
+        "proxy_v2": {
+            "ipv4": {"header": proxy_v4.hex(), "source": "203.0.113.7", "source_port": 40000},
+            "ipv6": {"header": proxy_v6.hex(), "source": "2001:db8::1", "source_port": 40001},
+            "local": {"header": proxy_local.hex(), "source": None, "source_port": 0},
+        },
         "peer": {
             "role": "peer",
             "client_hello_body": peer["hello"].hex(),

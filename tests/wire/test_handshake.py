@@ -17,14 +17,23 @@ from novakms.errors import (
     InvalidSignature,
     NovaKMSError,
     ProtocolError,
+    RateLimited,
     Unauthenticated,
+    Unavailable,
     UnsupportedVersion,
 )
 from novakms.wire import cbor
 from novakms.wire.channel import SecureChannel
-from novakms.wire.framing import encode_frame
+from novakms.wire.framing import FrameDecoder, encode_frame
 from novakms.wire.handshake import ClientHandshake, ServerHandshake, session_keys, transcript_hash
-from novakms.wire.messages import close_notice, parse_request
+from novakms.wire.messages import (
+    close_notice,
+    error_response,
+    parse_close_notice,
+    parse_request,
+    parse_response,
+)
+from novakms.wire.proxy_header import ProxyHeader, encode_v2, parse_v2
 from tests.conftest import load_vectors
 
 V: dict[str, Any] = load_vectors("handshake.json")
@@ -385,3 +394,44 @@ def test_a_message_too_large_for_a_frame_is_refused_before_sealing() -> None:
         a.seal(big, max_body=4096)
     # The refused message consumed no counter value: the peer still opens what follows.
     assert b.open(a.seal({"n": 1}, max_body=4096)) == {"n": 1}
+
+
+def test_vectors_error_response_close_notices_and_anonymous_ready() -> None:
+    server = SecureChannel(send_key=h("k_s2c"), recv_key=h("k_c2s"))
+    client = SecureChannel(send_key=h("k_c2s"), recv_key=h("k_s2c"))
+    ready = ServerHandshake.ready(wallet=None, max_frame=4096, max_inflight=32)
+    assert cbor.encode(ready) == h("anonymous_ready_plaintext")
+    assert encode_frame(server.seal(ready)) == h("anonymous_ready_frame")
+    server.seal({})  # counter 1: the response of the main exchange
+    error = error_response(2, RateLimited("too many requests", retry_after_ms=250))
+    assert cbor.encode(error) == h("error_response_plaintext")
+    assert encode_frame(server.seal(error)) == h("error_response_frame")
+    notice = close_notice(Unavailable("closing an idle connection", reason="idle_timeout"))
+    assert cbor.encode(notice) == h("close_notice_plaintext")
+    assert encode_frame(server.seal(notice)) == h("close_notice_frame")
+    # The client side parses them back.
+    frames = [h(f"{n}_frame") for n in ("anonymous_ready", "response", "error_response")]
+    decoder = FrameDecoder()
+    for data in frames:
+        decoder.feed(data)
+    client.open(decoder.next_body() or b"")
+    client.open(decoder.next_body() or b"")
+    parsed = parse_response(client.open(decoder.next_body() or b""))
+    assert isinstance(parsed.error, RateLimited) and parsed.error.details["retry_after_ms"] == 250
+    decoder.feed(h("close_notice_frame"))
+    closed = parse_close_notice(client.open(decoder.next_body() or b""))
+    assert isinstance(closed, Unavailable) and closed.reason == "idle_timeout"
+    plain = FrameDecoder(max_frame=1024)
+    plain.feed(h("plain_close_notice_frame"))
+    refused = parse_close_notice(cbor.decode(plain.next_body() or b""))
+    assert refused is not None and refused.code == "too_large"
+
+
+@pytest.mark.parametrize("name", ["ipv4", "ipv6", "local"])
+def test_vectors_proxy_v2_headers(name: str) -> None:
+    vector = V["proxy_v2"][name]
+    header, rest = parse_v2(bytes.fromhex(vector["header"])) or (None, b"")
+    assert header == ProxyHeader(source=vector["source"], source_port=vector["source_port"])
+    assert rest == b""
+    if vector["source"] is None:
+        assert encode_v2(None) == bytes.fromhex(vector["header"])
