@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import select
 import socket
@@ -339,22 +340,11 @@ class Attack:
     app_key_file: str | None
     sessions: list[Session] = field(default_factory=list)
     streams: list[trio.SocketStream] = field(default_factory=list)
-    batches: list[bytes] = field(default_factory=list)
 
     async def setup(self) -> None:
         kind = self.params["kind"]
         if kind == "idle_sessions":
             await self._open_idle_sessions()
-        elif kind == "session_bodies":
-            for _ in range(self.params["sessions"]):
-                session = await try_session(self.target, self.stats)
-                if session is not None:
-                    self.sessions.append(session)
-        elif kind == "invalid_flood":
-            session = await try_session(self.target, self.stats)
-            if session is not None:
-                self.sessions.append(session)
-                await self._seal_invalid_requests(session)
         elif kind == "slow_reader":
             await self._put_big_value()
             signer = self._app_signer()
@@ -362,12 +352,8 @@ class Attack:
                 session = await try_session(self.target, self.stats, signer)
                 if session is not None:
                     self.sessions.append(session)
-        elif kind == "wallet_hammer":
-            for _ in range(self.params["wallets"]):
-                signer = LocalSigner(eth.generate_private_key(os.urandom))
-                session = await try_session(self.target, self.stats, signer)
-                if session is not None:
-                    self.sessions.append(session)
+        # The other attacks open their sessions when they start: a short idle timeout for
+        # anonymous sessions must not close them while the victim is being set up.
 
     async def run(self) -> None:
         kind = self.params["kind"]
@@ -429,13 +415,15 @@ class Attack:
 
         async def worker(session: Session | None) -> None:
             nonlocal remaining
-            request_id = 0
-            while remaining > 0:
+            request_id = failed = 0
+            while remaining > 0 and failed < 20:
                 if session is None:
                     session = await try_session(self.target, self.stats)
                     if session is None:
+                        failed += 1  # refused or closed: try again, a bounded number of times
                         await trio.sleep(0.05)
                         continue
+                    failed = 0
                     self.sessions.append(session)
                 remaining -= 1
                 request_id += 1
@@ -443,16 +431,19 @@ class Attack:
                 body = session.sealed.channel.seal_plaintext(plaintext)
                 frame = encode_frame(body, max_frame=DEFAULT_MAX_FRAME)
                 outcome = await send_with_deadline(session.stream, frame, self.deadline)
-                if outcome != "ok":
-                    self.stats.closed += outcome == "closed"
-                    self.stats.timeouts += outcome == "stalled"
+                if outcome == "stalled":
+                    self.stats.timeouts += 1
                     session = None
                     continue
-                self.stats.sent += 1
+                self.stats.sent += outcome == "ok"
                 answered = False
                 try:
-                    item = await session.sealed.receive()  # bounded by the attack's deadline
-                    answered = True
+                    # Bounded by the attack's deadline; after a failed send, by one second.
+                    with trio.move_on_after(math.inf if outcome == "ok" else 1.0):
+                        item = await session.sealed.receive()
+                        answered = True
+                    if not answered:
+                        item, answered = END_OF_STREAM, True
                 except NovaKMSError:
                     item, answered = END_OF_STREAM, True
                 finally:
@@ -473,36 +464,26 @@ class Attack:
                     self.stats.answered += 1
 
         async with trio.open_nursery() as nursery:
-            sessions: list[Session | None] = list(self.sessions) or [None]
-            for session in sessions:
-                nursery.start_soon(worker, session)
+            for _ in range(self.params["sessions"]):
+                nursery.start_soon(worker, None)
 
     # --- 2: invalid requests with an id, never reading -----------------------------------------
 
-    async def _seal_invalid_requests(self, session: Session) -> None:
-        """Seal the whole flood in advance (in order), so that it is sent at wire speed."""
+    async def _run_invalid_flood(self) -> None:
+        session = await try_session(self.target, self.stats)
+        if session is None:
+            return
+        self.sessions.append(session)
         channel = session.sealed.channel
         batch, count = self.params["batch"], self.params["count"]
-        give_up = trio.current_time() + self.params["seal_seconds"]
-        self.batches = []
         request_id = 0
-        while request_id < count and trio.current_time() < give_up:
+        while request_id < count:
             frames = []
             for _ in range(batch):
                 request_id += 1
                 body = channel.seal_plaintext(invalid_request(request_id))
                 frames.append(encode_frame(body, max_frame=DEFAULT_MAX_FRAME))
-            self.batches.append(b"".join(frames))
-            await trio.lowlevel.checkpoint()
-        self.stats.notes["sealed"] = request_id
-        self.stats.notes["bytes"] = sum(len(b) for b in self.batches)
-
-    async def _run_invalid_flood(self) -> None:
-        if not self.sessions:
-            return
-        session = self.sessions[0]
-        batch = self.params["batch"]
-        for chunk in self.batches:
+            chunk = b"".join(frames)
             outcome = await send_with_deadline(session.stream, chunk)
             if outcome == "closed":
                 self.stats.closed += 1
@@ -512,6 +493,7 @@ class Attack:
                 self.stats.notes["stalled_after_sent"] = self.stats.sent
                 break
             self.stats.sent += batch
+            self.stats.notes["bytes"] = self.stats.notes.get("bytes", 0) + len(chunk)
         # Keep the connection (and whatever the node queued for it) until the window ends.
         while not closed_by_peer(session.stream):  # noqa: ASYNC110  (polls without reading)
             await trio.sleep(0.1)
@@ -641,6 +623,11 @@ class Attack:
                 for _ in range(tasks):
                     nursery.start_soon(worker)
 
+        for _ in range(self.params["wallets"]):
+            signer = LocalSigner(eth.generate_private_key(os.urandom))
+            session = await try_session(self.target, self.stats, signer)
+            if session is not None:
+                self.sessions.append(session)
         async with trio.open_nursery() as nursery:
             for session in self.sessions:
                 client = Client(session.sealed, session.server_wallet, session.ready, SEND_TIMEOUT)
@@ -737,8 +724,7 @@ def phases(quick: bool) -> list[Phase]:
         Phase(
             "2-invalid-flood",
             "anonymous session: invalid requests with an id (up to 300k), never reading",
-            {"kind": "invalid_flood", "count": 300_000, "batch": 500, "seal_seconds": 25.0},
-            setup_timeout=35.0,
+            {"kind": "invalid_flood", "count": 300_000, "batch": 500},
         ),
         Phase(
             "3-idle-sessions",
@@ -1034,6 +1020,7 @@ class RunSettings:
     source_modes: tuple[str, ...]
     phase_names: tuple[str, ...]
     compare: Path | None = None
+    limits: tuple[str, ...] = ()
 
 
 async def run_phase(
@@ -1150,9 +1137,9 @@ async def run_phase(
 
 
 def start_node(
-    state_dir: Path, secret_file: Path, workdir: Path, tag: str
+    state_dir: Path, secret_file: Path, workdir: Path, tag: str, limits: Sequence[str] = ()
 ) -> tuple[DevState, int, contextlib.AbstractContextManager[Spawned]]:
-    """A fresh ``novakms serve`` with default limits: its dev state, port and process."""
+    """A fresh ``novakms serve`` (default limits unless overridden): dev state, port, process."""
     state = prepare_state(state_dir)
     port = free_port()
     argv = [
@@ -1171,6 +1158,8 @@ def start_node(
         "--master-secret-file",
         str(secret_file),
     ]
+    for item in limits:
+        argv += ["--limit", item]
     env = {**os.environ, "IN_ENCLAVE": "false", "PYTHONUNBUFFERED": "1"}
     return state, port, server_process(f"node ({tag})", argv, workdir / f"node-{tag}.log", env)
 
@@ -1237,7 +1226,12 @@ def render(document: dict[str, Any]) -> str:
         f"{(machine['loadavg_at_start'] or [0])[0]:.2f}; node, attacker and victim share them",
         f"victim: demo app 2, derive at {settings['rate']:.0f}/s for {settings['window']:.0f} s "
         f"(open loop: calls start on schedule), a fresh connect every "
-        f"{settings['probe_interval']} s; node: novakms serve, default limits, fresh per phase",
+        f"{settings['probe_interval']} s; node: novakms serve, fresh per phase, "
+        + (
+            "limits " + " ".join(settings["node_limits"])
+            if settings["node_limits"]
+            else "default limits"
+        ),
         f"goals: p99 <= {GOAL_P99_FACTOR:.0f}x idle p99, max <= {GOAL_MAX_MS:.0f} ms, "
         f"RSS growth <= {GOAL_RSS_GROWTH_MIB:.0f} MiB, no failed call or refused connect",
         "",
@@ -1355,6 +1349,7 @@ def run(settings: RunSettings) -> int:
             "probe_interval": settings.probe_interval,
             "source_modes": list(settings.source_modes),
             "phases": list(settings.phase_names),
+            "node_limits": list(settings.limits),
         },
         "goals": {
             "p99_factor_of_idle": GOAL_P99_FACTOR,
@@ -1379,7 +1374,7 @@ def run(settings: RunSettings) -> int:
                     continue  # one idle phase per run is enough
                 progress(f"[{mode}] {phase.name}: {phase.description}")
                 state, port, node = start_node(
-                    workdir / "state", secret_file, workdir, f"{mode}-{phase.name}"
+                    workdir / "state", secret_file, workdir, f"{mode}-{phase.name}", settings.limits
                 )
                 with node as spawned:
                     row = trio.run(
@@ -1453,6 +1448,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a JSON of an earlier run (e.g. bench/results/abuse-before.json): print before -> "
         "after per phase",
     )
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="passed to the node (`novakms serve --limit`); the goals are for the defaults",
+    )
     parser.add_argument("--attacker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.attacker is not None:
@@ -1471,6 +1473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         source_modes=("separate", "shared") if source == "both" else (source,),
         phase_names=tuple(n for n in names if n in chosen),
         compare=args.compare,
+        limits=tuple(args.limit),
     )
     return run(settings)
 
