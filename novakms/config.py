@@ -74,6 +74,8 @@ class Limits:
         timestamp_window: allowed |now - ts| of a client's auth signature, in seconds.
         wallet_rate / wallet_burst: token bucket per authenticated wallet (requests/s, burst).
         handshake_rate / handshake_burst: token bucket per connection source (IP, CID, "unix").
+        anonymous_rate / anonymous_burst: token bucket per source shared by its anonymous
+            sessions and its wallets that are not (yet) authorized.
         max_path_bytes / max_context_bytes / max_derive_length: ``derive`` argument limits.
         max_key_bytes / max_value_bytes: KV key (UTF-8) and value sizes.
         app_quota_bytes: storage per app, counting key + value + ``record_overhead_bytes`` for
@@ -121,6 +123,8 @@ class Limits:
     wallet_burst: float = 1000.0
     handshake_rate: float = 50.0
     handshake_burst: float = 100.0
+    anonymous_rate: float = 50.0
+    anonymous_burst: float = 100.0
     max_path_bytes: int = 1024
     max_context_bytes: int = 1024
     max_derive_length: int = 1024
@@ -160,7 +164,7 @@ class Limits:
             raise ValueError("limit max_anonymous_frame must be in 1024..max_frame")
         if self.max_derive_length > 8160:  # HKDF-SHA256 cannot produce more (255 * 32)
             raise ValueError("limit max_derive_length cannot exceed 8160")
-        if self.wallet_burst < 1 or self.handshake_burst < 1:
+        if min(self.wallet_burst, self.handshake_burst, self.anonymous_burst) < 1:
             raise ValueError("rate-limit bursts must be at least 1")
         if self.max_value_bytes + self.max_key_bytes + 4096 > self.max_frame:
             raise ValueError("limit max_frame must leave room for a full-size value and key")

@@ -624,9 +624,11 @@ OPS: dict[str, tuple[Auth, Handler]] = {
 }
 
 
-async def _bucket(node: Node, session: Session, auth: Auth) -> str:
-    """The rate-limit bucket of a session: its wallet once the wallet is authorized for its
-    role, else the anonymous bucket of its source, so that fresh key pairs buy no requests.
+async def _take_token(node: Node, session: Session, auth: Auth, now: float) -> float:
+    """Charge one request; the seconds until the bucket has a token again (0: go ahead).
+
+    The bucket is the session's wallet once the wallet is authorized for its role, else the
+    anonymous bucket of its source (``anonymous_rate``), so that fresh key pairs buy nothing.
 
     The authorization is looked up once per session, by the first op that needs it anyway
     (the source caches it); ops without authorization never wait for it. A source that cannot
@@ -643,8 +645,8 @@ async def _bucket(node: Node, session: Session, auth: Auth) -> str:
             pass
     if session.state.get(REGISTERED) is True:
         assert session.wallet is not None
-        return session.wallet
-    return f"anonymous:{session.source}"
+        return node.wallet_limiter.take(session.wallet, now)
+    return node.anonymous_limiter.take(session.source, now)
 
 
 async def handle(
@@ -661,7 +663,7 @@ async def handle(
     if entry is None:
         raise UnknownOp(f"unknown operation {op!r}")
     auth, handler = entry
-    wait = node.wallet_limiter.take(await _bucket(node, session, auth), now)
+    wait = await _take_token(node, session, auth, now)
     if wait > 0:
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
     return await handler(node, session, args, now)

@@ -67,6 +67,7 @@ class Node:
     )
     wallet_limiter: KeyedRateLimiter = field(init=False, repr=False)
     handshake_limiter: KeyedRateLimiter = field(init=False, repr=False)
+    anonymous_limiter: KeyedRateLimiter = field(init=False, repr=False)
     _data_keys: dict[int, bytes] = field(init=False, default_factory=dict, repr=False)
     _ca_pems: dict[int, str] = field(init=False, default_factory=dict, repr=False)
 
@@ -76,6 +77,9 @@ class Node:
         )
         self.handshake_limiter = KeyedRateLimiter(
             rate=self.limits.handshake_rate, burst=self.limits.handshake_burst
+        )
+        self.anonymous_limiter = KeyedRateLimiter(
+            rate=self.limits.anonymous_rate, burst=self.limits.anonymous_burst
         )
         if self.master_secret is not None:
             secret, self.master_secret = self.master_secret, None

@@ -60,6 +60,8 @@ from novakms.wire.proxy_header import MAX_HEADER, parse_v2
 __all__ = ["Server"]
 
 _NOTICE_TIMEOUT = 1.0
+#: The longest a connection's reading pauses after a rate_limited answer (PROTOCOL.md §10).
+_RATE_LIMIT_PAUSE = 1.0
 
 
 class Server:
@@ -283,16 +285,20 @@ class Server:
         """
         assert conn.sealed is not None
         plaintext = cbor.encode(message)
-        with trio.move_on_after(self.limits.send_timeout):
-            try:
+        try:
+            with trio.move_on_after(self.limits.send_timeout) as waiting:
                 await conn.budget.take_for_request(len(plaintext) - conn.budget.held())
-                await conn.sealed.send_plaintext(plaintext)
-            except (TransportError, ChannelError):
-                return False
-            finally:
-                conn.budget.release()
-            return True
-        conn.scope.cancel()  # the frame may be half written: nothing more can be sent
+            if not waiting.cancelled_caught:
+                # A frame once begun is finished, so that a close notice can follow it even
+                # when the requests are being cancelled; the deadline still bounds it.
+                with trio.CancelScope(shield=True), trio.move_on_after(self.limits.send_timeout):
+                    await conn.sealed.send_plaintext(plaintext)
+                    return True
+        except (TransportError, ChannelError):
+            return False
+        finally:
+            conn.budget.release()
+        conn.scope.cancel()  # a client that does not read: nothing more can be sent
         return False
 
     async def _handshake(self, conn: _Connection, log: BoundLogger) -> handlers.Session | None:
@@ -340,7 +346,9 @@ class Server:
             return None
         framed.set_receive_limit(max_frame)
         conn.sealed = sealed
-        self._table.established(conn.id, proven=wallet is not None)
+        # A key pair proves nothing by itself: the session stays unproven (evictable when idle)
+        # until its wallet passes authorization (handlers.REGISTERED, see _run_request).
+        self._table.established(conn.id, proven=False)
         assert hs.role is not None  # set by receive_hello
         return handlers.Session(
             role=hs.role,
@@ -392,16 +400,20 @@ class Server:
         """Read requests until the stream ends (None) or must be closed (the error to report)."""
         assert conn.sealed is not None
         sealed = conn.sealed
-        idle_timeout = (
-            self.limits.idle_timeout if session.wallet else self.limits.anonymous_idle_timeout
-        )
         while True:
+            unregistered = session.wallet is None or session.state.get(handlers.REGISTERED) is False
+            idle_timeout = (
+                self.limits.anonymous_idle_timeout if unregistered else self.limits.idle_timeout
+            )
             # Backpressure: with max_inflight requests running, or the connection's response
             # budget spent by answers the client has not read, do not read any further.
             await slots.acquire()
             spawned = False
             try:
                 await conn.budget.wait_for_room()
+                # Over its rate: nothing more is read until the bucket has a token again (at
+                # most _RATE_LIMIT_PAUSE), so refusals cost the node as little as answers.
+                await trio.sleep_until(conn.resume_at)
                 sealed.max_items = self._decode_budget(session)
                 with trio.move_on_after(idle_timeout) as idle:
                     item = await sealed.receive()
@@ -465,9 +477,14 @@ class Server:
             except RequestError as exc:
                 message = error_response(request.id, exc)
                 log.debug("request_failed", code=exc.code)
+                if isinstance(exc, RateLimited):
+                    pause = min(exc.details["retry_after_ms"] / 1000, _RATE_LIMIT_PAUSE)
+                    conn.resume_at = max(conn.resume_at, trio.current_time() + pause)
             except Exception:
                 log.exception("request_crashed")
                 message = error_response(request.id, InternalError("internal error"))
+            if session.state.get(handlers.REGISTERED) is True:
+                self._table.prove(conn.id)
             # Free the id before answering: the client may reuse it as soon as it reads this.
             inflight.discard(request.id)
             try:
@@ -553,6 +570,7 @@ class _Connection:
         self.close_reason: NovaKMSError | None = None
         self.budget = _ResponseBudget(limits.max_queued_response_bytes)
         self.invalid = 0
+        self.resume_at = 0.0  # trio time before which no request is read (rate limited)
 
     def stop_reading(self, reason: NovaKMSError) -> None:
         if self.close_reason is None:

@@ -18,7 +18,7 @@ import trio
 from novakms.client import Client
 from novakms.config import Limits
 from novakms.crypto.signer import LocalSigner
-from novakms.errors import NovaKMSError, RateLimited, TransportError
+from novakms.errors import NovaKMSError, RateLimited, TransportError, Unavailable
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.wire import cbor
@@ -320,24 +320,67 @@ async def test_a_local_proxy_header_keeps_the_socket_source(start_server: Any) -
 async def test_unregistered_wallets_share_their_source_bucket(
     start_server: Any, wallets: Wallets
 ) -> None:
-    srv = await start_server(limits=Limits(wallet_burst=5, wallet_rate=0.001))
-    served = 0
-    for _ in range(4):  # fresh key pairs, each on its own connection
-        stranger = LocalSigner(os.urandom(32))
-        async with await Client.connect(srv.tcp, signer=stranger) as kms:
-            for _ in range(3):
-                with pytest.raises(NovaKMSError) as refused:
-                    await kms.derive("x")
-                if not isinstance(refused.value, RateLimited):
-                    assert refused.value.code == "forbidden"
-                    served += 1
-    assert served == 5  # one bucket of 5 for the source, not 5 per key pair
+    srv = await start_server(
+        limits=Limits(anonymous_burst=5, anonymous_rate=0.001, wallet_burst=5, wallet_rate=0.001)
+    )
+    codes = []
+    for _ in range(8):  # fresh key pairs, each on its own connection
+        async with await Client.connect(srv.tcp, signer=LocalSigner(os.urandom(32))) as kms:
+            with pytest.raises(NovaKMSError) as refused:
+                await kms.derive("x")
+            codes.append(refused.value.code)
+    # One bucket of 5 for the source, not 5 per key pair.
+    assert codes == ["forbidden"] * 5 + ["rate_limited"] * 3
     # A registered app from the same source has its own bucket.
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         for _ in range(5):
             await kms.derive("mine")
         with pytest.raises(RateLimited):
             await kms.derive("mine")
+
+
+async def test_a_rate_limited_connection_is_not_read_until_its_bucket_refills(
+    start_server: Any,
+) -> None:
+    srv = await start_server(limits=Limits(anonymous_burst=2, anonymous_rate=0.001))
+    sealed = await handshake(await dial(srv.tcp))
+    for i in range(50):  # far over the burst, sent at once
+        await sealed.send({"id": i, "op": "health", "args": {}})
+    answers = []
+    with trio.move_on_after(0.5):  # within the 1 s pause the node reads nothing more
+        while True:
+            answers.append(await sealed.receive())
+    codes = [a.get("err", {}).get("code", "ok") for a in answers]
+    # The burst is served, the first request over it refused; the rest wait unread (reading
+    # resumes after at most 1 s, and answers come then, not in a flood of refusals now).
+    assert codes[:2] == ["ok", "ok"] and set(codes[2:]) == {"rate_limited"}
+    assert len(codes) < 50
+    await sealed.framed.aclose()
+
+
+async def test_an_unregistered_wallet_session_is_evictable_like_an_anonymous_one(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server(limits=Limits(max_connections=8, max_unproven_connections=1))
+    async with await Client.connect(srv.tcp, signer=LocalSigner(os.urandom(32))) as stranger:
+        with pytest.raises(NovaKMSError):
+            await stranger.derive("x")  # forbidden: now known as unregistered
+        await victim_is_served(srv, wallets.app1)  # evicts the idle stranger for its handshake
+        with pytest.raises(Unavailable) as info:
+            await stranger.health()
+        assert info.value.reason == "evicted"
+
+
+async def test_a_source_at_its_unproven_cap_evicts_its_own_idle_sessions(
+    start_server: Any, wallets: Wallets
+) -> None:
+    srv = await start_server(limits=Limits(max_unproven_per_source=2))
+    idle = [await handshake(await dial(srv.tcp)) for _ in range(2)]  # anonymous, idle
+    await victim_is_served(srv, wallets.app1)  # same source: it evicts the older one
+    notice = await closing_notice(idle[0])
+    assert notice is not None and notice.details["reason"] == "evicted"
+    for sealed in idle:
+        await sealed.framed.aclose()
 
 
 # --- 11, 14. handshake refusals: each with its documented code (PROTOCOL.md §4.6) ----------------

@@ -315,9 +315,11 @@ async def test_connection_limit(start_server: Any, wallets: Wallets) -> None:
     srv = await start_server(limits=Limits(max_connections=2))
     app1, app2 = wallets.app1, wallets.app2
     async with (
-        await Client.connect(srv.tcp, signer=app1),
-        await Client.connect(srv.unix, signer=app2),
+        await Client.connect(srv.tcp, signer=app1) as one,
+        await Client.connect(srv.unix, signer=app2) as two,
     ):
+        await one.derive("p")  # authorized: no longer evictable
+        await two.derive("p")
         with pytest.raises(Unavailable) as info:
             await Client.connect(srv.tcp)
         assert info.value.reason == "too_many_connections"

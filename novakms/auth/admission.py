@@ -6,12 +6,14 @@ tells it how each connection changes. Theory of operation:
 * Every connection counts against ``max_connections`` (the node) and
   ``max_connections_per_source`` (its source: IP, vsock CID or "unix"; the real client behind a
   PROXY-protocol listener).
-* A connection is **unproven** from accept until its handshake ends with a wallet: while it
-  handshakes, and for its whole life if it stays anonymous. Unproven connections together may
-  hold at most ``max_unproven`` slots, so anonymous sessions can never take the capacity that
-  authenticated apps and peers need, and those of one source at most
+* A connection is **unproven** from accept until its wallet has passed authorization (the
+  handshake only proves a key pair, and anyone can make one): while it handshakes, and for its
+  whole life if it stays anonymous or its wallet is not registered. Unproven connections
+  together may hold at most ``max_unproven`` slots, so anonymous sessions can never take the
+  capacity that authenticated apps and peers need, and those of one source at most
   ``max_unproven_per_source``, so one source cannot fill that pool with handshakes it never
-  finishes (which cannot be evicted).
+  finishes (which cannot be evicted). A source at that cap makes room by evicting its own
+  least recently active idle anonymous session.
 * When a new connection finds the node or the unproven pool full, the idle anonymous session
   that was active least recently is evicted to make room (a handshaking connection is never
   evicted: it is bounded by the handshake timeout and rate instead). With nothing to evict the
@@ -93,10 +95,13 @@ class ConnectionTable:
         """Connections of one source."""
         return self._sources.get(source, 0)
 
-    def _victim(self) -> int | None:
+    def _victim(self, source: str | None = None) -> int | None:
+        """The idle anonymous session active least recently (of ``source``, when given)."""
         best: tuple[int, int] | None = None
         for conn_id, entry in self._entries.items():
             idle = entry.state == "anonymous" and not entry.busy
+            if source is not None and entry.source != source:
+                continue
             if idle and (best is None or entry.touched < best[0]):
                 best = (entry.touched, conn_id)
         return None if best is None else best[1]
@@ -105,25 +110,28 @@ class ConnectionTable:
         """Decide on a new connection and, when admitted, take its slot (as handshaking)."""
         if conn_id in self._entries:
             raise ValueError(f"connection {conn_id} is already admitted")
-        if (
-            self.count(source) >= self._per_source
-            or self._source_unproven.get(source, 0) >= self._unproven_per_source
-        ):
-            return Admission(False, "too_many_connections_from_source")
         evict: int | None = None
-        if len(self._entries) >= self._max or self._unproven >= self._max_unproven:
+        if self._source_unproven.get(source, 0) >= self._unproven_per_source:
+            # The source's own idle anonymous sessions make way for its new connection.
+            evict = self._victim(source)
+            if evict is None:  # (evicting one of its own keeps every count as it is)
+                return Admission(False, "too_many_connections_from_source")
+        elif self.count(source) >= self._per_source:
+            return Admission(False, "too_many_connections_from_source")
+        elif len(self._entries) >= self._max or self._unproven >= self._max_unproven:
             evict = self._victim()
             if evict is None:
                 full = len(self._entries) >= self._max
                 return Admission(False, "too_many_connections" if full else "too_many_unproven")
+        if evict is not None:
             self.release(evict)
         self._tick += 1
         self._entries[conn_id] = _Entry(source=source, state="handshaking", touched=self._tick)
         self._sources[source] = self.count(source) + 1
-        self._prove(source, +1)
+        self._count_unproven(source, +1)
         return Admission(True, evict=evict)
 
-    def _prove(self, source: str, delta: int) -> None:
+    def _count_unproven(self, source: str, delta: int) -> None:
         """Count an unproven connection of ``source`` in (+1) or out (-1)."""
         self._unproven += delta
         left = self._source_unproven.get(source, 0) + delta
@@ -139,10 +147,17 @@ class ConnectionTable:
             return
         if proven:
             entry.state = "proven"
-            self._prove(entry.source, -1)
+            self._count_unproven(entry.source, -1)
         else:
             entry.state = "anonymous"
         self.touch(conn_id)
+
+    def prove(self, conn_id: int) -> None:
+        """An anonymous-state session's wallet passed authorization: it leaves the pool."""
+        entry = self._entries.get(conn_id)
+        if entry is not None and entry.state == "anonymous":
+            entry.state = "proven"
+            self._count_unproven(entry.source, -1)
 
     def touch(self, conn_id: int) -> None:
         """The connection did something (received a request): it is the last to be evicted."""
@@ -163,7 +178,7 @@ class ConnectionTable:
         if entry is None:
             return
         if entry.state != "proven":
-            self._prove(entry.source, -1)
+            self._count_unproven(entry.source, -1)
         left = self._sources[entry.source] - 1
         if left:
             self._sources[entry.source] = left

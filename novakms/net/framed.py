@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from novakms.errors import ProtocolError, TransportError
+from novakms.errors import ChannelError, ProtocolError, TransportError
 from novakms.wire import cbor
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import FrameDecoder, encode_frame
@@ -122,6 +122,7 @@ class SealedStream:
         #: Decode budget of each received message (CBOR items); None: bounded by the frame.
         self.max_items = max_items
         self._send_lock = trio.StrictFIFOLock()
+        self._interrupted = False
 
     async def send(self, message: Any) -> None:
         """Seal and send one message.
@@ -135,10 +136,21 @@ class SealedStream:
         await self.send_plaintext(cbor.encode(message))
 
     async def send_plaintext(self, plaintext: bytes) -> None:
-        """Seal and send one already-encoded message (raises as :meth:`send`)."""
+        """Seal and send one already-encoded message (raises as :meth:`send`).
+
+        A send interrupted part-way (cancelled, or the connection broke) may have left half a
+        frame on the wire: every later send raises :class:`ChannelError` instead of writing
+        after it.
+        """
         async with self._send_lock:
+            if self._interrupted:
+                raise ChannelError("an earlier send was interrupted: the stream is unusable")
             body = self.channel.seal_plaintext(plaintext, max_body=self.framed.max_frame)
-            await self.framed.send_body(body)
+            try:
+                await self.framed.send_body(body)
+            except BaseException:
+                self._interrupted = True
+                raise
 
     async def receive(self) -> Any:
         """The next opened message, or ``END_OF_STREAM`` on an orderly end of stream.
