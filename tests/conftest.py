@@ -151,9 +151,10 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
         limits: Limits | None = None,
         master_secret: bytes | None = MASTER_SECRET,
         proxy: bool = False,
+        registry_changes: dict[str, Any] | None = None,
         **server_kwargs: Any,
     ) -> RunningServer:
-        registry = StaticRegistry.from_json(registry_json(wallets))
+        registry = StaticRegistry.from_json(registry_json(wallets) | (registry_changes or {}))
         sock = tmp_path / f"kms-{len(os.listdir(tmp_path))}.sock"
         config = ServerConfig(
             listen=("tcp://127.0.0.1:0", f"unix://{sock}"),

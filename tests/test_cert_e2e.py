@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from novakms.client import Client
-from novakms.errors import BadRequest, Unauthenticated
+from novakms.errors import BadRequest, Forbidden, Unauthenticated
 from tests.conftest import Wallets
 
 
@@ -133,3 +133,49 @@ async def test_cert_sign_needs_an_app_and_cert_ca_does_not(start_server: Any) ->
             await kms.call("cert.ca", {})
         with pytest.raises(BadRequest):
             await kms.call("cert.ca", {"app_id": "1"})
+
+
+def csr_with_subject(*attributes: x509.NameAttribute[str]) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(list(attributes)))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        x509.NameAttribute(NameOID.COMMON_NAME, "nova-app-2"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "NOVA-APP-002"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "Nova KMS app 2 CA"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "nova-app-7"),
+    ],
+    ids=["default-cn", "case-and-padding", "ca-name", "other-attribute"],
+)
+async def test_a_leaf_cannot_carry_another_apps_kms_issued_name(
+    start_server: Any, wallets: Wallets, attribute: x509.NameAttribute[str]
+) -> None:
+    srv = await start_server()
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        with pytest.raises(BadRequest) as info:
+            await kms.cert_sign(csr_with_subject(attribute))
+        assert info.value.details["reason"] == "foreign_name"
+        # Its own KMS-issued name is fine.
+        own = await kms.cert_sign(
+            csr_with_subject(x509.NameAttribute(NameOID.COMMON_NAME, "nova-app-1"))
+        )
+    leaf = x509.load_pem_x509_certificate(own["certificate"].encode())
+    assert leaf.subject.rfc4514_string() == "CN=nova-app-1"
+
+
+async def test_the_kms_apps_own_instances_cannot_use_app_operations(
+    start_server: Any, wallets: Wallets
+) -> None:
+    # App 1 is the KMS app here: its instances are peers, and app operations refuse them.
+    srv = await start_server(registry_changes={"kms_app_id": 1})
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        for call in (kms.derive("k"), kms.cert_sign(make_csr()[0]), kms.kv_get("x")):
+            with pytest.raises(Forbidden) as info:
+                await call
+            assert info.value.details["reason"] == "kms_app"
+    async with await Client.connect(srv.tcp, signer=wallets.app2) as other:
+        assert (await other.derive("k")).app_id == 2

@@ -121,7 +121,12 @@ def _name(enum: type[AppStatus | VersionStatus | InstanceStatus], value: int) ->
 
 
 def authorize_app(
-    *, wallet: str, instance: Instance | None, app: App | None, version: AppVersion | None
+    *,
+    wallet: str,
+    instance: Instance | None,
+    app: App | None,
+    version: AppVersion | None,
+    kms_app_id: int | None = None,
 ) -> Identity:
     """Decide whether ``wallet`` may use app operations.
 
@@ -130,15 +135,24 @@ def authorize_app(
         instance: the instance registered for the wallet (``getInstanceByWallet``), or None.
         app: ``getApp(instance.app_id)``, or None if unknown / not fetched.
         version: ``getVersion(instance.app_id, instance.version_id)``, or None.
+        kms_app_id: ``KMSRegistry.kmsAppId``: the KMS nodes' own app, whose instances are
+            peers, never apps (their keys and store would be the cluster's own).
 
     Returns:
         The caller's :class:`Identity` with role ``"app"``; ``app_id`` comes from the registry.
 
     Raises:
         Forbidden: with ``reason`` ``unknown_wallet``, ``instance_not_active``,
-            ``instance_not_zk_verified``, ``app_not_active`` or ``version_revoked``.
+            ``instance_not_zk_verified``, ``app_not_active``, ``version_revoked``, or
+            ``kms_app`` for an instance of the KMS app.
     """
     inst = _check_records(wallet=wallet, instance=instance, app=app, version=version)
+    if kms_app_id and inst.app_id == kms_app_id:
+        raise Forbidden(
+            f"instance {inst.instance_id} is of the KMS app {kms_app_id}: app operations "
+            "are for other apps",
+            reason="kms_app",
+        )
     return Identity(
         wallet=wallet.lower(),
         app_id=inst.app_id,

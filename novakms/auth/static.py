@@ -322,7 +322,13 @@ class StaticRegistry:
             Forbidden: as decided by :func:`novakms.auth.policy.authorize_app`.
         """
         instance, app, version = self._records(wallet)
-        return policy.authorize_app(wallet=wallet, instance=instance, app=app, version=version)
+        return policy.authorize_app(
+            wallet=wallet,
+            instance=instance,
+            app=app,
+            version=version,
+            kms_app_id=self._kms_app_id,
+        )
 
     async def authorize_peer(self, wallet: str) -> Identity:
         """Authorize ``wallet`` as a KMS peer against the current records.

@@ -190,7 +190,13 @@ class ChainAuthorizationSource:
     async def authorize_app(self, wallet: str) -> Identity:
         """Authorize an app instance's wallet now (see DESIGN §3)."""
         wallet, instance, app, version = await self._records(wallet)
-        return policy.authorize_app(wallet=wallet, instance=instance, app=app, version=version)
+        return policy.authorize_app(
+            wallet=wallet,
+            instance=instance,
+            app=app,
+            version=version,
+            kms_app_id=self.cache.kms_app_id,
+        )
 
     async def authorize_peer(self, wallet: str) -> Identity:
         """Authorize a KMS peer: an operator in KMSRegistry, with a valid KMS instance."""

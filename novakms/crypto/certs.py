@@ -19,6 +19,7 @@ serial-number RNG are parameters. Nothing here logs or formats a secret.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -431,7 +432,34 @@ def _leaf_subject(subject: x509.Name, app_id: int) -> x509.Name:
         raise BadRequest(f"CSR subject longer than {MAX_SUBJECT_BYTES} bytes")
     if subject == _ca_name(app_id):
         raise BadRequest("CSR subject must differ from the CA's name")
+    for attribute in subject:
+        other = _issued_name_app(attribute.value)
+        if other is not None and other != app_id:
+            raise BadRequest(
+                f"CSR subject names app {other} ({attribute.rfc4514_string()}): a leaf may "
+                "carry the KMS-issued names of its own app only",
+                reason="foreign_name",
+            )
     return subject
+
+
+# The names the KMS itself gives an app: its leaves' default CN and its CA's CN.
+_ISSUED_NAMES = (
+    re.compile(r"nova-app-0*([0-9]{1,20})", re.IGNORECASE),
+    re.compile(r"nova\s+kms\s+app\s+0*([0-9]{1,20})\s+ca", re.IGNORECASE),
+)
+
+
+def _issued_name_app(value: object) -> int | None:
+    """The app id when ``value`` is a KMS-issued name (any letter case and padding)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    for pattern in _ISSUED_NAMES:
+        match = pattern.fullmatch(text)
+        if match is not None:
+            return int(match.group(1))
+    return None
 
 
 def _leaf_days(days: int | None, *, max_days: int, default_days: int) -> int:

@@ -430,9 +430,8 @@ async def test_authorize_app(registry: StaticRegistry) -> None:
     assert identity == Identity(
         wallet=APP_WALLET, app_id=2, version_id=2, instance_id=3, role="app"
     )
-    # a KMS node is also an app instance of the KMS app
-    kms = await registry.authorize_app(KMS_WALLET)
-    assert (kms.app_id, kms.role) == (1, "app")
+    # a KMS node is an instance of the KMS app: a peer, never an app (issue 9, item 10)
+    assert await forbidden_reason(registry.authorize_app, KMS_WALLET) == "kms_app"
     assert await forbidden_reason(registry.authorize_app, "0x" + "ee" * 20) == "unknown_wallet"
     assert await forbidden_reason(registry.authorize_app, "not a wallet") == "unknown_wallet"
 
