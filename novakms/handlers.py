@@ -365,13 +365,19 @@ async def op_status(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     Args(args, set())
-    ready = node.master_secret is not None
+    initialized = node.master_secret is not None
+    ready = initialized and not node.pin_mismatch
+    reason = None if ready else "secret_mismatch" if initialized else node.not_ready.reason
     return {
         "node": {"wallet": node.wallet, "version": node.version, "mode": node.mode.value},
         "ready": ready,
-        "reason": None if ready else node.not_ready.reason,
+        "reason": reason,
         "syncing": node.syncing,
-        "secret": {"initialized": ready, "fingerprint": node.fingerprint()},
+        "secret": {
+            "initialized": initialized,
+            "fingerprint": node.fingerprint(),
+            "matches_pin": not node.pin_mismatch,
+        },
         "auth": {"source": node.auth.name, **node.auth.describe()},
         "store": _store_status(node),
         "cluster": _cluster_status(node, now),

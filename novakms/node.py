@@ -58,6 +58,7 @@ class Node:
     replicator: Any = field(default=None, repr=False)  # the cluster's Replicator, when running
     version: str = __version__
     store: KVStore | None = field(init=False, default=None, repr=False)
+    pin_mismatch: bool = field(default=False, init=False)
     not_ready: Unavailable = field(
         init=False,
         default_factory=lambda: Unavailable(
@@ -115,15 +116,42 @@ class Node:
         return self.signer.wallet
 
     def require_secret(self) -> bytes:
-        """The master secret.
+        """The master secret, for serving apps and peers.
 
         Raises:
             Unavailable: ``not_ready`` while the node has no secret (or the bootstrap's reason:
-                ``split_brain``, ``secret_lost``).
+                ``split_brain``, ``secret_lost``); ``secret_mismatch`` while the secret it holds
+                does not match the owner's pin (see :meth:`check_pin`).
         """
         if self.master_secret is None:
             raise self.not_ready.fresh()
+        if self.pin_mismatch:
+            raise Unavailable(
+                "this node's master secret does not match the owner's pin (masterSecretHash); "
+                "it serves nothing with it",
+                reason="secret_mismatch",
+            )
         return self.master_secret
+
+    def check_pin(self, pin: str | None) -> bool:
+        """Compare the held secret with the owner's pin; return whether the verdict changed.
+
+        Called on every poll of the chain (pin events included). While the fingerprint of the
+        held secret differs from a set pin, the node serves no app operation and never gives
+        the secret (or a proof of it) to a peer; once the pin matches again, or is reset, it
+        serves again: the secret itself never changes (DESIGN §6).
+
+        Args:
+            pin: ``"0x"`` + 64 hex of ``KMSRegistry.masterSecretHash``, or None when unset.
+        """
+        mismatch = (
+            pin is not None
+            and self.master_secret is not None
+            and secret_fingerprint(self.master_secret) != pin.lower()
+        )
+        changed = mismatch != self.pin_mismatch
+        self.pin_mismatch = mismatch
+        return changed
 
     def apply_replicated(
         self, items: list[Any], *, now_ms: int, source: str
@@ -179,6 +207,7 @@ class Node:
                 is still arriving.
         """
         store = self.require_store()
+        self.require_secret()  # the pin may have turned against the held secret
         if self.syncing:
             raise Unavailable(
                 "this node is still receiving the cluster's data; try another node or retry",
@@ -197,9 +226,10 @@ class Node:
 
     def ca_pem(self, app_id: int) -> str:
         """The app's CA certificate in PEM (deterministic; cached)."""
+        secret = self.require_secret()  # also when cached: the pin may have turned against it
         pem = self._ca_pems.get(app_id)
         if pem is None:
-            pem = ca_certificate_pem(master_secret=self.require_secret(), app_id=app_id)
+            pem = ca_certificate_pem(master_secret=secret, app_id=app_id)
             if len(self._ca_pems) >= _CA_CACHE_SIZE:  # anyone may ask for any app id: stay bounded
                 del self._ca_pems[next(iter(self._ca_pems))]
             self._ca_pems[app_id] = pem

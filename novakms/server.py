@@ -130,6 +130,8 @@ class Server:
                 poller = getattr(self.node.auth, "run", None)
                 if poller is not None:  # the chain source's poller lives as long as the node
                     await listening.start(poller)
+                if getattr(self.node.auth, "pinned", None) is not None:
+                    listening.start_soon(self._watch_pin)
                 if getattr(self.node.auth, "peers", None) is not None:
                     self.node.replicator = Replicator(self.node)
                     listening.start_soon(self.node.replicator.run)
@@ -157,6 +159,21 @@ class Server:
     def shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
         self._shutdown.set()
+
+    async def _watch_pin(self) -> None:
+        """Check the held secret against the owner's pin as each poll brings it (issue 9.7)."""
+        settings = getattr(self.node.auth, "settings", None)
+        interval = float(getattr(settings, "poll_interval", 1.0))
+        while True:
+            pin = self.node.auth.pinned()  # type: ignore[attr-defined]
+            if self.node.check_pin(pin):
+                if self.node.pin_mismatch:
+                    self._log.warning(
+                        "secret_mismatch", fingerprint=self.node.fingerprint(), pin=pin
+                    )
+                else:
+                    self._log.info("secret_matches_pin", fingerprint=self.node.fingerprint())
+            await trio.sleep(interval)
 
     async def _sweep_store(self) -> None:
         """Purge expired values and forget old tombstones, every ``sweep_interval`` seconds."""

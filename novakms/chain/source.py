@@ -211,6 +211,11 @@ class ChainAuthorizationSource:
             is_operator=wallet in operators,
         )
 
+    def pinned(self) -> str | None:
+        """The pin as of the last poll (events applied), without reading the chain."""
+        pin = self.cache.master_secret_hash
+        return None if pin is None else "0x" + pin.hex()
+
     async def master_secret_pin(self) -> str | None:
         """The owner's pin of keccak256(master secret), read fresh from KMSRegistry.
 

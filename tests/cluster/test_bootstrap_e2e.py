@@ -21,7 +21,7 @@ from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.kdf import secret_fingerprint
 from novakms.crypto.signer import LocalSigner
 from novakms.devchain import DevChain, register_instance, setup_world
-from novakms.errors import Forbidden
+from novakms.errors import Forbidden, Unavailable
 from novakms.node import Node
 from novakms.server import Server
 
@@ -185,6 +185,35 @@ async def test_pin_nobody_matches_is_secret_lost_and_nothing_is_generated(world:
     nodes = [await cluster.start(s, port) for s, port in members]
     await until(lambda: all(n.not_ready.reason == "secret_lost" for n in nodes))
     assert all(n.master_secret is None for n in nodes)
+
+
+async def test_a_held_secret_that_stops_matching_the_pin_is_not_served(world: Any) -> None:
+    cluster, members = world
+    (a, pa), (b, pb), _ = members
+    node = await cluster.start(a, pa, secret=b"\x01" * 32)
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=signer("app")) as app:
+        before = await app.derive("disk")
+        # The owner pins another secret's fingerprint: within a poll the node stops serving.
+        await cluster.pin(bytes.fromhex(secret_fingerprint(b"\x02" * 32)[2:]))
+        await until(lambda: node.pin_mismatch)
+        with pytest.raises(Unavailable) as info:
+            await app.derive("disk")
+        assert info.value.reason == "secret_mismatch"
+        with pytest.raises(Unavailable):
+            await app.cert_ca(1)
+        status = await app.status()
+        assert (status["ready"], status["reason"]) == (False, "secret_mismatch")
+        assert status["secret"]["matches_pin"] is False
+        # Nor does it give the secret, or a proof of it, to a peer.
+        async with await Client.connect(f"127.0.0.1:{pa}", signer=b, role="peer") as peer:
+            for op, args in (("secret.get", {}), ("sync.hello", {"proof": bytes(32)})):
+                with pytest.raises(Unavailable) as info:
+                    await peer.call(op, args)
+                assert info.value.reason == "secret_mismatch"
+        # Pinning the secret it holds makes it serve again, with the same keys.
+        await cluster.pin(bytes.fromhex(secret_fingerprint(b"\x01" * 32)[2:]))
+        await until(lambda: not node.pin_mismatch)
+        assert (await app.derive("disk")).key == before.key
 
 
 async def test_only_kms_operators_may_ask_for_the_secret(world: Any) -> None:
