@@ -20,7 +20,7 @@ from novakms.chain import abi
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.tx import TxSender
 
-__all__ = ["DevChain", "deploy_registries", "register_instance", "setup_world"]
+__all__ = ["DevChain", "deploy_registries", "enroll_version", "register_instance", "setup_world"]
 
 _TEE_ARCH = b"nitro".ljust(32, b"\x00")
 
@@ -84,14 +84,21 @@ async def _enroll(sender: TxSender, nova_address: str, app_id: int, name: str) -
     )
 
 
+async def enroll_version(sender: TxSender, nova_address: str, app_id: int, name: str) -> None:
+    """Enroll one more version of an app (its id is the app's version count)."""
+    await _enroll(sender, nova_address, app_id, name)
+
+
 async def register_instance(
-    sender: TxSender, nova_address: str, app_id: int, wallet: str, url: str
+    sender: TxSender, nova_address: str, app_id: int, wallet: str, url: str, version_id: int = 1
 ) -> None:
-    """Register a zk-verified instance (version 1) through the dev registry's proof-less path."""
+    """Register a zk-verified instance through the dev registry's proof-less path."""
     nova = abi.nova_app_registry()
     await sender.send(
         nova_address,
-        nova.encode_call("registerInstanceDev", app_id, 1, url, _tee_pubkey(wallet), wallet),
+        nova.encode_call(
+            "registerInstanceDev", app_id, version_id, url, _tee_pubkey(wallet), wallet
+        ),
     )
 
 

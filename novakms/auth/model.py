@@ -133,9 +133,18 @@ class Identity:
     role: Role
 
 
-def peer_entry(wallet: str, instance: Instance | None) -> dict[str, Any]:
-    """A KMS operator and its instance details, as the ``nodes`` operation reports them."""
+def peer_entry(
+    wallet: str, instance: Instance | None, refusal: str | None = None
+) -> dict[str, Any]:
+    """A KMS operator and its instance details, as the ``nodes`` operation reports them.
+
+    ``authorized`` is the verdict of the same peer policy that admits incoming peer requests
+    (instance, app, version, KMS app and operator rules): only authorized entries are dialed,
+    pushed to and counted for acknowledgements. ``refusal`` is the policy's reason otherwise.
+    """
     return {
+        "authorized": refusal is None,
+        "reason": refusal,
         "wallet": wallet,
         "instance_id": None if instance is None else instance.instance_id,
         "instance_url": None if instance is None else instance.instance_url,

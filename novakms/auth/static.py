@@ -66,6 +66,7 @@ from novakms.auth.model import (
     peer_entry,
 )
 from novakms.crypto.eth import normalize_wallet
+from novakms.errors import Forbidden
 
 __all__ = ["RegistryFormatError", "StaticRegistry"]
 
@@ -402,7 +403,12 @@ class StaticRegistry:
         """The KMS operators with their instance details (for the ``nodes`` operation)."""
         result: list[dict[str, Any]] = []
         for wallet in sorted(self._operators):
-            result.append(peer_entry(wallet, self.instance_by_wallet(wallet)))
+            try:
+                await self.authorize_peer(wallet)
+                refusal = None
+            except Forbidden as exc:
+                refusal = str(exc.details.get("reason", "forbidden"))
+            result.append(peer_entry(wallet, self.instance_by_wallet(wallet), refusal))
         return result
 
     def is_operator(self, wallet: str) -> bool:

@@ -258,7 +258,12 @@ class ChainAuthorizationSource:
         """The KMS operators from chain, each with its instance details (for ``nodes``)."""
         result = []
         for wallet in sorted(await self._operators()):
-            result.append(peer_entry(wallet, await self._instance(wallet)))
+            try:
+                await self.authorize_peer(wallet)
+                refusal = None
+            except Forbidden as exc:
+                refusal = str(exc.details.get("reason", "forbidden"))
+            result.append(peer_entry(wallet, await self._instance(wallet), refusal))
         return result
 
     # -- the poller --------------------------------------------------------------------------

@@ -101,11 +101,8 @@ async def bootstrap_round(
     me = next((e for e in entries if e["wallet"] == node.wallet), None)
     if me is None or me["status"] != "ACTIVE" or me["instance_id"] is None:
         return Decision(action="wait", reason="this node is not an active KMS operator")
-    others = [
-        e
-        for e in entries
-        if e["wallet"] != node.wallet and e["status"] == "ACTIVE" and e["zk_verified"]
-    ]
+    # Only peers that pass the peer policy (the same as for their requests) take part.
+    others = [e for e in entries if e["wallet"] != node.wallet and e.get("authorized") is True]
     reports: list[PeerReport] = []
 
     async def ask(entry: Mapping[str, Any]) -> None:

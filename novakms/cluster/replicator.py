@@ -237,11 +237,8 @@ class Replicator:
             return
         active = {}
         for entry in entries:
-            if (
-                entry["wallet"] == self.node.wallet
-                or entry["status"] != "ACTIVE"
-                or not entry["zk_verified"]
-            ):
+            # The peer policy's verdict (revoked versions, inactive apps, … are out).
+            if entry["wallet"] == self.node.wallet or entry.get("authorized") is not True:
                 continue
             try:
                 active[entry["wallet"]] = peer_address(str(entry["instance_url"]))

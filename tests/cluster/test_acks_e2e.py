@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+from novakms.chain import abi
 from novakms.client import Client
+from novakms.devchain import enroll_version
 from novakms.errors import NotFound, Unavailable
-from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
+from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
 from tests.cluster.test_replication_e2e import APP, started, value_on, wait_everywhere
 
 __all__ = ["world"]
@@ -79,3 +81,34 @@ async def test_acks_timeout_reports_the_count_and_keeps_the_write(world: Any) ->
     peers = await peer_status(pa)
     assert peers[c.wallet]["lag_ms"] == 0 and peers[c.wallet]["pending"] == 0
     await wait_everywhere([(c, pc)], "partial", b"v")
+
+
+async def test_a_revoked_kms_version_is_no_longer_a_peer(world: Any) -> None:
+    cluster, members, nodes = await connected(world)
+    (_, pa), _, _ = members
+    # D runs KMS version 2; the others version 1.
+    await enroll_version(
+        cluster.admin, cluster.chain.nova_app_registry, cluster.chain.kms_app_id, "kms2"
+    )
+    d = signer("node-v2")
+    await cluster.join(d, version_id=2)
+    await until(lambda: nodes[0].replicator.peer_count() == 3)
+    async with await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a:
+        assert (await a.kv_put("before", b"v", acks=3))["acked"] == 3
+        # The owner revokes version 2: within a poll D is out of A's dial / push / ack set.
+        await cluster.admin.send(
+            cluster.chain.nova_app_registry,
+            abi.nova_app_registry().encode_call("revokeVersion", cluster.chain.kms_app_id, 2),
+        )
+        await until(lambda: nodes[0].replicator.peer_count() == 2)
+        assert d.wallet not in nodes[0].replicator.links
+        with pytest.raises(Unavailable) as info:
+            await a.kv_put("after", b"v", acks=3)
+        assert info.value.reason == "not_enough_peers"
+        assert (await a.kv_put("after", b"v", acks=2))["acked"] == 2
+        listed = {n["wallet"]: n for n in (await a.call("nodes"))["nodes"]}
+    assert (listed[d.wallet]["authorized"], listed[d.wallet]["reason"]) == (
+        False,
+        "version_revoked",
+    )
+    assert all(listed[s.wallet]["authorized"] for s, _ in members)

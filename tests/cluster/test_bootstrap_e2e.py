@@ -83,7 +83,9 @@ class Cluster:
             self.scopes[server.node.wallet] = scope
             await server.run(task_status=task_status)
 
-    async def join(self, who: LocalSigner, **start: Any) -> tuple[Node, int]:
+    async def join(
+        self, who: LocalSigner, *, version_id: int = 1, **start: Any
+    ) -> tuple[Node, int]:
         """Register a new KMS instance on chain, then start it (a late joiner)."""
         port = free_port()
         await register_instance(
@@ -92,6 +94,7 @@ class Cluster:
             self.chain.kms_app_id,
             who.wallet,
             f"http://127.0.0.1:{port}",
+            version_id=version_id,
         )
         return await self.start(who, port, **start), port
 
