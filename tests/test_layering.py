@@ -23,6 +23,7 @@ PURE = [
     "novakms.store.kv",
     "novakms.cluster.bootstrap",
     "novakms.cluster.replication",
+    "novakms.cluster.sync_messages",
     "novakms.auth.model",
     "novakms.auth.policy",
     "novakms.auth.source",
