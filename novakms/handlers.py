@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from novakms.auth.model import Identity
-from novakms.cluster import replication
+from novakms.cluster import replication, sync_messages
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
+from novakms.cluster.sync_messages import SYNC_BUCKETS
 from novakms.crypto.certs import sign_csr
 from novakms.crypto.kdf import derive_app_key
 from novakms.errors import (
@@ -32,7 +33,6 @@ from novakms.wire.handshake import Role
 
 __all__ = ["MAX_ACKS", "OPS", "REGISTERED", "SYNC_BUCKETS", "Args", "Session", "handle"]
 
-SYNC_BUCKETS = 64  # anti-entropy buckets per app (both sides must agree)
 MAX_ACKS = 255  # most peer acknowledgements one kv.put may wait for
 #: ``Session.state`` key: whether the session's wallet passed its role's authorization once.
 REGISTERED = "registered"
@@ -190,8 +190,7 @@ async def op_sync_hello(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await authorize_peer(node, session)
-    a = Args(args, {"proof"})
-    proof = a.blob("proof", required=True)
+    proof = sync_messages.parse_hello_request(args)
     secret = node.require_secret()
     th = session.transcript_hash
     if not verify_cluster_proof(
@@ -206,37 +205,18 @@ async def op_sync_push(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     identity = await require_proven_peer(node, session)
-    Args(args, {"records"})
-    items = args.get("records")
-    if not isinstance(items, list):
-        raise BadRequest("records must be an array")
+    items = sync_messages.parse_push_request(args)
     accepted, rejected = node.apply_replicated(items, now_ms=_now_ms(now), source=identity.wallet)
     # The answer is the acknowledgement: every record not listed in ``rejected`` is now stored
     # here (or something newer of its key is).
     return {"accepted": accepted, "rejected": rejected}
 
 
-def _resume_point(value: object) -> tuple[int, str] | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], int)
-        and not isinstance(value[0], bool)
-        and 1 <= value[0] <= 2**64 - 1
-        and isinstance(value[1], str)
-    ):
-        return (value[0], value[1])
-    raise BadRequest("after must be null or [app_id, key]")
-
-
 async def op_sync_snapshot(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await require_proven_peer(node, session)
-    Args(args, {"after"})
-    after = _resume_point(args.get("after"))
+    after = sync_messages.parse_snapshot_request(args)
     # A node that is itself still catching up would hand out an incomplete snapshot.
     store = node.serving_store()
     records, resume = replication.snapshot_chunk(
@@ -245,42 +225,21 @@ async def op_sync_snapshot(
     return {"records": records, "next": None if resume is None else list(resume)}
 
 
-def _tombstone_ids(value: object) -> list[replication.TombstoneId]:
-    if not isinstance(value, list):
-        raise BadRequest("tombstones must be an array")
-    ids: list[replication.TombstoneId] = []
-    for item in value:
-        if not (
-            isinstance(item, list)
-            and len(item) == 4
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in (item[0], item[2]))
-            and isinstance(item[1], str)
-            and isinstance(item[3], str)
-        ):
-            raise BadRequest("a tombstone is [app_id, key, hlc, writer]")
-        ids.append((item[0], item[1], item[2], item[3]))
-    return ids
-
-
 async def op_sync_forget(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await require_proven_peer(node, session)
-    Args(args, {"tombstones", "dry_run"})
-    ids = _tombstone_ids(args.get("tombstones"))
-    dry_run = args.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise BadRequest("dry_run must be a boolean")
+    request = sync_messages.parse_forget_request(args)
     store = node.require_store()
     replicator = node.replicator
     forgotten = 0
     kept: list[list[Any]] = []
-    for app_id, key, hlc, writer in ids:
+    for app_id, key, hlc, writer in request.tombstones:
         # A local change of the key still waiting to be pushed may be an older value the
         # tombstone superseded: once the tombstone is gone everywhere it would come back.
         if replicator is not None and replicator.has_pending(app_id, key):
             kept.append([app_id, key, hlc, writer])
-        elif not dry_run and store.forget_tombstone(app_id, key, hlc, writer):
+        elif not request.dry_run and store.forget_tombstone(app_id, key, hlc, writer):
             forgotten += 1
     return {"forgotten": forgotten, "kept": kept}
 
@@ -298,8 +257,7 @@ async def op_sync_buckets(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await require_proven_peer(node, session)
-    a = Args(args, {"app_id"})
-    app_id = a.uint("app_id", default=0, minimum=1, maximum=2**64 - 1)
+    app_id = sync_messages.parse_app_request("sync.buckets", args)
     buckets = replication.bucket_digests(node.require_store().records(), app_id, SYNC_BUCKETS)
     return {"buckets": buckets}
 
@@ -308,16 +266,12 @@ async def op_sync_keys(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await require_proven_peer(node, session)
-    a = Args(args, {"app_id", "buckets"})
-    app_id = a.uint("app_id", default=0, minimum=1, maximum=2**64 - 1)
-    wanted = args.get("buckets")
-    if not isinstance(wanted, list) or not all(
-        isinstance(b, int) and 0 <= b < SYNC_BUCKETS for b in wanted
-    ):
-        raise BadRequest(f"buckets must be an array of integers in 0..{SYNC_BUCKETS - 1}")
-    keys = replication.keys_in_buckets(node.require_store().records(), app_id, wanted, SYNC_BUCKETS)
+    request = sync_messages.parse_keys_request(args)
+    keys = replication.keys_in_buckets(
+        node.require_store().records(), request.app_id, request.buckets, SYNC_BUCKETS
+    )
     # Bounded by the frame: a huge bucket is answered in part (the rest in later rounds).
-    budget = node.limits.max_frame - replication.ENVELOPE_BYTES
+    budget = sync_messages.frame_budget(node.limits.max_frame)
     entries: list[list[Any]] = []
     used = 0
     for key, digest in sorted(keys.items()):
@@ -332,17 +286,14 @@ async def op_sync_pull(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     await require_proven_peer(node, session)
-    a = Args(args, {"app_id", "keys"})
-    app_id = a.uint("app_id", default=0, minimum=1, maximum=2**64 - 1)
-    keys = args.get("keys")
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise BadRequest("keys must be an array of texts")
+    request = sync_messages.parse_pull_request(args)
+    keys = list(request.keys)
     store = node.require_store()
-    budget = node.limits.max_frame - replication.ENVELOPE_BYTES
+    budget = sync_messages.frame_budget(node.limits.max_frame)
     records: list[dict[str, Any]] = []
     used = 0
     for index, key in enumerate(keys):
-        record = store.record(app_id, key)
+        record = store.record(request.app_id, key)
         if record is None:
             continue
         wire = replication.record_to_wire(record)

@@ -25,6 +25,7 @@ PURE = [
     "novakms.cluster.bootstrap",
     "novakms.cluster.replication",
     "novakms.auth.admission",
+    "novakms.cluster.sync_messages",
     "novakms.auth.model",
     "novakms.auth.policy",
     "novakms.auth.source",

@@ -44,6 +44,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, TypeGuard
 
+from novakms.cluster.sync_messages import ENVELOPE_BYTES, SYNC_BUCKETS, frame_budget
 from novakms.config import Limits
 from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, SealError, open_value
 from novakms.store.records import HybridClock, Record, merge
@@ -75,11 +76,8 @@ __all__ = [
     "wire_size",
 ]
 
-ENVELOPE_BYTES: Final = 1024
-"""Bytes of a frame reserved for the message around a batch of records (see module docs)."""
-
-DEFAULT_BUCKETS: Final = 64
-"""Buckets per app in the second level of anti-entropy."""
+DEFAULT_BUCKETS: Final = SYNC_BUCKETS
+"""Buckets per app in the second level of anti-entropy (``sync_messages.SYNC_BUCKETS``)."""
 
 _UINT64_MAX: Final = (1 << 64) - 1
 _TAG_SIZE: Final = SEAL_OVERHEAD - NONCE_SIZE
@@ -305,10 +303,7 @@ def _array_head_size(count: int) -> int:
 
 
 def _budget(max_bytes: int) -> int:
-    budget = max_bytes - ENVELOPE_BYTES
-    if budget < 1:
-        raise ValueError(f"max_bytes must exceed the {ENVELOPE_BYTES}-byte envelope allowance")
-    return budget
+    return frame_budget(max_bytes)
 
 
 class Outbox:

@@ -34,9 +34,10 @@ import trio
 
 from novakms.client import Client
 from novakms.cluster import replication
+from novakms.cluster import sync_messages as msg
 from novakms.cluster.peering import peer_address
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
-from novakms.errors import NovaKMSError, Unavailable
+from novakms.errors import NovaKMSError, ProtocolError, Unavailable
 from novakms.log import get_logger
 from novakms.node import Node
 from novakms.store.records import Record
@@ -49,7 +50,6 @@ def _now_ms() -> int:
 
 
 _PULL_KEYS = 256
-_SYNC_BUCKETS = 64  # must equal handlers.SYNC_BUCKETS (the peer's side)
 
 
 @dataclass(eq=False)
@@ -69,6 +69,7 @@ class _Link:
     inflight: set[tuple[int, str]] = field(default_factory=set)  # keys of the batch being pushed
     inflight_since: int | None = None  # queue time (unix ms) of the oldest change in flight
     error: str | None = None
+    protocol_errors: int = 0  # answers out of protocol (each one reset the link)
 
     def probe(self) -> dict[str, Any]:
         """Reachability as ``nodes`` and ``status`` report it."""
@@ -144,6 +145,7 @@ class Replicator:
                 "acked": link.acked,
                 "pulled": link.pulled,
                 "last_ack_ms": None if link.last_ack is None else int(link.last_ack * 1000),
+                "protocol_errors": link.protocol_errors,
             }
             for link in self.links.values()
         ]
@@ -284,7 +286,7 @@ class Replicator:
             proof = cluster_proof(
                 master_secret=secret, transcript_hash=client.transcript_hash, direction="c2s"
             )
-            answer = await client.call("sync.hello", {"proof": proof})
+            answer = msg.parse_hello_answer(await client.call("sync.hello", {"proof": proof}))
         except BaseException:
             await client.aclose()
             raise
@@ -292,7 +294,7 @@ class Replicator:
             master_secret=secret,
             transcript_hash=client.transcript_hash,
             direction="s2c",
-            proof=answer.get("proof"),
+            proof=answer.proof,
         ):
             await client.aclose()
             raise Unavailable(
@@ -314,6 +316,9 @@ class Replicator:
         if isinstance(exc, Unavailable) and exc.reason == "peer_backoff":
             return  # not an attempt: must not lengthen the backoff
         await self._drop(link)
+        if isinstance(exc, ProtocolError):
+            link.protocol_errors += 1
+            self._log.warning("peer_protocol_error", peer=link.wallet, error=exc.message)
         link.failures += 1
         link.error = exc.message
         delay = min(30.0, 0.1 * 2 ** min(link.failures, 10)) * (0.5 + self._jitter.random())
@@ -352,9 +357,10 @@ class Replicator:
             try:
                 client = await self._channel(link)
                 with trio.fail_after(self.limits.peer_timeout):
-                    answer = await client.call(
+                    raw = await client.call(
                         "sync.push", {"records": [replication.record_to_wire(r) for r in batch]}
                     )
+                answer = msg.parse_push_answer(raw, batch=len(batch))
             except (NovaKMSError, trio.TooSlowError) as exc:
                 for record in batch:
                     link.outbox.add(record, since or 0)
@@ -362,7 +368,7 @@ class Replicator:
                 return
             finally:
                 link.inflight, link.inflight_since = set(), None
-            rejected = set(answer.get("rejected") or ())
+            rejected = set(answer.rejected)
             self._acknowledged(link, [r for i, r in enumerate(batch) if i not in rejected])
             link.pushed += len(batch)
             self._succeeded(link)
@@ -435,17 +441,18 @@ class Replicator:
         snap.peer = link.wallet
         while True:
             after = None if snap.after is None else list(snap.after)
-            answer = await client.call("sync.snapshot", {"after": after})
+            answer = msg.parse_snapshot_answer(
+                await client.call("sync.snapshot", {"after": after}), after=snap.after
+            )
             accepted, _ = self.node.apply_replicated(
-                list(answer["records"]), now_ms=_now_ms(), source=link.wallet
+                list(answer.records), now_ms=_now_ms(), source=link.wallet
             )
             snap.chunks += 1
             snap.records += accepted
-            following = answer["next"]
-            if following is None:
+            if answer.next is None:
                 self._succeeded(link)
                 return
-            snap.after = (int(following[0]), str(following[1]))
+            snap.after = answer.next
 
     # -- tombstone GC -----------------------------------------------------------------------
 
@@ -497,10 +504,15 @@ class Replicator:
         kept: set[replication.TombstoneId] = set()
         for batch in _forget_batches(ids, self.limits.max_frame):
             with trio.fail_after(self.limits.peer_timeout):
-                answer = await client.call(
+                raw = await client.call(
                     "sync.forget", {"tombstones": [list(t) for t in batch], "dry_run": dry_run}
                 )
-            kept.update((int(a), str(k), int(h), str(w)) for a, k, h, w in answer["kept"])
+            try:
+                answer = msg.parse_forget_answer(raw, sent=batch)
+            except ProtocolError as exc:
+                await self._failed(link, exc)  # this link is reset; the GC round is deferred
+                raise
+            kept.update(answer.kept)
         return kept
 
     async def anti_entropy(self, link: _Link) -> None:
@@ -519,7 +531,7 @@ class Replicator:
     async def _pull_differences(self, link: _Link) -> None:
         client = await self._channel(link)
         store = self.node.require_store()
-        remote_apps = {int(a): bytes(d) for a, d in (await client.call("sync.digests"))["apps"]}
+        remote_apps = dict(msg.parse_digests_answer(await client.call("sync.digests")).apps)
         local_apps = replication.app_digests(store.records())
         # Equal digests: the peer holds every tombstone we hold in that app (no await between
         # our digests and this, so "we hold" is exactly what was compared).
@@ -529,24 +541,26 @@ class Replicator:
         for app_id in replication.differing_apps(local_apps, remote_apps):
             if app_id not in remote_apps:
                 continue  # only we have it: the peer pulls it from us in its own round
-            remote_buckets = [
-                bytes(b) for b in (await client.call("sync.buckets", {"app_id": app_id}))["buckets"]
-            ]
-            local_buckets = replication.bucket_digests(store.records(), app_id, _SYNC_BUCKETS)
+            remote_buckets = msg.parse_buckets_answer(
+                await client.call("sync.buckets", {"app_id": app_id})
+            ).buckets
+            local_buckets = replication.bucket_digests(store.records(), app_id, msg.SYNC_BUCKETS)
             differing = replication.differing_buckets(local_buckets, remote_buckets)
             local_all = replication.keys_in_buckets(
-                store.records(), app_id, differing, _SYNC_BUCKETS
+                store.records(), app_id, differing, msg.SYNC_BUCKETS
             )
             for bucket in differing:
                 # One bucket per request keeps each answer small (and sync.keys caps it anyway).
-                answer = await client.call("sync.keys", {"app_id": app_id, "buckets": [bucket]})
-                remote_keys = {str(k): bytes(h) for k, h in answer["keys"]}
+                answer = msg.parse_keys_answer(
+                    await client.call("sync.keys", {"app_id": app_id, "buckets": [bucket]})
+                )
+                remote_keys = dict(answer.keys)
                 local_keys = {
                     k: h
                     for k, h in local_all.items()
-                    if replication.bucket_of(k, _SYNC_BUCKETS) == bucket
+                    if replication.bucket_of(k, msg.SYNC_BUCKETS) == bucket
                 }
-                if answer.get("truncated"):
+                if answer.truncated:
                     local_keys = {k: h for k, h in local_keys.items() if k in remote_keys}
                 await self._pull(
                     client, link, app_id, replication.plan_pull(local_keys, remote_keys)
@@ -555,19 +569,22 @@ class Replicator:
     async def _pull(self, client: Client, link: _Link, app_id: int, todo: list[str]) -> None:
         while todo:
             request, todo = todo[:_PULL_KEYS], todo[_PULL_KEYS:]
-            pulled = await client.call("sync.pull", {"app_id": app_id, "keys": request})
+            pulled = msg.parse_pull_answer(
+                await client.call("sync.pull", {"app_id": app_id, "keys": request}),
+                requested=request,
+            )
             accepted, _ = self.node.apply_replicated(
-                list(pulled["records"]), now_ms=_now_ms(), source=link.wallet
+                list(pulled.records), now_ms=_now_ms(), source=link.wallet
             )
             link.pulled += accepted
-            todo = [str(k) for k in pulled["remaining"]] + todo
+            todo = list(pulled.remaining) + todo
 
 
 def _forget_batches(
     ids: list[replication.TombstoneId], max_frame: int
 ) -> list[list[replication.TombstoneId]]:
     """Split tombstone ids into ``sync.forget`` requests that fit a frame."""
-    budget = max_frame - replication.ENVELOPE_BYTES
+    budget = msg.frame_budget(max_frame)
     batches: list[list[replication.TombstoneId]] = [[]]
     used = 0
     for tid in ids:

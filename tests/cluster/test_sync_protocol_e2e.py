@@ -1,0 +1,80 @@
+"""A proven peer that answers garbage to sync.* calls: the link is reset and counted, no crash."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from novakms import handlers
+from novakms.client import Client
+from novakms.node import Node
+from tests.cluster.test_bootstrap_e2e import signer, until, world
+from tests.cluster.test_replication_e2e import wait_everywhere
+
+__all__ = ["world"]
+
+APP = signer("app")
+LYING_OPS = [op for op in handlers.OPS if op.startswith("sync.") and op != "sync.hello"]
+
+
+@pytest.fixture
+def liars(monkeypatch: pytest.MonkeyPatch) -> set[Node]:
+    """Nodes in this set prove the cluster secret (sync.hello) but answer ``{}`` to every other
+    sync.* call, over their real server and peer channel."""
+    lying: set[Node] = set()
+    for op in LYING_OPS:
+        auth, honest = handlers.OPS[op]
+
+        async def maybe_lie(
+            node: Node,
+            session: handlers.Session,
+            args: Mapping[str, Any],
+            now: float,
+            honest: handlers.Handler = honest,
+        ) -> dict[str, Any]:
+            if node in lying:
+                await handlers.require_proven_peer(node, session)
+                return {}
+            return await honest(node, session, args, now)
+
+        monkeypatch.setitem(handlers.OPS, op, (auth, maybe_lie))
+    return lying
+
+
+async def test_a_peer_answering_empty_maps_is_a_counted_protocol_error(
+    world: Any, liars: set[Node]
+) -> None:
+    cluster, members = world
+    (a, port_a), (b, port_b), (liar, port_liar) = members
+    node_a = await cluster.start(a, port_a)
+    node_b = await cluster.start(b, port_b)
+    liar_node = await cluster.start(liar, port_liar)
+    nodes = (node_a, node_b, liar_node)
+    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
+    # From now on the liar still proves the cluster secret but answers garbage.
+    liars.add(liar_node)
+
+    async with await Client.connect(f"127.0.0.1:{port_a}", signer=APP) as kms:
+        await kms.kv_put("first", b"1")
+    await wait_everywhere([(a, port_a), (b, port_b)], "first", b"1")
+
+    # Pushes and anti-entropy rounds to the liar fail as protocol errors, again and again.
+    await until(lambda: node_a.replicator.links[liar.wallet].protocol_errors >= 3)
+    await until(lambda: node_b.replicator.links[liar.wallet].protocol_errors >= 3)
+    to_liar = node_a.replicator.links[liar.wallet]
+    assert to_liar.acked == 0  # `{}` is no acknowledgement
+    assert to_liar.error is not None
+
+    # The node kept running and keeps replicating with its honest peer.
+    async with await Client.connect(f"127.0.0.1:{port_a}", signer=APP) as kms:
+        await kms.kv_put("second", b"2")
+        status = await kms.status()
+    await wait_everywhere([(a, port_a), (b, port_b)], "second", b"2")
+    await until(lambda: node_a.replicator.links[b.wallet].acked >= 2)
+    peers = {p["wallet"]: p for p in status["cluster"]["peers"]}
+    assert peers[liar.wallet]["protocol_errors"] >= 3
+    assert peers[b.wallet]["protocol_errors"] == 0
+    assert node_a.replicator.links[b.wallet].protocol_errors == 0
+    assert node_b.store is not None and node_b.store.record(1, "second") is not None
