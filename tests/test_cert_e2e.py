@@ -148,8 +148,9 @@ def csr_with_subject(*attributes: x509.NameAttribute[str]) -> bytes:
         x509.NameAttribute(NameOID.COMMON_NAME, "NOVA-APP-002"),
         x509.NameAttribute(NameOID.COMMON_NAME, "Nova KMS app 2 CA"),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "nova-app-7"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "Nova KMS app 1 CA"),  # its own CA's name
     ],
-    ids=["default-cn", "case-and-padding", "ca-name", "other-attribute"],
+    ids=["default-cn", "case-and-padding", "ca-name", "other-attribute", "own-ca-cn"],
 )
 async def test_a_leaf_cannot_carry_another_apps_kms_issued_name(
     start_server: Any, wallets: Wallets, attribute: x509.NameAttribute[str]

@@ -148,6 +148,7 @@ async def test_node_without_secret_is_unavailable(start_server: Any, wallets: Wa
         assert status["ready"] is False and status["secret"] == {
             "initialized": False,
             "fingerprint": None,
+            "matches_pin": True,
         }
 
 
@@ -519,6 +520,8 @@ async def test_nodes_lists_operators_from_the_static_registry(
     assert nodes["nodes"] == [
         {
             "wallet": wallets.node.wallet,
+            "authorized": False,  # the peer policy's verdict: no instance, no peer
+            "reason": "unknown_wallet",
             "instance_id": None,
             "instance_url": None,
             "status": None,

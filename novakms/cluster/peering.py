@@ -99,11 +99,26 @@ async def bootstrap_round(
         return Decision(action="wait", reason="the authorization source lists no peers")
     entries = await peers()
     me = next((e for e in entries if e["wallet"] == node.wallet), None)
-    if me is None or me["status"] != "ACTIVE" or me["instance_id"] is None:
-        return Decision(action="wait", reason="this node is not an active KMS operator")
-    # Only peers that pass the peer policy (the same as for their requests) take part.
+    if me is None or me.get("authorized") is not True or me["instance_id"] is None:
+        return Decision(action="wait", reason="this node is not an authorized KMS operator")
+    # Only peers that pass the peer policy (the same as for their requests) are asked. An
+    # operator refused by it (a revoked version, say) may still hold the cluster's secret: it
+    # counts as unreachable, so that nobody generates a second secret beside it (DESIGN §6).
     others = [e for e in entries if e["wallet"] != node.wallet and e.get("authorized") is True]
-    reports: list[PeerReport] = []
+    reports: list[PeerReport] = [
+        PeerReport(
+            wallet=str(e["wallet"]),
+            instance_id=int(e["instance_id"]),
+            reachable=False,
+            initialized=None,
+            fingerprint=None,
+        )
+        for e in entries
+        if e["wallet"] != node.wallet
+        and e.get("authorized") is not True
+        and e["instance_id"] is not None
+        and e["status"] == "ACTIVE"
+    ]
 
     async def ask(entry: Mapping[str, Any]) -> None:
         reports.append(await _report(node, entry, timeout))

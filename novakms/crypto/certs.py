@@ -433,11 +433,14 @@ def _leaf_subject(subject: x509.Name, app_id: int) -> x509.Name:
     if subject == _ca_name(app_id):
         raise BadRequest("CSR subject must differ from the CA's name")
     for attribute in subject:
-        other = _issued_name_app(attribute.value)
-        if other is not None and other != app_id:
+        named = _issued_name_app(attribute.value)
+        if named is None:
+            continue
+        app, is_ca = named
+        if is_ca or app != app_id:
             raise BadRequest(
-                f"CSR subject names app {other} ({attribute.rfc4514_string()}): a leaf may "
-                "carry the KMS-issued names of its own app only",
+                f"CSR subject holds a name the KMS issues ({attribute.rfc4514_string()}): a "
+                "leaf may carry its own app's default name only, never a CA's",
                 reason="foreign_name",
             )
     return subject
@@ -450,15 +453,15 @@ _ISSUED_NAMES = (
 )
 
 
-def _issued_name_app(value: object) -> int | None:
-    """The app id when ``value`` is a KMS-issued name (any letter case and padding)."""
+def _issued_name_app(value: object) -> tuple[int, bool] | None:
+    """(app id, is the CA's name) when ``value`` is a KMS-issued name (any case and padding)."""
     if not isinstance(value, str):
         return None
     text = value.strip()
-    for pattern in _ISSUED_NAMES:
+    for is_ca, pattern in enumerate(_ISSUED_NAMES):
         match = pattern.fullmatch(text)
         if match is not None:
-            return int(match.group(1))
+            return int(match.group(1)), bool(is_ca)
     return None
 
 

@@ -17,10 +17,11 @@ from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.chain.tx import TxSender
 from novakms.client import Client
+from novakms.cluster.peering import bootstrap_round
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.kdf import secret_fingerprint
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import DevChain, register_instance, setup_world
+from novakms.devchain import DevChain, enroll_version, register_instance, setup_world
 from novakms.errors import Forbidden, Unavailable
 from novakms.node import Node
 from novakms.server import Server
@@ -232,3 +233,21 @@ async def test_only_kms_operators_may_ask_for_the_secret(world: Any) -> None:
         with pytest.raises(Forbidden) as info:
             await app.call("secret.status")
         assert info.value.details["reason"] == "wrong_role"
+
+
+async def test_a_refused_operator_that_may_hold_the_secret_stops_a_new_one(world: Any) -> None:
+    """A revoked-version node holding the secret is no peer, but nobody generates beside it."""
+    cluster, members = world
+    chain = cluster.chain
+    await enroll_version(cluster.admin, chain.nova_app_registry, chain.kms_app_id, "kms2")
+    await cluster.join(signer("holder"), version_id=2, secret=b"\x05" * 32)
+    await cluster.admin.send(
+        chain.nova_app_registry,
+        abi.nova_app_registry().encode_call("revokeVersion", chain.kms_app_id, 2),
+    )
+    # The three version-1 operators start fresh and all answer each other: without the holder
+    # they would form a "fully answering fresh cluster" and generate a second secret.
+    nodes = [await cluster.start(s, port) for s, port in members]
+    decision = await bootstrap_round(nodes[0], timeout=2.0, random_bytes=bytes)
+    assert decision.action == "wait"
+    assert all(n.master_secret is None for n in nodes)
