@@ -93,9 +93,8 @@ def prepare_state(
         ValueError: an existing key file is invalid.
         OSError: the directory cannot be written.
     """
-    if not directory.exists():
-        directory.mkdir(mode=0o700, parents=True)
-        os.chmod(directory, 0o700)  # whatever the umask: it holds private keys
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # whatever the umask, and also a reused directory: it holds keys
     node_key = directory / "node.key"
     node_wallet = _key_file(node_key, random_bytes)
     all_nodes = [(node_wallet, node_key.resolve())]

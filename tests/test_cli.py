@@ -168,6 +168,17 @@ def test_client_errors_are_json_with_nonzero_exit(dev: dict[str, Any]) -> None:
     assert out.returncode == 2 and "missing.key" in json.loads(out.stdout)["error"]["message"]
 
 
+def test_a_given_state_dir_is_made_private_and_kept(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    (state / "registry.json").write_text("{}")
+    (state / "registry.json").chmod(0o644)
+    with dev_process(state, "--chain", "static"):
+        assert state.stat().st_mode & 0o777 == 0o700
+        assert (state / "registry.json").stat().st_mode & 0o777 == 0o600
+    assert state.is_dir()  # the user's directory is not removed
+
+
 def test_state_dir_reuse_keeps_wallets(dev: dict[str, Any], tmp_path: Path) -> None:
     from novakms.devenv import prepare_state
 
