@@ -502,6 +502,10 @@ class Server:
                 message = error_response(request.id, InternalError("internal error"))
             if session.state.get(handlers.REGISTERED) is True:
                 self._table.prove(conn.id)
+            # Before answering: the next request may already be awaited by the reader, and it
+            # is decoded (with this budget) when it arrives, after the client read this answer.
+            assert conn.sealed is not None
+            conn.sealed.max_items = self._decode_budget(session)
             # Free the id before answering: the client may reuse it as soon as it reads this.
             inflight.discard(request.id)
             try:
