@@ -95,6 +95,9 @@ class Limits:
         push_interval: seconds local writes are batched before being pushed to peers.
         anti_entropy_interval: seconds between digest comparisons with each peer.
         max_clock_skew_ms: replicated records stamped further in the future are rejected.
+        max_clock_entries: most vector-clock entries of one record (one per KMS node that ever
+            wrote the key); a replicated record with more is rejected (``clock_too_large``).
+            Must be at least the number of KMS nodes of the cluster.
         ack_timeout: seconds ``kv.put`` with ``acks`` waits for the peer acknowledgements.
         tombstone_gc_delay: seconds after a delete before a tombstone that every current peer
             has acknowledged may be forgotten early (covers replication messages still in
@@ -144,6 +147,7 @@ class Limits:
     push_interval: float = 0.05
     anti_entropy_interval: float = 5.0
     max_clock_skew_ms: int = 60_000
+    max_clock_entries: int = 64
     ack_timeout: float = 5.0
     tombstone_gc_delay: float = 60.0
 

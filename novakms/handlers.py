@@ -206,10 +206,13 @@ async def op_sync_push(
 ) -> dict[str, Any]:
     identity = await require_proven_peer(node, session)
     items = sync_messages.parse_push_request(args)
-    accepted, rejected = node.apply_replicated(items, now_ms=_now_ms(now), source=identity.wallet)
-    # The answer is the acknowledgement: every record not listed in ``rejected`` is now stored
-    # here (or something newer of its key is).
-    return {"accepted": accepted, "rejected": rejected}
+    accepted, rejected, deferred = node.apply_replicated(
+        items, now_ms=_now_ms(now), source=identity.wallet
+    )
+    # The answer is the acknowledgement: every record listed neither in ``rejected`` (invalid,
+    # never to be resent) nor in ``deferred`` (over quota: resend later) is now stored here (or
+    # something newer of its key is).
+    return {"accepted": accepted, "rejected": rejected, "deferred": deferred}
 
 
 async def op_sync_snapshot(

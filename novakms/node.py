@@ -19,7 +19,7 @@ from novakms.crypto import aead
 from novakms.crypto.certs import ca_certificate_pem
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
 from novakms.crypto.signer import Signer
-from novakms.errors import Unavailable
+from novakms.errors import QuotaExceeded, Unavailable
 from novakms.log import get_logger
 from novakms.store.kv import KVStore
 
@@ -55,6 +55,7 @@ class Node:
     syncing: bool = False
     connections: int = 0
     replication_rejected: int = 0
+    replication_deferred: int = 0  # valid replicated records refused by the quota (retried)
     replicator: Any = field(default=None, repr=False)  # the cluster's Replicator, when running
     version: str = __version__
     store: KVStore | None = field(init=False, default=None, repr=False)
@@ -155,16 +156,22 @@ class Node:
 
     def apply_replicated(
         self, items: list[Any], *, now_ms: int, source: str
-    ) -> tuple[int, list[int]]:
-        """Validate and merge records a peer sent; return (accepted, indexes of the rejected).
+    ) -> tuple[int, list[int], list[int]]:
+        """Validate and merge records a peer sent.
 
-        Each record must be well-formed, within the size limits, not from the future beyond
-        ``max_clock_skew_ms``, and decryptable under this node's data key for its app and key;
-        anything else is rejected, counted and logged (reason only), never stored.
+        Each record must be well-formed, within the size limits (``max_clock_entries``
+        included), not from the future beyond ``max_clock_skew_ms``, and decryptable under this
+        node's data key for its app and key; anything else is rejected, counted and logged
+        (reason only), never stored. A valid record whose merge would exceed the app quota or
+        the global cap is deferred: not stored now, for the sender to keep and retry.
+
+        Returns:
+            (accepted, indexes of the rejected, indexes of the deferred).
         """
         store = self.require_store()
         accepted = 0
         rejected: list[int] = []
+        deferred: list[int] = []
         for index, item in enumerate(items):
             try:
                 record = replication.record_from_wire(
@@ -181,9 +188,14 @@ class Node:
                     "replicated_record_rejected", peer=source, reason=exc.reason
                 )
                 continue
-            store.merge(record)
+            try:
+                store.merge(record)
+            except QuotaExceeded:
+                deferred.append(index)
+                self.replication_deferred += 1
+                continue
             accepted += 1
-        return accepted, rejected
+        return accepted, rejected, deferred
 
     def log_secret_served(self, wallet: str) -> None:
         """Record that the secret went to a peer (the wallet only, never the secret)."""

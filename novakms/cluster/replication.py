@@ -102,6 +102,7 @@ Reason = Literal[
     "bad_value",
     "value_too_large",
     "bad_clock",
+    "clock_too_large",
     "bad_node",
     "writer_not_in_clock",
     "bad_hlc",
@@ -212,7 +213,7 @@ def record_from_wire(item: object, *, limits: Limits, now_ms: int, max_skew_ms: 
                 f"{limits.max_value_bytes + SEAL_OVERHEAD}",
             )
 
-    clock = _clock_from_wire(item["c"])
+    clock = _clock_from_wire(item["c"], limits.max_clock_entries)
 
     node = item["n"]
     if not _wallet(node):
@@ -245,9 +246,13 @@ def record_from_wire(item: object, *, limits: Limits, now_ms: int, max_skew_ms: 
     )
 
 
-def _clock_from_wire(raw: object) -> tuple[tuple[str, int], ...]:
+def _clock_from_wire(raw: object, max_entries: int) -> tuple[tuple[str, int], ...]:
     if type(raw) is not list or not raw:
         raise InvalidRecord("bad_clock", "clock must be a non-empty array")
+    if len(raw) > max_entries:  # before looking at any entry: bounded work
+        raise InvalidRecord(
+            "clock_too_large", f"clock has {len(raw)} entries; the limit is {max_entries}"
+        )
     entries: list[tuple[str, int]] = []
     for entry in raw:
         if type(entry) is not list or len(entry) != 2:

@@ -70,6 +70,8 @@ class _Link:
     inflight_since: int | None = None  # queue time (unix ms) of the oldest change in flight
     error: str | None = None
     protocol_errors: int = 0  # answers out of protocol (each one reset the link)
+    deferred: int = 0  # records the peer refused for its quota (kept queued, resent later)
+    hold_until: float = 0.0  # trio time: no pushes before (the peer's quota was full)
 
     def probe(self) -> dict[str, Any]:
         """Reachability as ``nodes`` and ``status`` report it."""
@@ -287,6 +289,10 @@ class Replicator:
                 master_secret=secret, transcript_hash=client.transcript_hash, direction="c2s"
             )
             answer = msg.parse_hello_answer(await client.call("sync.hello", {"proof": proof}))
+            # The peer picks a message's decode budget before reading it, so the message
+            # after sync.hello is still read with an unregistered wallet's item budget: spend
+            # it on a cheap call, not on a large push batch or snapshot request.
+            await client.call("health")
         except BaseException:
             await client.aclose()
             raise
@@ -343,12 +349,22 @@ class Replicator:
             async with trio.open_nursery() as nursery:
                 now = trio.current_time()
                 for link in list(self.links.values()):
-                    if link.outbox.pending() and now >= link.next_try:
+                    if link.outbox.pending() and now >= max(link.next_try, link.hold_until):
                         nursery.start_soon(self.push, link)
 
     async def push(self, link: _Link) -> None:
         """Drain one peer's outbox (a failed batch goes back into it)."""
         budget = self.limits.max_frame
+        held: list[tuple[Record, int]] = []  # deferred by the peer's quota: back in the outbox
+        try:
+            await self._push_batches(link, budget, held)
+        finally:
+            for record, since in held:
+                link.outbox.add(record, since)
+            if held:  # resent after an anti-entropy interval, not at every push round
+                link.hold_until = trio.current_time() + self.limits.anti_entropy_interval
+
+    async def _push_batches(self, link: _Link, budget: int, held: list[tuple[Record, int]]) -> None:
         while link.outbox.pending():
             since = link.outbox.oldest_ms()
             batch = link.outbox.drain(budget)
@@ -368,8 +384,10 @@ class Replicator:
                 return
             finally:
                 link.inflight, link.inflight_since = set(), None
-            rejected = set(answer.rejected)
-            self._acknowledged(link, [r for i, r in enumerate(batch) if i not in rejected])
+            unacked = set(answer.rejected) | set(answer.deferred)
+            self._acknowledged(link, [r for i, r in enumerate(batch) if i not in unacked])
+            held.extend((batch[i], since or 0) for i in answer.deferred)
+            link.deferred += len(answer.deferred)
             link.pushed += len(batch)
             self._succeeded(link)
 
@@ -444,7 +462,7 @@ class Replicator:
             answer = msg.parse_snapshot_answer(
                 await client.call("sync.snapshot", {"after": after}), after=snap.after
             )
-            accepted, _ = self.node.apply_replicated(
+            accepted, _, _ = self.node.apply_replicated(
                 list(answer.records), now_ms=_now_ms(), source=link.wallet
             )
             snap.chunks += 1
@@ -573,7 +591,7 @@ class Replicator:
                 await client.call("sync.pull", {"app_id": app_id, "keys": request}),
                 requested=request,
             )
-            accepted, _ = self.node.apply_replicated(
+            accepted, _, _ = self.node.apply_replicated(
                 list(pulled.records), now_ms=_now_ms(), source=link.wallet
             )
             link.pulled += accepted

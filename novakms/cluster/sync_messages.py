@@ -98,7 +98,8 @@ class HelloAnswer:
 @dataclass(frozen=True, slots=True)
 class PushAnswer:
     accepted: int
-    rejected: tuple[int, ...]  # ascending indexes into the pushed batch
+    rejected: tuple[int, ...]  # ascending indexes into the pushed batch: invalid, dropped
+    deferred: tuple[int, ...]  # ascending indexes: over the receiver's quota, to be resent
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,16 +202,22 @@ def parse_hello_answer(answer: object) -> HelloAnswer:
 
 def parse_push_answer(answer: object, *, batch: int) -> PushAnswer:
     """The acknowledgement of a batch of ``batch`` records."""
-    body = _answer("sync.push", answer, frozenset({"accepted", "rejected"}))
-    rejected = _list("sync.push", "rejected", body["rejected"])
-    if not all(_uint(i) and i < batch for i in rejected):
-        raise ProtocolError(f"sync.push answer: rejected indexes must be in 0..{batch - 1}")
-    if any(a >= b for a, b in itertools.pairwise(rejected)):
-        raise ProtocolError("sync.push answer: rejected indexes must ascend without repeats")
+    body = _answer("sync.push", answer, frozenset({"accepted", "rejected", "deferred"}))
+    lists: list[list[int]] = []
+    for name in ("rejected", "deferred"):
+        indexes = _list("sync.push", name, body[name])
+        if not all(_uint(i) and i < batch for i in indexes):
+            raise ProtocolError(f"sync.push answer: {name} indexes must be in 0..{batch - 1}")
+        if any(a >= b for a, b in itertools.pairwise(indexes)):
+            raise ProtocolError(f"sync.push answer: {name} indexes must ascend without repeats")
+        lists.append(indexes)
+    rejected, deferred = lists
+    if set(rejected) & set(deferred):
+        raise ProtocolError("sync.push answer: a record is both rejected and deferred")
     accepted = body["accepted"]
-    if not _uint(accepted) or accepted != batch - len(rejected):
-        raise ProtocolError("sync.push answer: accepted must count the records not rejected")
-    return PushAnswer(accepted, tuple(rejected))
+    if not _uint(accepted) or accepted != batch - len(rejected) - len(deferred):
+        raise ProtocolError("sync.push answer: accepted must count the other records")
+    return PushAnswer(accepted, tuple(rejected), tuple(deferred))
 
 
 def parse_digests_answer(answer: object) -> DigestsAnswer:

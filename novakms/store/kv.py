@@ -22,6 +22,9 @@ from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, SealError, open_value
 from novakms.errors import BadRequest, Conflict, InternalError, NotFound, QuotaExceeded, TooLarge
 from novakms.store.records import ABSENT, HybridClock, Record, clock_increment, merge
 
+CLOCK_ENTRY_BYTES = 64
+"""Quota charge of each vector-clock entry beyond a record's first (wallet, counter, headers)."""
+
 __all__ = ["KVStore", "ListPage", "StoreStats"]
 
 Listener = Callable[[Record], None]
@@ -90,7 +93,10 @@ class KVStore:
 
     def _cost(self, record: Record) -> int:
         value = 0 if record.sealed is None else len(record.sealed) - SEAL_OVERHEAD
-        return self.limits.record_overhead_bytes + len(record.key.encode("utf-8")) + value
+        # record_overhead_bytes covers a record with one clock entry (its writer's); every
+        # further entry (another node that wrote the key) is charged CLOCK_ENTRY_BYTES.
+        clock = CLOCK_ENTRY_BYTES * max(0, len(record.clock) - 1)
+        return self.limits.record_overhead_bytes + len(record.key.encode("utf-8")) + value + clock
 
     def _space(self, app_id: int) -> _Namespace:
         space = self._spaces.get(app_id)
@@ -237,7 +243,13 @@ class KVStore:
         # A namespace is registered only once something is written to it (below).
         space = self._spaces.get(app_id) or _Namespace()
         current = space.records.get(key)
-        cost = self.limits.record_overhead_bytes + len(key.encode("utf-8")) + len(value)
+        entries = len(clock_increment(() if current is None else current.clock, self.node))
+        cost = (
+            self.limits.record_overhead_bytes
+            + len(key.encode("utf-8"))
+            + len(value)
+            + CLOCK_ENTRY_BYTES * (entries - 1)
+        )
         victims = self._plan_room(
             space, key, cost - (0 if current is None else self._cost(current))
         )
@@ -320,18 +332,32 @@ class KVStore:
     def merge(self, record: Record) -> bool:
         """Apply a replicated record; True when the stored state changed.
 
-        Replicated records are not charged against quotas here: the writing node enforced
-        them, and refusing would make replicas diverge.
+        Merges obey the app quota and the node's global cap like local writes (without
+        evicting): a merge that would grow the app or the node beyond them is refused and
+        leaves the store untouched, so that no node holds more than ``app_quota_bytes`` of an
+        app however many nodes the app writes to. The sender keeps the record queued and
+        retries; merges that do not grow the usage (a newer value of the same size or smaller,
+        a tombstone) always apply.
+
+        Raises:
+            QuotaExceeded: the merge would exceed the app quota (``scope: app``) or the global
+                cap (``scope: node``).
         """
-        space = self._space(record.app_id)
-        current = space.records.get(record.key)
+        space = self._spaces.get(record.app_id)
+        current = None if space is None else space.records.get(record.key)
         merged = record if current is None else merge(current, record)
-        self.hlc.observe(record.hlc)
         if merged == current:
-            if not space.records:
-                del self._spaces[record.app_id]
+            self.hlc.observe(record.hlc)
             return False
-        self._store(space, merged)
+        growth = self._cost(merged) - (0 if current is None else self._cost(current))
+        if growth > 0:
+            used = 0 if space is None else space.used
+            if used + growth > self.limits.app_quota_bytes:
+                raise QuotaExceeded("the app storage quota is full", scope="app")
+            if self._total + growth > self.limits.global_quota_bytes:
+                raise QuotaExceeded("the node storage quota is full", scope="node")
+        self.hlc.observe(record.hlc)
+        self._store(self._space(record.app_id), merged)
         return True
 
     def sweep(self, now_ms: int) -> tuple[int, int]:

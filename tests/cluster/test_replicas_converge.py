@@ -54,7 +54,10 @@ KEYS = ("a", "b", "ключ")
 BUCKETS = 4
 LIMITS = Limits(
     record_overhead_bytes=16,
-    app_quota_bytes=120,  # small enough that writes evict (and replicate the eviction)
+    # Merges obey the quota too (a merge over it is refused and retried later, so replicas
+    # converge only once the data fits): 3 keys of at most 16 + 8 + 40 bytes and 3 clock
+    # entries (2 charged at CLOCK_ENTRY_BYTES) always fit.
+    app_quota_bytes=3 * (16 + 8 + 40 + 2 * 64),
     quota_mode="evict",
     tombstone_retention=10**7,  # no tombstone is forgotten within a test run
 )

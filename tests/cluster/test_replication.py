@@ -234,6 +234,9 @@ INVALID: list[tuple[str, object, Limits]] = [
     ("bad_value", good_wire(v=False), LIMITS),
     ("value_too_large", good_wire(v=b"x" * 129), SMALL),
     ("bad_clock", good_wire(c=[]), LIMITS),
+    # 65 entries, refused before any entry is looked at (even a garbage one)
+    ("clock_too_large", good_wire(c=[[f"0x{i:040x}", 1] for i in range(65)]), LIMITS),
+    ("clock_too_large", good_wire(c=[None] * 20_000), LIMITS),
     ("bad_clock", good_wire(c="x"), LIMITS),
     ("bad_clock", good_wire(c=None), LIMITS),
     ("bad_clock", good_wire(c=[(B, 1)]), LIMITS),  # tuples never come from CBOR

@@ -41,13 +41,15 @@ Parser = Callable[[object], object]
 @st.composite
 def push_case(draw: st.DrawFn) -> tuple[dict[str, Any], Parser, object]:
     batch = draw(st.integers(0, 20))
-    rejected = sorted(draw(st.sets(st.integers(0, max(0, batch - 1)), max_size=batch)))
-    rejected = [i for i in rejected if i < batch]
-    answer = {"accepted": batch - len(rejected), "rejected": rejected}
+    fate = draw(st.lists(st.sampled_from("ard"), min_size=batch, max_size=batch))
+    rejected = [i for i, f in enumerate(fate) if f == "r"]
+    deferred = [i for i, f in enumerate(fate) if f == "d"]
+    accepted = fate.count("a")
+    answer = {"accepted": accepted, "rejected": rejected, "deferred": deferred}
     return (
         answer,
         lambda a: msg.parse_push_answer(a, batch=batch),
-        msg.PushAnswer(batch - len(rejected), tuple(rejected)),
+        msg.PushAnswer(accepted, tuple(rejected), tuple(deferred)),
     )
 
 
@@ -204,8 +206,19 @@ def test_mutated_answers_raise_only_protocol_error(case: tuple[object, Parser]) 
         (msg.parse_digests_answer, {"apps": [], "extra": 1}),
         (msg.parse_buckets_answer, {"buckets": [b"\0" * 32] * 63}),
         (msg.parse_keys_answer, {"keys": [], "truncated": 0}),
-        (lambda a: msg.parse_push_answer(a, batch=2), {"accepted": 1, "rejected": [2]}),
-        (lambda a: msg.parse_push_answer(a, batch=2), {"accepted": True, "rejected": [1]}),
+        (
+            lambda a: msg.parse_push_answer(a, batch=2),
+            {"accepted": 1, "rejected": [2], "deferred": []},
+        ),
+        (
+            lambda a: msg.parse_push_answer(a, batch=2),
+            {"accepted": True, "rejected": [1], "deferred": []},
+        ),
+        (
+            lambda a: msg.parse_push_answer(a, batch=2),
+            {"accepted": 1, "rejected": [1], "deferred": [1]},
+        ),
+        (lambda a: msg.parse_push_answer(a, batch=2), {"accepted": 2, "rejected": []}),
         (lambda a: msg.parse_pull_answer(a, requested=["a"]), {"records": [], "remaining": ["a"]}),
         (
             lambda a: msg.parse_snapshot_answer(a, after=(1, "b")),

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from novakms.config import Limits
 from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, data_key, open_value, seal_value
 from novakms.errors import BadRequest, Conflict, InternalError, NotFound, QuotaExceeded, TooLarge
-from novakms.store.kv import KVStore, ListPage
+from novakms.store.kv import CLOCK_ENTRY_BYTES, KVStore, ListPage
 from novakms.store.records import ABSENT, HLC_LOGICAL_BITS, Record
 
 SECRET = bytes(range(32))
@@ -48,8 +48,9 @@ def make(node: str = NODE_A, **limits: Any) -> tuple[KVStore, list[Record]]:
     return store, log
 
 
-def cost(key: str, value: bytes | None, overhead: int = OVERHEAD) -> int:
-    return overhead + len(key.encode()) + (0 if value is None else len(value))
+def cost(key: str, value: bytes | None, overhead: int = OVERHEAD, clock_entries: int = 1) -> int:
+    clock = CLOCK_ENTRY_BYTES * (clock_entries - 1)  # the overhead covers the first entry
+    return overhead + len(key.encode()) + (0 if value is None else len(value)) + clock
 
 
 def snapshot(store: KVStore) -> tuple[object, ...]:
@@ -913,7 +914,9 @@ def test_usage_matches_the_documented_formula(
             pass
         for app_id in (1, 2):
             expected = sum(
-                cost(r.key, opened(r), 100) for r in store.records() if r.app_id == app_id
+                cost(r.key, opened(r), 100, len(r.clock))
+                for r in store.records()
+                if r.app_id == app_id
             )
             assert store.usage(app_id) == expected
             assert store.usage(app_id) <= 1_500
@@ -992,7 +995,7 @@ def test_merge_newer_wins_older_ignored() -> None:
     assert record == newer
     assert record.updated_at_ms == T0 + 10
     assert store.merge(newer) is False  # idempotent
-    assert store.usage(1) == cost("k", b"newer")
+    assert store.usage(1) == cost("k", b"newer", clock_entries=2)
     assert log == [mine]  # merges are not re-announced
 
 
@@ -1030,7 +1033,7 @@ def test_merge_tombstone_deletes_and_new_key_is_created() -> None:
     assert store.merge(dead)
     with pytest.raises(NotFound):
         store.get(1, "k", T0 + 1)
-    assert store.usage(1) == cost("k", None)
+    assert store.usage(1) == cost("k", None, clock_entries=2)
     assert store.merge(foreign(5, "new", b"v", clock=((NODE_B, 1),), wall_ms=T0))
     assert store.get(5, "new", T0)[1] == b"v"
     assert store.list_keys(5, T0, limit=10).keys == ["new"]
@@ -1040,13 +1043,33 @@ def test_merge_tombstone_deletes_and_new_key_is_created() -> None:
         store.get(1, "k", T0 + 2)
 
 
-def test_merged_records_are_not_charged_against_quota() -> None:
+def test_merges_are_charged_and_refused_over_the_app_quota() -> None:
     store, _ = make(app_quota_bytes=1_000, record_overhead_bytes=100)
-    assert store.merge(foreign(1, "k", b"x" * 2_000, clock=((NODE_B, 1),), wall_ms=T0))
-    assert store.usage(1) == 2_101
-    assert store.get(1, "k", T0)[1] == b"x" * 2_000
-    with pytest.raises(QuotaExceeded):
-        store.put(1, "j", b"", T0)
+    with pytest.raises(QuotaExceeded) as refused:
+        store.merge(foreign(1, "k", b"x" * 2_000, clock=((NODE_B, 1),), wall_ms=T0))
+    assert refused.value.details["scope"] == "app"
+    assert store.usage(1) == 0 and store.records() == []
+    assert store.merge(foreign(1, "k", b"x" * 800, clock=((NODE_B, 1),), wall_ms=T0))
+    assert store.usage(1) == 901
+    with pytest.raises(QuotaExceeded):  # a second key would not fit
+        store.merge(foreign(1, "j", b"y" * 100, clock=((NODE_B, 1),), wall_ms=T0))
+    # a tombstone of the key shrinks the usage: always applied
+    dead = foreign(1, "k", None, clock=((NODE_B, 2),), wall_ms=T0 + 1)
+    assert store.merge(dead)
+    assert store.usage(1) == cost("k", None, 100)
+    # clock entries are charged
+    wide = foreign(1, "w", None, clock=((NODE_A, 1), (NODE_B, 1)), wall_ms=T0)
+    assert store.merge(wide)
+    assert store.usage(1) == cost("k", None, 100) + cost("w", None, 100, clock_entries=2)
+
+
+def test_merges_are_refused_over_the_global_cap() -> None:
+    store, _ = make(app_quota_bytes=10_000, global_quota_bytes=1_000, record_overhead_bytes=100)
+    assert store.merge(foreign(1, "k", b"x" * 700, clock=((NODE_B, 1),), wall_ms=T0))
+    with pytest.raises(QuotaExceeded) as refused:
+        store.merge(foreign(2, "k", b"x" * 700, clock=((NODE_B, 1),), wall_ms=T0))
+    assert refused.value.details["scope"] == "node"
+    assert store.usage(2) == 0 and store.stats().apps == 1
 
 
 def test_merged_expired_record_is_not_served_and_is_swept() -> None:
