@@ -289,10 +289,6 @@ class Replicator:
                 master_secret=secret, transcript_hash=client.transcript_hash, direction="c2s"
             )
             answer = msg.parse_hello_answer(await client.call("sync.hello", {"proof": proof}))
-            # The peer picks a message's decode budget before reading it, so the message
-            # after sync.hello is still read with an unregistered wallet's item budget: spend
-            # it on a cheap call, not on a large push batch or snapshot request.
-            await client.call("health")
         except BaseException:
             await client.aclose()
             raise

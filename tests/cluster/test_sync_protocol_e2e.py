@@ -9,6 +9,8 @@ import pytest
 
 from novakms import handlers
 from novakms.client import Client
+from novakms.cluster.proof import cluster_proof
+from novakms.errors import BadRequest
 from novakms.node import Node
 from tests.cluster.test_bootstrap_e2e import signer, until, world
 from tests.cluster.test_replication_e2e import wait_everywhere
@@ -78,3 +80,22 @@ async def test_a_peer_answering_empty_maps_is_a_counted_protocol_error(
     assert peers[b.wallet]["protocol_errors"] == 0
     assert node_a.replicator.links[b.wallet].protocol_errors == 0
     assert node_b.store is not None and node_b.store.record(1, "second") is not None
+
+
+async def test_a_proven_peers_next_request_gets_the_peer_decode_budget(world: Any) -> None:
+    """Right after sync.hello, a message larger than an app's 1024-item budget is decoded."""
+    cluster, members = world
+    nodes = [await cluster.start(s, port) for s, port in members]
+    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
+    (_, port_a), (b, _), _ = members
+    secret = nodes[0].master_secret
+    assert secret is not None
+    async with await Client.connect(f"127.0.0.1:{port_a}", signer=b, role="peer") as peer:
+        proof = cluster_proof(
+            master_secret=secret, transcript_hash=peer.transcript_hash, direction="c2s"
+        )
+        await peer.call("sync.hello", {"proof": proof})
+        # Decoded whole (an app's session would be closed for it), then refused as arguments.
+        with pytest.raises(BadRequest):
+            await peer.call("sync.digests", {"junk": list(range(5000))})
+        await peer.call("sync.digests", {})  # the link is still up
