@@ -148,6 +148,7 @@ class Replicator:
                 "pulled": link.pulled,
                 "last_ack_ms": None if link.last_ack is None else int(link.last_ack * 1000),
                 "protocol_errors": link.protocol_errors,
+                "deferred": link.deferred,
             }
             for link in self.links.values()
         ]
