@@ -148,6 +148,7 @@ class Replicator:
                 "pulled": link.pulled,
                 "last_ack_ms": None if link.last_ack is None else int(link.last_ack * 1000),
                 "protocol_errors": link.protocol_errors,
+                "deferred": link.deferred,
             }
             for link in self.links.values()
         ]
@@ -351,16 +352,6 @@ class Replicator:
     async def push(self, link: _Link) -> None:
         """Drain one peer's outbox (a failed batch goes back into it)."""
         budget = self.limits.max_frame
-        held: list[tuple[Record, int]] = []  # deferred by the peer's quota: back in the outbox
-        try:
-            await self._push_batches(link, budget, held)
-        finally:
-            for record, since in held:
-                link.outbox.add(record, since)
-            if held:  # resent after an anti-entropy interval, not at every push round
-                link.hold_until = trio.current_time() + self.limits.anti_entropy_interval
-
-    async def _push_batches(self, link: _Link, budget: int, held: list[tuple[Record, int]]) -> None:
         while link.outbox.pending():
             since = link.outbox.oldest_ms()
             batch = link.outbox.drain(budget)
@@ -382,10 +373,17 @@ class Replicator:
                 link.inflight, link.inflight_since = set(), None
             unacked = set(answer.rejected) | set(answer.deferred)
             self._acknowledged(link, [r for i, r in enumerate(batch) if i not in unacked])
-            held.extend((batch[i], since or 0) for i in answer.deferred)
-            link.deferred += len(answer.deferred)
             link.pushed += len(batch)
             self._succeeded(link)
+            if answer.deferred:
+                # The peer's quota is full: keep them queued (has_pending stays true, which
+                # also keeps their tombstones from early GC) and resend after an anti-entropy
+                # interval rather than at every push round.
+                for i in answer.deferred:
+                    link.outbox.add(batch[i], since or 0)
+                link.deferred += len(answer.deferred)
+                link.hold_until = trio.current_time() + self.limits.anti_entropy_interval
+                return
 
     # -- anti-entropy -----------------------------------------------------------------------
 

@@ -202,6 +202,9 @@ def parse_hello_answer(answer: object) -> HelloAnswer:
 
 def parse_push_answer(answer: object, *, batch: int) -> PushAnswer:
     """The acknowledgement of a batch of ``batch`` records."""
+    if isinstance(answer, Mapping) and "deferred" not in answer:
+        # A node from before quotas applied to merges (rolling upgrades): nothing deferred.
+        answer = {**answer, "deferred": []}
     body = _answer("sync.push", answer, frozenset({"accepted", "rejected", "deferred"}))
     lists: list[list[int]] = []
     for name in ("rejected", "deferred"):

@@ -237,6 +237,7 @@ INVALID: list[tuple[str, object, Limits]] = [
     # 65 entries, refused before any entry is looked at (even a garbage one)
     ("clock_too_large", good_wire(c=[[f"0x{i:040x}", 1] for i in range(65)]), LIMITS),
     ("clock_too_large", good_wire(c=[None] * 20_000), LIMITS),
+    ("clock_too_large", good_wire(c=[[A, 1], [B, 2]]), replace(LIMITS, max_clock_entries=1)),
     ("bad_clock", good_wire(c="x"), LIMITS),
     ("bad_clock", good_wire(c=None), LIMITS),
     ("bad_clock", good_wire(c=[(B, 1)]), LIMITS),  # tuples never come from CBOR
@@ -717,3 +718,10 @@ def test_store_ordered_snapshot_chunks_match_snapshot_after(
         assert snapshot_chunk(
             store.records_from(start), max_bytes=ENVELOPE_BYTES + extra
         ) == snapshot_after(stored, start, max_bytes=ENVELOPE_BYTES + extra)
+
+
+def test_a_clock_of_exactly_max_clock_entries_is_accepted() -> None:
+    wallets = sorted(f"0x{i:040x}" for i in range(LIMITS.max_clock_entries))
+    item = good_wire(c=[[w, 1] for w in wallets], n=wallets[0])
+    record = record_from_wire(item, limits=LIMITS, now_ms=NOW, max_skew_ms=SKEW)
+    assert len(record.clock) == LIMITS.max_clock_entries

@@ -218,7 +218,7 @@ def test_mutated_answers_raise_only_protocol_error(case: tuple[object, Parser]) 
             lambda a: msg.parse_push_answer(a, batch=2),
             {"accepted": 1, "rejected": [1], "deferred": [1]},
         ),
-        (lambda a: msg.parse_push_answer(a, batch=2), {"accepted": 2, "rejected": []}),
+        (lambda a: msg.parse_push_answer(a, batch=2), {"accepted": 1, "rejected": []}),
         (lambda a: msg.parse_pull_answer(a, requested=["a"]), {"records": [], "remaining": ["a"]}),
         (
             lambda a: msg.parse_snapshot_answer(a, after=(1, "b")),
@@ -265,3 +265,8 @@ def test_frame_budget() -> None:
     assert msg.frame_budget(msg.ENVELOPE_BYTES + 1) == 1
     with pytest.raises(ValueError):
         msg.frame_budget(msg.ENVELOPE_BYTES)
+
+
+def test_a_push_answer_without_deferred_is_from_an_older_node() -> None:
+    answer = msg.parse_push_answer({"accepted": 1, "rejected": [1]}, batch=2)
+    assert answer == msg.PushAnswer(1, (1,), ())
