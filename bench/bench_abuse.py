@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/bench_abuse.py            # every phase, both source modes (~5 min)
+    .venv/bin/python bench/bench_abuse.py            # every phase, both source modes (~4 min)
     .venv/bin/python bench/bench_abuse.py --quick    # shorter windows, attackers on 127.0.0.2
 
 One phase per attack of issue 9 (items 1-5), plus an idle phase first. Every phase starts a
