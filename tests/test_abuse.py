@@ -16,16 +16,17 @@ import pytest
 import trio
 
 from novakms.client import Client
+from novakms.cluster.proof import cluster_proof
 from novakms.config import Limits
 from novakms.crypto.signer import LocalSigner
-from novakms.errors import NovaKMSError, RateLimited, TransportError, Unavailable
+from novakms.errors import BadRequest, NovaKMSError, RateLimited, TransportError, Unavailable
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.wire import cbor
 from novakms.wire.handshake import ClientHandshake
 from novakms.wire.messages import parse_close_notice
 from novakms.wire.proxy_header import encode_v2
-from tests.conftest import Wallets
+from tests.conftest import MASTER_SECRET, Wallets
 from tests.sessions import handshake
 
 
@@ -442,3 +443,48 @@ async def test_client_auth_refusals(start_server: Any, role: str, auth: Any, cod
     srv = await start_server()
     notice = await sealed_refusal(srv, role, auth)
     assert notice is not None and notice.code == code
+
+
+# --- the decode budget follows authorization at once --------------------------------------------
+
+
+class GatedPeers:
+    """Wraps the static registry: authorize_peer waits on a gate (a slow chain lookup)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = trio.Event()
+        self.name = inner.name
+
+    async def authorize_app(self, wallet: str) -> Any:
+        return await self.inner.authorize_app(wallet)
+
+    async def authorize_peer(self, wallet: str) -> Any:
+        await self.gate.wait()
+        return await self.inner.authorize_peer(wallet)
+
+    def describe(self) -> dict[str, object]:
+        return {}
+
+
+async def test_the_request_after_a_peers_first_authorization_gets_the_peer_budget(
+    start_server: Any, wallets: Wallets
+) -> None:
+    # app2's instance stands in for a KMS node: its app is the KMS app and it is an operator.
+    srv = await start_server(registry_changes={"kms_app_id": 2, "operators": [wallets.app2.wallet]})
+    srv.node.auth = gated = GatedPeers(srv.node.auth)
+    async with await Client.connect(srv.tcp, signer=wallets.app2, role="peer") as peer:
+        proof = cluster_proof(
+            master_secret=MASTER_SECRET, transcript_hash=peer.transcript_hash, direction="c2s"
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.call, "sync.hello", {"proof": proof})
+            # The node is now reading the next request, with the budget of a wallet that has
+            # not been authorized yet, while the hello's authorization is still pending.
+            await trio.testing.wait_all_tasks_blocked()
+            gated.gate.set()
+        # 5000 items: over the 1024 of an unauthorized wallet, so decoded only because the
+        # budget switched when the hello was authorized; then refused as arguments.
+        with pytest.raises(BadRequest):
+            await peer.call("sync.digests", {"junk": list(range(5000))})
+        assert (await peer.call("sync.digests", {}))["apps"] == []
