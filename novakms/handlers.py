@@ -179,10 +179,13 @@ async def require_proven_peer(node: Node, session: Session) -> Identity:
 
     Raises:
         Forbidden: not an authorized peer, or no proof yet (reason ``no_cluster_proof``).
+        Unavailable: ``secret_mismatch``: the secret stopped matching the owner's pin after
+            the channel was proven (nothing is exchanged under it any more).
     """
     identity = await authorize_peer(node, session)
     if not session.state.get("proven"):
         raise Forbidden("prove the cluster secret first (sync.hello)", reason="no_cluster_proof")
+    node.require_secret()
     return identity
 
 

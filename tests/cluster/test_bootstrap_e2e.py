@@ -18,6 +18,7 @@ from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.chain.tx import TxSender
 from novakms.client import Client
 from novakms.cluster.peering import bootstrap_round
+from novakms.cluster.proof import cluster_proof
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.kdf import secret_fingerprint
 from novakms.crypto.signer import LocalSigner
@@ -195,6 +196,10 @@ async def test_a_held_secret_that_stops_matching_the_pin_is_not_served(world: An
     cluster, members = world
     (a, pa), (b, pb), _ = members
     node = await cluster.start(a, pa, secret=b"\x01" * 32)
+    proven = await Client.connect(f"127.0.0.1:{pa}", signer=b, role="peer")
+    th = proven.transcript_hash
+    proof = cluster_proof(master_secret=b"\x01" * 32, transcript_hash=th, direction="c2s")
+    await proven.call("sync.hello", {"proof": proof})
     async with await Client.connect(f"127.0.0.1:{pa}", signer=signer("app")) as app:
         before = await app.derive("disk")
         # The owner pins another secret's fingerprint: within a poll the node stops serving.
@@ -208,12 +213,17 @@ async def test_a_held_secret_that_stops_matching_the_pin_is_not_served(world: An
         status = await app.status()
         assert (status["ready"], status["reason"]) == (False, "secret_mismatch")
         assert status["secret"]["matches_pin"] is False
-        # Nor does it give the secret, or a proof of it, to a peer.
+        # Nor does it give the secret, or a proof of it, to a peer, nor exchange records on a
+        # channel that was proven before the pin changed.
         async with await Client.connect(f"127.0.0.1:{pa}", signer=b, role="peer") as peer:
             for op, args in (("secret.get", {}), ("sync.hello", {"proof": bytes(32)})):
                 with pytest.raises(Unavailable) as info:
                     await peer.call(op, args)
                 assert info.value.reason == "secret_mismatch"
+        with pytest.raises(Unavailable) as info:
+            await proven.call("sync.digests", {})
+        assert info.value.reason == "secret_mismatch"
+        await proven.aclose()
         # Pinning the secret it holds makes it serve again, with the same keys.
         await cluster.pin(bytes.fromhex(secret_fingerprint(b"\x01" * 32)[2:]))
         await until(lambda: not node.pin_mismatch)
