@@ -528,7 +528,8 @@ class Attack:
     async def _run_idle_sessions(self) -> None:
         await trio.sleep_until(self.deadline)
 
-    def count_idle_closed(self) -> None:
+    def count_closed_sessions(self) -> None:
+        """How many of the held sessions the node closed by the end (attacks 3 and 4)."""
         closed = sum(closed_by_peer(s.stream) for s in self.sessions)
         self.stats.closed += closed
         self.stats.notes["still_open_at_end"] = len(self.sessions) - closed
@@ -569,11 +570,6 @@ class Attack:
             for session in self.sessions:
                 nursery.start_soon(one, session)
         await trio.sleep_until(self.deadline)
-
-    def count_slow_reader_closed(self) -> None:
-        closed = sum(closed_by_peer(s.stream) for s in self.sessions)
-        self.stats.closed += closed
-        self.stats.notes["still_open_at_end"] = len(self.sessions) - closed
 
     # --- 5a: handshake flood -------------------------------------------------------------------
 
@@ -669,10 +665,8 @@ async def attacker_main(config: dict[str, Any]) -> dict[str, Any]:
             nursery.cancel_scope.cancel()
         stats.notes.setdefault("run_s", trio.current_time() - started)
     finally:
-        if attack.params["kind"] == "idle_sessions":
-            attack.count_idle_closed()
-        elif attack.params["kind"] == "slow_reader":
-            attack.count_slow_reader_closed()
+        if attack.params["kind"] == "idle_sessions" or attack.params["kind"] == "slow_reader":
+            attack.count_closed_sessions()
         await attack.close()
     return stats.to_json()
 

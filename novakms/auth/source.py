@@ -23,11 +23,31 @@ Contract for implementations:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from novakms.auth.model import Identity
+from novakms.errors import Forbidden
 
-__all__ = ["AuthorizationSource"]
+__all__ = ["AuthorizationSource", "peer_refusal"]
+
+
+async def peer_refusal(
+    authorize_peer: Callable[[str], Awaitable[Identity]], wallet: str
+) -> str | None:
+    """The peer policy's verdict on ``wallet``: None when authorized, else the refusal reason.
+
+    Both sources' ``peers()`` report it, so the cluster dials, pushes to and bootstraps from
+    exactly the wallets whose own peer requests would be admitted.
+
+    Raises:
+        Unavailable: the source cannot decide now.
+    """
+    try:
+        await authorize_peer(wallet)
+    except Forbidden as exc:
+        return str(exc.details.get("reason", "forbidden"))
+    return None
 
 
 @runtime_checkable

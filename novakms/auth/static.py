@@ -65,8 +65,8 @@ from novakms.auth.model import (
     VersionStatus,
     peer_entry,
 )
+from novakms.auth.source import peer_refusal
 from novakms.crypto.eth import normalize_wallet
-from novakms.errors import Forbidden
 
 __all__ = ["RegistryFormatError", "StaticRegistry"]
 
@@ -403,11 +403,7 @@ class StaticRegistry:
         """The KMS operators with their instance details (for the ``nodes`` operation)."""
         result: list[dict[str, Any]] = []
         for wallet in sorted(self._operators):
-            try:
-                await self.authorize_peer(wallet)
-                refusal = None
-            except Forbidden as exc:
-                refusal = str(exc.details.get("reason", "forbidden"))
+            refusal = await peer_refusal(self.authorize_peer, wallet)
             result.append(peer_entry(wallet, self.instance_by_wallet(wallet), refusal))
         return result
 

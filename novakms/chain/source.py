@@ -24,6 +24,7 @@ import trio
 from novakms.auth import policy
 from novakms.auth.cache import AuthCache
 from novakms.auth.model import App, AppVersion, Identity, Instance, peer_entry
+from novakms.auth.source import peer_refusal
 from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import ChainError
 from novakms.crypto.eth import normalize_wallet
@@ -258,11 +259,7 @@ class ChainAuthorizationSource:
         """The KMS operators from chain, each with its instance details (for ``nodes``)."""
         result = []
         for wallet in sorted(await self._operators()):
-            try:
-                await self.authorize_peer(wallet)
-                refusal = None
-            except Forbidden as exc:
-                refusal = str(exc.details.get("reason", "forbidden"))
+            refusal = await peer_refusal(self.authorize_peer, wallet)
             result.append(peer_entry(wallet, await self._instance(wallet), refusal))
         return result
 
