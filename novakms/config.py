@@ -94,6 +94,13 @@ class Limits:
         peer_timeout: seconds for one call to a peer (connect + handshake + answer).
         push_interval: seconds local writes are batched before being pushed to peers.
         anti_entropy_interval: seconds between digest comparisons with each peer.
+        peer_backoff_max: the longest a failing peer link waits before the next attempt (the
+            backoff is jittered exponential from 0.1 s, reset on success; a peer that comes
+            back is served at once anyway).
+        catch_up_timeout: seconds a joining node keeps retrying peers it could not reach before
+            it serves ``degraded`` (``peer_unreachable``).
+        flush_timeout: seconds a stopping node spends pushing its outboxes to its peers once its
+            connections have drained.
         max_clock_skew_ms: replicated records stamped further in the future are rejected.
         max_clock_entries: most vector-clock entries of one record (one per KMS node that ever
             wrote the key); a replicated record with more is rejected (``clock_too_large``).
@@ -146,6 +153,9 @@ class Limits:
     peer_timeout: float = 5.0
     push_interval: float = 0.05
     anti_entropy_interval: float = 5.0
+    peer_backoff_max: float = 2.0
+    catch_up_timeout: float = 15.0
+    flush_timeout: float = 5.0
     max_clock_skew_ms: int = 60_000
     max_clock_entries: int = 64
     ack_timeout: float = 5.0

@@ -55,6 +55,8 @@ class Session:
     # Reserve response bytes for the current request before building a large answer (the
     # connection's max_queued_response_bytes budget); may wait until the client reads.
     reserve: Callable[[int], Awaitable[None]] = _no_reserve
+    # Called once when the connection ends (the server runs them; e.g. a peer's presence).
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
 
 class Args:
@@ -192,16 +194,23 @@ async def require_proven_peer(node: Node, session: Session) -> Identity:
 async def op_sync_hello(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
-    await authorize_peer(node, session)
-    proof = sync_messages.parse_hello_request(args)
+    identity = await authorize_peer(node, session)
+    proof, info = sync_messages.parse_hello_request(args)
     secret = node.require_secret()
     th = session.transcript_hash
     if not verify_cluster_proof(
         master_secret=secret, transcript_hash=th, direction="c2s", proof=proof
     ):
         raise Forbidden("the peer does not hold this cluster's secret", reason="bad_cluster_proof")
+    answer = {"proof": cluster_proof(master_secret=secret, transcript_hash=th, direction="s2c")}
+    replicator = node.replicator
+    if not session.state.get("proven") and replicator is not None:
+        replicator.inbound_opened(identity.wallet, info)
+        session.on_close.append(lambda: replicator.inbound_closed(identity.wallet))
     session.state["proven"] = True
-    return {"proof": cluster_proof(master_secret=secret, transcript_hash=th, direction="s2c")}
+    if replicator is not None and info.boot is not None:
+        answer.update(boot=replicator.boot, state=replicator.state)
+    return answer
 
 
 async def op_sync_push(
@@ -253,10 +262,17 @@ async def op_sync_forget(
 async def op_sync_digests(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
-    await require_proven_peer(node, session)
-    Args(args, set())
+    identity = await require_proven_peer(node, session)
+    state = sync_messages.parse_digests_request(args)
     digests = replication.app_digests(node.require_store().records())
-    return {"apps": [[app_id, digest] for app_id, digest in sorted(digests.items())]}
+    answer: dict[str, Any] = {
+        "apps": [[app_id, digest] for app_id, digest in sorted(digests.items())]
+    }
+    replicator = node.replicator
+    if state is not None and replicator is not None:  # a peer that knows the field
+        replicator.peer_info(identity.wallet, sync_messages.PeerInfo(None, state))
+        answer["state"] = replicator.state
+    return answer
 
 
 async def op_sync_buckets(
@@ -325,11 +341,17 @@ async def op_status(
     initialized = node.master_secret is not None
     ready = initialized and not node.pin_mismatch
     reason = None if ready else "secret_mismatch" if initialized else node.not_ready.reason
+    stop_reason, unconfirmed = _stop_verdict(node)
     return {
         "node": {"wallet": node.wallet, "version": node.version, "mode": node.mode.value},
         "ready": ready,
         "reason": reason,
         "syncing": node.syncing,
+        "degraded": node.degraded,
+        "catch_up": _catch_up_status(node),
+        "safe_to_stop": stop_reason is None,
+        "safe_to_stop_reason": stop_reason,
+        "unconfirmed": unconfirmed,
         "secret": {
             "initialized": initialized,
             "fingerprint": node.fingerprint(),
@@ -339,6 +361,25 @@ async def op_status(
         "store": _store_status(node),
         "cluster": _cluster_status(node, now),
         "connections": node.connections,
+    }
+
+
+def _stop_verdict(node: Node) -> tuple[str | None, int]:
+    if node.replicator is not None:
+        verdict: tuple[str | None, int] = node.replicator.safe_to_stop()
+        return verdict
+    # No cluster: whatever this node holds, it holds alone.
+    held = 0 if node.store is None else len(node.store.records())
+    return ("unconfirmed" if held else None), held
+
+
+def _catch_up_status(node: Node) -> dict[str, Any]:
+    replicator = node.replicator
+    state = "syncing" if node.syncing else "degraded" if node.degraded else "serving"
+    return {
+        "state": state,
+        "reason": node.degraded,
+        "unreachable": [] if replicator is None else list(replicator.unreachable),
     }
 
 
@@ -629,4 +670,11 @@ async def handle(
     wait = await _take_token(node, session, auth, now)
     if wait > 0:
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
-    return await handler(node, session, args, now)
+    result = await handler(node, session, args, now)
+    if op in _KV_OPS and node.degraded is not None:
+        # Served, but this node has not confirmed it holds everything its peers hold.
+        result["degraded"] = node.degraded
+    return result
+
+
+_KV_OPS = frozenset({"kv.get", "kv.put", "kv.delete", "kv.list"})

@@ -22,6 +22,7 @@ from novakms.crypto.signer import Signer
 from novakms.errors import QuotaExceeded, Unavailable
 from novakms.log import get_logger
 from novakms.store.kv import KVStore
+from novakms.store.records import Record
 
 __all__ = ["Node"]
 
@@ -41,8 +42,14 @@ class Node:
         random_bytes: the RNG for value nonces and certificate serials.
         peer_proxy: an HTTP CONNECT proxy (address) through which peers reachable over TCP are
             dialed — an enclave's egress proxy; None dials them directly.
-        syncing: the node fetched the secret from the cluster and is still receiving its first
-            snapshot; the KV operations answer ``unavailable: syncing`` until it has.
+        syncing: the node fetched the secret from the cluster and is still catching up with
+            its peers (a snapshot, then anti-entropy against every peer); the KV operations
+            answer ``unavailable: syncing`` until it has.
+        degraded: why the node serves without having confirmed it holds everything its peers
+            hold (``no_caught_up_peer``, ``peer_unreachable``; ``cluster.readiness``), or None.
+            KV answers carry it.
+        replica_listener: called with (record, the record it merged into or None, the peer)
+            for every replicated record stored (the replicator's bookkeeping of who holds what).
     """
 
     signer: Signer
@@ -53,10 +60,14 @@ class Node:
     random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
     peer_proxy: str | None = None
     syncing: bool = False
+    degraded: str | None = None
     connections: int = 0
     replication_rejected: int = 0
     replication_deferred: int = 0  # valid replicated records refused by the quota (retried)
     replicator: Any = field(default=None, repr=False)  # the cluster's Replicator, when running
+    replica_listener: Callable[[Record, Record | None, str], None] | None = field(
+        default=None, repr=False
+    )
     version: str = __version__
     store: KVStore | None = field(init=False, default=None, repr=False)
     pin_mismatch: bool = field(default=False, init=False)
@@ -188,6 +199,7 @@ class Node:
                     "replicated_record_rejected", peer=source, reason=exc.reason
                 )
                 continue
+            previous = store.record(record.app_id, record.key)
             try:
                 store.merge(record)
             except QuotaExceeded:
@@ -195,6 +207,8 @@ class Node:
                 self.replication_deferred += 1
                 continue
             accepted += 1
+            if self.replica_listener is not None:
+                self.replica_listener(record, previous, source)
         return accepted, rejected, deferred
 
     def log_secret_served(self, wallet: str) -> None:

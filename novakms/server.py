@@ -3,8 +3,10 @@
 Topology (hypercorn / trio style)::
 
     run()
-      connection nursery      one task per connection; drained with a deadline on shutdown
-        listener nursery      trio.serve_listeners per listener, cancelled first on shutdown
+      node-task nursery       poller, pin watch, replication, bootstrap, sweeper: cancelled last,
+                              after replication pushed its outboxes once more (drain)
+        connection nursery    one task per connection; drained with a deadline on shutdown
+          listener nursery    trio.serve_listeners per listener, cancelled first on shutdown
         per connection:       handshake (deadline) -> reader loop -> request tasks (<= max_inflight)
 
 Every connection handler catches ``Exception`` at its top: one bad client is logged and closed,
@@ -118,43 +120,55 @@ class Server:
                 await listener.aclose()
             raise
         self.addresses = [listener_address(listener) for listener, _ in listeners]
-        async with trio.open_nursery() as connections:
-            async with trio.open_nursery() as listening:
-                for listener, proxied in listeners:
-                    listening.start_soon(
-                        functools.partial(
-                            self._serve_listener, listener, connections, proxied=proxied
+        # Node-lifetime tasks outermost, connections inside them, listeners innermost: on
+        # shutdown the listeners go first, then the connections drain while replication still
+        # runs (a kv.put waiting for acknowledgements, an outbox to push), then replication
+        # pushes its outboxes once more, and only then are the node's tasks cancelled.
+        async with trio.open_nursery() as node_tasks:
+            await self._start_node_tasks(node_tasks)
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as listening:
+                    for listener, proxied in listeners:
+                        listening.start_soon(
+                            functools.partial(
+                                self._serve_listener, listener, connections, proxied=proxied
+                            )
                         )
-                    )
-                listening.start_soon(self._sweep_store)
-                poller = getattr(self.node.auth, "run", None)
-                if poller is not None:  # the chain source's poller lives as long as the node
-                    await listening.start(poller)
-                if getattr(self.node.auth, "pinned", None) is not None:
-                    listening.start_soon(self._watch_pin)
-                if getattr(self.node.auth, "peers", None) is not None:
-                    self.node.replicator = Replicator(self.node)
-                    listening.start_soon(self.node.replicator.run)
-                if self.node.master_secret is None:  # get it from the cluster (DESIGN §6)
-                    listening.start_soon(
-                        functools.partial(
-                            run_bootstrap,
-                            self.node,
-                            interval=self.limits.bootstrap_interval,
-                            timeout=self.limits.peer_timeout,
-                            random_bytes=self._random,
-                        )
-                    )
-                self._log.info("listening", addresses=",".join(self.addresses))
-                task_status.started(list(self.addresses))
-                await self._shutdown.wait()
-                listening.cancel_scope.cancel()
-            # Drain: stop reading new requests, let in-flight ones finish within the deadline.
-            self._closing = True
-            for conn in list(self._connections.values()):
-                conn.stop_reading(_shutting_down())
-            connections.cancel_scope.deadline = trio.current_time() + self.limits.drain_timeout
+                    self._log.info("listening", addresses=",".join(self.addresses))
+                    task_status.started(list(self.addresses))
+                    await self._shutdown.wait()
+                    listening.cancel_scope.cancel()
+                # Drain: stop reading new requests, let in-flight ones finish within the deadline.
+                self._closing = True
+                for conn in list(self._connections.values()):
+                    conn.stop_reading(_shutting_down())
+                connections.cancel_scope.deadline = trio.current_time() + self.limits.drain_timeout
+            if self.node.replicator is not None:
+                await self.node.replicator.drain(self.limits.flush_timeout)
+            node_tasks.cancel_scope.cancel()
         self._log.info("stopped")
+
+    async def _start_node_tasks(self, nursery: trio.Nursery) -> None:
+        """The tasks that live as long as the node: poller, pin watch, replication, bootstrap."""
+        nursery.start_soon(self._sweep_store)
+        poller = getattr(self.node.auth, "run", None)
+        if poller is not None:  # the chain source's poller
+            await nursery.start(poller)
+        if getattr(self.node.auth, "pinned", None) is not None:
+            nursery.start_soon(self._watch_pin)
+        if getattr(self.node.auth, "peers", None) is not None:
+            self.node.replicator = Replicator(self.node)
+            nursery.start_soon(self.node.replicator.run)
+        if self.node.master_secret is None:  # get it from the cluster (DESIGN §6)
+            nursery.start_soon(
+                functools.partial(
+                    run_bootstrap,
+                    self.node,
+                    interval=self.limits.bootstrap_interval,
+                    timeout=self.limits.peer_timeout,
+                    random_bytes=self._random,
+                )
+            )
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -196,6 +210,7 @@ class Server:
         framed.set_receive_limit(self.limits.max_handshake_frame)
         conn = _Connection(self._next_id, framed, connection_source(stream), self.limits)
         log = self._log.bind(source=conn.source)
+        session: handlers.Session | None = None
         try:
             with conn.scope:
                 # The PROXY header and the handshake share the handshake deadline.
@@ -220,6 +235,8 @@ class Server:
         except Exception:
             log.exception("connection_failed")
         finally:
+            for closer in () if session is None else session.on_close:
+                closer()
             self._connections.pop(conn.id, None)
             self.node.connections = len(self._connections)
             self._table.release(conn.id)

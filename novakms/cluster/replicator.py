@@ -10,10 +10,21 @@ The trio glue around :mod:`novakms.cluster.replication`:
   (``sync.pull``) and merged — so missed pushes, partitions and late joiners converge;
 * every channel first runs ``sync.hello``: both sides prove the cluster secret, bound to the
   channel's transcript hash;
-* a node that fetched its secret from the cluster (a joiner) first streams a snapshot
-  (``sync.snapshot``, one frame-sized chunk per call, resuming after the last key received — from
-  the same or another peer — when a connection drops) and serves ``unavailable: syncing`` until
-  it has the whole of it;
+* a node that fetched its secret from the cluster (a joiner: every restarted node is one) first
+  streams a snapshot (``sync.snapshot``, one frame-sized chunk per call, resuming after the last
+  key received — from the same or another peer — when a connection drops), then runs one
+  anti-entropy pass against every peer, and serves ``unavailable: syncing`` until then; when no
+  peer it merged from was caught up, or a peer stayed unreachable for ``catch_up_timeout``, it
+  serves ``degraded`` until a later pass succeeds against every peer (``cluster.readiness``);
+* ``sync.hello`` and ``sync.digests`` carry each side's ``boot`` (random per process start) and
+  catch-up state: a peer with a new boot restarted and holds nothing it held before, and a peer
+  that comes back (a new boot, or after failures) gets its backlog pushed at once, its backoff
+  reset, and an anti-entropy round ahead of the schedule;
+* :class:`~novakms.cluster.readiness.Holders` tracks which peer holds each key's current record
+  (the sender, an acknowledgement, equal digests), which with the peers connected now gives
+  ``status.safe_to_stop``;
+* on a graceful shutdown :meth:`Replicator.drain` pushes every outbox once more, after the
+  server's connections have drained and before the node's tasks are cancelled;
 * the ``sync.push`` answer is the peer's acknowledgement: ``kv.put`` with ``acks`` waits on it
   (and its write is pushed at once rather than after the batching window),
   ``status`` reports per-peer lag from it, and a tombstone every current peer acknowledged is
@@ -33,11 +44,11 @@ from typing import Any
 import trio
 
 from novakms.client import Client
-from novakms.cluster import replication
+from novakms.cluster import readiness, replication
 from novakms.cluster import sync_messages as msg
 from novakms.cluster.peering import peer_address
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
-from novakms.errors import NovaKMSError, ProtocolError, Unavailable
+from novakms.errors import BadRequest, NovaKMSError, ProtocolError, Unavailable
 from novakms.log import get_logger
 from novakms.node import Node
 from novakms.store.records import Record
@@ -50,6 +61,7 @@ def _now_ms() -> int:
 
 
 _PULL_KEYS = 256
+_BOOT_BYTES = msg.BOOT_BYTES
 
 
 @dataclass(eq=False)
@@ -72,6 +84,13 @@ class _Link:
     protocol_errors: int = 0  # answers out of protocol (each one reset the link)
     deferred: int = 0  # records the peer refused for its quota (kept queued, resent later)
     hold_until: float = 0.0  # trio time: no pushes before (the peer's quota was full)
+    boot: bytes | None = None  # the peer's process lifetime, as it last said (sync.hello)
+    state: str | None = None  # its catch-up state, as it last said (hello, digests)
+    client_boot: bytes | None = None  # the boot the peer had when `client` was dialed
+    inbound: int = 0  # proven channels the peer holds open to this node now
+    pushing: trio.Lock = field(default_factory=trio.Lock)  # one push at a time per peer
+    returned_round: int | None = None  # push round at which the peer came back (logging)
+    returned_backlog: int = 0  # records queued for it when it came back
 
     def probe(self) -> dict[str, Any]:
         """Reachability as ``nodes`` and ``status`` report it."""
@@ -80,6 +99,11 @@ class _Link:
             "last_ok_ms": None if self.last_ok is None else int(self.last_ok * 1000),
             "error": self.error,
         }
+
+    @property
+    def present(self) -> bool:
+        """Connected to this node now (it holds a proven channel open): its memory is live."""
+        return self.inbound > 0
 
     def lag_ms(self, now_ms: int) -> int:
         """Age of the oldest local change this peer has not acknowledged (0: none)."""
@@ -126,13 +150,105 @@ class Replicator:
         self._push_now = trio.Event()
         self._snapshot = _Snapshot()
         self._membership_known = False
+        self.boot = os.urandom(_BOOT_BYTES)  # this process lifetime (not secret)
+        self.holders = readiness.Holders()
+        self.unreachable: list[str] = []  # peers the catch-up could not reach
+        self._rounds = 0  # push rounds so far
+        self._priority: set[str] = set()  # peers to run anti-entropy with ahead of schedule
+        self._priority_now = trio.Event()
         self._log = get_logger("novakms.replication", node=node.wallet)
         self._jitter = random.Random(os.urandom(8))  # backoff jitter only; not security relevant  # noqa: S311
 
     def _on_local_change(self, record: Record) -> None:
         now = _now_ms()
+        self.holders.changed_here((record.app_id, record.key))
         for link in self.links.values():
             link.outbox.add(record, now)
+
+    def _on_replicated(self, record: Record, previous: Record | None, source: str) -> None:
+        """A record from ``source`` was merged: ``source`` holds our current record if it won."""
+        store = self.node.require_store()
+        slot = (record.app_id, record.key)
+        current = store.record(*slot)
+        if current is None or current.order_key() != record.order_key():
+            return  # ours is newer: the peer does not hold it (it pulls it in its own round)
+        if previous is not None and previous.order_key() == record.order_key():
+            self.holders.add(source, [slot])
+        else:
+            self.holders.changed_from(slot, source)
+
+    @property
+    def state(self) -> readiness.State:
+        """This node's catch-up state, as peers are told."""
+        if self.node.syncing:
+            return "syncing"
+        return "degraded" if self.node.degraded is not None else "serving"
+
+    def _self_info(self) -> dict[str, Any]:
+        return {"boot": self.boot, "state": self.state}
+
+    def peer_info(self, wallet: str, info: msg.PeerInfo) -> None:
+        """What a peer said about itself (its ``sync.hello`` to us, or its answer to ours)."""
+        link = self.links.get(wallet)
+        if link is not None:
+            self._learned(link, info)
+
+    def _learned(self, link: _Link, info: msg.PeerInfo) -> None:
+        if info.state is not None:
+            link.state = info.state
+        if info.boot is None or info.boot == link.boot:
+            return
+        if link.boot is not None:
+            # A new process: nothing it held before is held any more.
+            self.holders.forget_peer(link.wallet)
+            self._log.info("peer_restarted", peer=link.wallet)
+            self._returned(link)
+        link.boot = info.boot
+
+    def _returned(self, link: _Link) -> None:
+        """The peer is back: push its backlog now and run anti-entropy with it next."""
+        link.failures, link.next_try, link.hold_until = 0, 0.0, 0.0
+        if link.returned_round is None and link.outbox.pending():
+            link.returned_round = self._rounds
+            link.returned_backlog = link.outbox.pending()
+        self._push_now.set()
+        self._priority.add(link.wallet)
+        self._priority_now.set()
+
+    def inbound_opened(self, wallet: str, info: msg.PeerInfo) -> None:
+        """A peer proved the cluster secret on a channel it dialed (``sync.hello``)."""
+        link = self.links.get(wallet)
+        if link is None:
+            return
+        self._learned(link, info)
+        link.inbound += 1
+        if link.failures or trio.current_time() < link.next_try:
+            self._log.info("peer_reachable", peer=link.wallet, via="inbound")
+            self._returned(link)
+
+    def inbound_closed(self, wallet: str) -> None:
+        """A channel the peer dialed is gone."""
+        link = self.links.get(wallet)
+        if link is not None and link.inbound > 0:
+            link.inbound -= 1
+
+    def safe_to_stop(self) -> tuple[str | None, int]:
+        """(why this node is not safe to stop, or None; keys no connected peer holds)."""
+        store = self.node.store
+        if store is None or self.node.master_secret is None:
+            return None, 0
+        present = [link.wallet for link in self.links.values() if link.present]
+        slots = [(r.app_id, r.key) for r in store.records()]
+        unconfirmed = self.holders.unconfirmed(slots, present)
+        if len(self.holders) > 2 * len(slots) + 1024:
+            self.holders.retain(slots)  # swept and forgotten keys
+        reason = readiness.stop_verdict(
+            started=True,
+            state=self.state,
+            peer_states=[link.state for link in self.links.values() if link.present],
+            unconfirmed=unconfirmed,
+        )
+        return reason, unconfirmed
 
     def describe(self, now_ms: int) -> list[dict[str, Any]]:
         """Per-peer state for ``status`` (no secrets)."""
@@ -149,6 +265,8 @@ class Replicator:
                 "last_ack_ms": None if link.last_ack is None else int(link.last_ack * 1000),
                 "protocol_errors": link.protocol_errors,
                 "deferred": link.deferred,
+                "state": link.state,
+                "present": link.present,
             }
             for link in self.links.values()
         ]
@@ -203,6 +321,13 @@ class Replicator:
     def _acknowledged(self, link: _Link, records: list[Record]) -> None:
         link.acked += len(records)
         link.last_ack = time.time()
+        store = self.node.require_store()
+        held = []
+        for record in records:
+            current = store.record(record.app_id, record.key)
+            if current is not None and record.order_key() >= current.order_key():
+                held.append((record.app_id, record.key))
+        self.holders.add(link.wallet, held)
         self.tombstone_acks.ack(
             link.wallet, [replication.tombstone_id(r) for r in records if r.sealed is None]
         )
@@ -219,11 +344,13 @@ class Replicator:
             await trio.sleep(self.limits.push_interval)
         assert self.node.store is not None
         self.node.store.listener = self._on_local_change
+        self.node.replica_listener = self._on_replicated
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._membership_loop)
                 nursery.start_soon(self._push_loop)
                 nursery.start_soon(self._anti_entropy_loop)
+                nursery.start_soon(self._priority_loop)
         finally:
             with trio.CancelScope(shield=True):
                 for link in self.links.values():
@@ -268,6 +395,8 @@ class Replicator:
         # The push and anti-entropy loops share the channel: without the lock both could dial
         # at once and one client would be overwritten without being closed.
         async with link.connecting:
+            if link.client is not None and link.client_boot != link.boot:
+                await self._drop(link)  # dialed to a process of the peer that is gone
             if link.client is None:
                 link.client = await self._dial(link)
             return link.client
@@ -289,7 +418,12 @@ class Replicator:
             proof = cluster_proof(
                 master_secret=secret, transcript_hash=client.transcript_hash, direction="c2s"
             )
-            answer = msg.parse_hello_answer(await client.call("sync.hello", {"proof": proof}))
+            try:
+                raw = await client.call("sync.hello", {"proof": proof, **self._self_info()})
+            except BadRequest:
+                # A node that predates boot and state (a rolling upgrade): the proof alone.
+                raw = await client.call("sync.hello", {"proof": proof})
+            answer = msg.parse_hello_answer(raw)
         except BaseException:
             await client.aclose()
             raise
@@ -303,6 +437,8 @@ class Replicator:
             raise Unavailable(
                 "the peer does not hold this cluster's secret", reason="bad_cluster_proof"
             )
+        self._learned(link, answer.info)
+        link.client_boot = link.boot
         return client
 
     async def _drop(self, link: _Link) -> None:
@@ -324,7 +460,9 @@ class Replicator:
             self._log.warning("peer_protocol_error", peer=link.wallet, error=exc.message)
         link.failures += 1
         link.error = exc.message
-        delay = min(30.0, 0.1 * 2 ** min(link.failures, 10)) * (0.5 + self._jitter.random())
+        # Bounded to a few seconds: a peer that comes back is also noticed at once (its hello).
+        base = min(self.limits.peer_backoff_max, 0.1 * 2 ** min(link.failures, 10))
+        delay = base * (0.5 + self._jitter.random())
         link.next_try = trio.current_time() + delay
         if link.failures == 1:
             self._log.warning("peer_unreachable", peer=link.wallet, error=exc.message)
@@ -343,14 +481,28 @@ class Replicator:
             with trio.move_on_after(self.limits.push_interval):
                 await self._push_now.wait()
             self._push_now = trio.Event()
+            self._rounds += 1
             async with trio.open_nursery() as nursery:
                 now = trio.current_time()
                 for link in list(self.links.values()):
                     if link.outbox.pending() and now >= max(link.next_try, link.hold_until):
                         nursery.start_soon(self.push, link)
 
-    async def push(self, link: _Link) -> None:
-        """Drain one peer's outbox (a failed batch goes back into it)."""
+    async def push(self, link: _Link) -> bool:
+        """Drain one peer's outbox (a failed batch goes back into it); False when a push failed."""
+        async with link.pushing:
+            done = await self._push_batches(link)
+        if done and link.returned_round is not None and not link.outbox.pending():
+            self._log.info(
+                "backlog_pushed",
+                peer=link.wallet,
+                records=link.returned_backlog,
+                rounds=self._rounds - link.returned_round,
+            )
+            link.returned_round = None
+        return done
+
+    async def _push_batches(self, link: _Link) -> bool:
         budget = self.limits.max_frame
         while link.outbox.pending():
             since = link.outbox.oldest_ms()
@@ -368,7 +520,7 @@ class Replicator:
                 for record in batch:
                     link.outbox.add(record, since or 0)
                 await self._failed(link, exc)
-                return
+                return False
             finally:
                 link.inflight, link.inflight_since = set(), None
             unacked = set(answer.rejected) | set(answer.deferred)
@@ -383,63 +535,137 @@ class Replicator:
                     link.outbox.add(batch[i], since or 0)
                 link.deferred += len(answer.deferred)
                 link.hold_until = trio.current_time() + self.limits.anti_entropy_interval
-                return
+                return True
+        return True
+
+    async def drain(self, timeout: float) -> int:
+        """Push every outbox once more (shutdown); returns the records left unpushed.
+
+        Each peer gets one attempt whatever its backoff, all at once, within ``timeout``; a
+        peer that does not answer keeps its records (they are also on the peers that did).
+        """
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                for link in list(self.links.values()):
+                    if link.outbox.pending():
+                        link.next_try = link.hold_until = 0.0
+                        nursery.start_soon(self.push, link)
+        left = sum(link.outbox.pending() for link in self.links.values())
+        self._log.info("replication_drained", left=left)
+        return left
 
     # -- anti-entropy -----------------------------------------------------------------------
 
     async def _anti_entropy_loop(self) -> None:
         await self.catch_up()
         while True:
+            succeeded: set[str] = set()
             async with trio.open_nursery() as nursery:
                 for link in list(self.links.values()):
-                    nursery.start_soon(self.anti_entropy, link)
+                    nursery.start_soon(self._anti_entropy_into, link, succeeded)
+            if self.node.degraded is not None and readiness.confirmed(succeeded, self.links.keys()):
+                self._log.info("caught_up", was=self.node.degraded)
+                self.node.degraded = None
+                self.unreachable = []
             try:
                 await self.collect_tombstones()
             except (NovaKMSError, trio.TooSlowError) as exc:
                 self._log.info("tombstone_gc_deferred", error=str(exc))
             await trio.sleep(self.limits.anti_entropy_interval)
 
-    # -- joining: the first snapshot ----------------------------------------------------------
+    async def _anti_entropy_into(self, link: _Link, succeeded: set[str]) -> None:
+        if await self.anti_entropy(link):
+            succeeded.add(link.wallet)
+
+    async def _priority_loop(self) -> None:
+        """Anti-entropy with a peer that just came back, ahead of the schedule."""
+        while True:
+            await self._priority_now.wait()
+            self._priority_now = trio.Event()
+            wallets, self._priority = self._priority, set()
+            async with trio.open_nursery() as nursery:
+                for wallet in wallets:
+                    link = self.links.get(wallet)
+                    if link is not None:
+                        nursery.start_soon(self.anti_entropy, link)
+
+    # -- joining: snapshot, then anti-entropy against every peer --------------------------------
 
     async def catch_up(self) -> None:
-        """Stream a snapshot until this node has the cluster's data (only if it is a joiner)."""
+        """Catch up with the cluster before serving (only if this node is a joiner).
+
+        A snapshot from the first peer that gives one, then one anti-entropy pass against every
+        current peer, retried for ``catch_up_timeout``; then the node serves, as ``degraded``
+        when :func:`~novakms.cluster.readiness.catch_up_verdict` says so.
+        """
         snap = self._snapshot
         if not self.node.syncing:
             return
         snap.state = "syncing"
-        while not await self._snapshot_round():  # noqa: ASYNC110 (a retry poll, not a wait)
+        while not self._membership_known:  # noqa: ASYNC110 (the membership loop fills it)
             await trio.sleep(self.limits.push_interval)
+        outcomes = await self._catch_up_outcomes()
+        state, reason = readiness.catch_up_verdict(outcomes)
+        self.unreachable = sorted(w for w, o in outcomes.items() if o == "unreachable")
+        self.node.degraded = reason if state == "degraded" else None
         self.node.syncing = False
         snap.state = "done"
-        self._log.info("caught_up", chunks=snap.chunks, records=snap.records, resumed=snap.resumed)
+        if state == "degraded":
+            self._log.warning(
+                "catch_up_degraded",
+                reason=reason,
+                unreachable=",".join(self.unreachable) or "none",
+                peers=len(outcomes),
+            )
+        else:
+            self._log.info(
+                "caught_up", chunks=snap.chunks, records=snap.records, resumed=snap.resumed
+            )
 
-    async def _snapshot_round(self) -> bool:
-        """Try each peer not backing off in turn; True once the snapshot is complete.
+    async def _catch_up_outcomes(self) -> dict[str, readiness.CatchUpOutcome]:
+        deadline = trio.current_time() + self.limits.catch_up_timeout
+        outcomes: dict[str, readiness.CatchUpOutcome] = {}
+        snapshot_done = False
+        while True:
+            links = list(self.links.values())
+            if not snapshot_done:
+                snapshot_done = await self._snapshot_round(links)
+            for link in links:
+                if link.wallet in outcomes or trio.current_time() < link.next_try:
+                    continue
+                if await self.anti_entropy(link, catching_up=True):
+                    outcomes[link.wallet] = "caught_up" if link.state == "serving" else "partial"
+            outcomes = {w: o for w, o in outcomes.items() if w in self.links}
+            missing = [w for w in self.links if w not in outcomes]
+            if not missing:
+                return outcomes
+            if trio.current_time() >= deadline:
+                return {**outcomes, **dict.fromkeys(missing, "unreachable")}
+            await trio.sleep(self.limits.push_interval)
 
-        Also True when every peer answered that it is itself still syncing: then no node holds
-        data this one lacks (they all joined from a node that is gone), and waiting would
-        deadlock them all. An unreachable peer might hold data, so it keeps the round open.
-        """
-        if self._membership_known and not self.links:
-            self._log.info("snapshot_skipped", reason="no peers to receive data from")
+    async def _snapshot_round(self, links: list[_Link]) -> bool:
+        """Try each peer not backing off in turn; True once a snapshot is complete, or when
+        no peer can give one (each is still catching up itself): anti-entropy then pulls what
+        they hold."""
+        if not links:
             return True
-        everyone_syncing = bool(self.links)
-        for link in list(self.links.values()):
+        refused = 0
+        for link in links:
             if trio.current_time() < link.next_try:
-                everyone_syncing = False
                 continue
             try:
                 await self._snapshot_from(link)
             except (NovaKMSError, trio.TooSlowError) as exc:
                 if isinstance(exc, Unavailable) and exc.reason == "syncing":
-                    continue  # a fellow joiner: not a failure of the link
-                everyone_syncing = False
+                    refused += 1  # a fellow joiner: not a failure of the link
+                    continue
                 await self._snapshot_failed(link, exc)
             else:
                 return True
-        if everyone_syncing:
-            self._log.info("snapshot_skipped", reason="every peer is still syncing")
-        return everyone_syncing
+        if refused == len(links):
+            self._log.info("snapshot_skipped", reason="every peer is still catching up")
+            return True
+        return False
 
     async def _snapshot_failed(self, link: _Link, exc: NovaKMSError | trio.TooSlowError) -> None:
         self._log.info("snapshot_interrupted", peer=link.wallet, error=str(exc) or "timeout")
@@ -527,28 +753,35 @@ class Replicator:
             kept.update(answer.kept)
         return kept
 
-    async def anti_entropy(self, link: _Link) -> None:
-        """Pull from one peer whatever differs (one round)."""
+    async def anti_entropy(self, link: _Link, *, catching_up: bool = False) -> bool:
+        """Pull from one peer whatever differs (one round); True when it succeeded."""
         # No deadline on the whole round (a large catch-up takes as long as it takes); every
         # call is bounded by the client's per-call timeout (peer_timeout).
-        if self.node.syncing:
-            return
+        if self.node.syncing and not catching_up:
+            return False
         try:
             await self._pull_differences(link)
-        except NovaKMSError as exc:
+        except (NovaKMSError, trio.TooSlowError) as exc:
             await self._failed(link, exc)
-            return
+            return False
         self._succeeded(link)
+        return True
 
     async def _pull_differences(self, link: _Link) -> None:
         client = await self._channel(link)
         store = self.node.require_store()
-        remote_apps = dict(msg.parse_digests_answer(await client.call("sync.digests")).apps)
+        args = {"state": self.state} if link.boot is not None else {}  # older nodes: none
+        digests = msg.parse_digests_answer(await client.call("sync.digests", args))
+        if digests.state is not None:
+            link.state = digests.state
+        remote_apps = dict(digests.apps)
         local_apps = replication.app_digests(store.records())
-        # Equal digests: the peer holds every tombstone we hold in that app (no await between
-        # our digests and this, so "we hold" is exactly what was compared).
-        self.tombstone_acks.ack_apps(
-            link.wallet, [a for a, d in local_apps.items() if remote_apps.get(a) == d]
+        # Equal digests: the peer holds every record we hold in that app (no await between our
+        # digests and this, so "we hold" is exactly what was compared).
+        equal_apps = {a for a, d in local_apps.items() if remote_apps.get(a) == d}
+        self.tombstone_acks.ack_apps(link.wallet, equal_apps)
+        self.holders.add(
+            link.wallet, ((r.app_id, r.key) for r in store.records() if r.app_id in equal_apps)
         )
         for app_id in replication.differing_apps(local_apps, remote_apps):
             if app_id not in remote_apps:
@@ -558,6 +791,17 @@ class Replicator:
             ).buckets
             local_buckets = replication.bucket_digests(store.records(), app_id, msg.SYNC_BUCKETS)
             differing = replication.differing_buckets(local_buckets, remote_buckets)
+            # Equal buckets: the peer holds those keys' records (no await since the digests).
+            same = set(range(msg.SYNC_BUCKETS)) - set(differing)
+            self.holders.add(
+                link.wallet,
+                (
+                    (app_id, key)
+                    for key in replication.keys_in_buckets(
+                        store.records(), app_id, same, msg.SYNC_BUCKETS
+                    )
+                ),
+            )
             local_all = replication.keys_in_buckets(
                 store.records(), app_id, differing, msg.SYNC_BUCKETS
             )
@@ -574,9 +818,24 @@ class Replicator:
                 }
                 if answer.truncated:
                     local_keys = {k: h for k, h in local_keys.items() if k in remote_keys}
+                self._held_as_hashed(link, app_id, remote_keys, local_keys)
                 await self._pull(
                     client, link, app_id, replication.plan_pull(local_keys, remote_keys)
                 )
+
+    def _held_as_hashed(
+        self, link: _Link, app_id: int, remote: dict[str, bytes], local: dict[str, bytes]
+    ) -> None:
+        """Keys whose record hash the peer reported equal to ours: it holds them."""
+        store = self.node.require_store()
+        held = []
+        for key, digest in remote.items():
+            if local.get(key) != digest:
+                continue
+            current = store.record(app_id, key)  # ours may have changed during the await
+            if current is not None and replication.record_hash(current) == digest:
+                held.append((app_id, key))
+        self.holders.add(link.wallet, held)
 
     async def _pull(self, client: Client, link: _Link, app_id: int, todo: list[str]) -> None:
         while todo:

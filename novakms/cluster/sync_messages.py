@@ -27,6 +27,7 @@ from novakms.errors import BadRequest, ProtocolError
 __all__ = [
     "DIGEST_BYTES",
     "ENVELOPE_BYTES",
+    "PEER_STATES",
     "SYNC_BUCKETS",
     "BucketsAnswer",
     "DigestsAnswer",
@@ -35,6 +36,7 @@ __all__ = [
     "HelloAnswer",
     "KeysAnswer",
     "KeysRequest",
+    "PeerInfo",
     "PullAnswer",
     "PullRequest",
     "PushAnswer",
@@ -45,6 +47,7 @@ __all__ = [
     "parse_app_request",
     "parse_buckets_answer",
     "parse_digests_answer",
+    "parse_digests_request",
     "parse_forget_answer",
     "parse_forget_request",
     "parse_hello_answer",
@@ -67,6 +70,9 @@ ENVELOPE_BYTES: Final = 1024
 
 DIGEST_BYTES: Final = 32
 PROOF_BYTES: Final = 32
+BOOT_BYTES: Final = 16
+PEER_STATES: Final = frozenset({"syncing", "degraded", "serving"})
+"""What a node tells its peers about its own data (``status.catch_up.state``)."""
 _UINT64_MAX: Final = (1 << 64) - 1
 
 ResumePoint = tuple[int, str]
@@ -91,8 +97,25 @@ def frame_budget(max_frame: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What a peer says about itself in ``sync.hello`` and ``sync.digests``.
+
+    ``boot`` identifies the peer's process lifetime (random per start: a new one means the peer
+    restarted and lost its memory); ``state`` is its catch-up state. Both are None from a node
+    that predates them (rolling upgrades); ``boot`` is None in ``sync.digests``.
+    """
+
+    boot: bytes | None
+    state: str | None
+
+
+UNKNOWN_PEER: Final = PeerInfo(None, None)
+
+
+@dataclass(frozen=True, slots=True)
 class HelloAnswer:
     proof: bytes
+    info: PeerInfo = UNKNOWN_PEER
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +128,7 @@ class PushAnswer:
 @dataclass(frozen=True, slots=True)
 class DigestsAnswer:
     apps: tuple[tuple[int, bytes], ...]  # ascending app ids
+    state: str | None = None  # the peer's catch-up state (None from an older node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,12 +216,36 @@ def _tombstone(value: object) -> TombstoneId:
 # --------------------------------------------------------------------------------------------
 
 
+def _peer_info(args: Mapping[str, Any]) -> PeerInfo:
+    """``boot`` and ``state`` (both or neither); raises ValueError when out of shape."""
+    if "boot" not in args and "state" not in args:
+        return UNKNOWN_PEER  # a node that predates them
+    boot, state = args.get("boot"), args.get("state")
+    if type(boot) is not bytes or len(boot) != BOOT_BYTES:
+        raise ValueError(f"boot must be {BOOT_BYTES} bytes")
+    return PeerInfo(boot, _state(state))
+
+
+def _state(value: object) -> str:
+    if type(value) is not str or value not in PEER_STATES:
+        raise ValueError(f"state must be one of {sorted(PEER_STATES)}")
+    return value
+
+
 def parse_hello_answer(answer: object) -> HelloAnswer:
-    body = _answer("sync.hello", answer, frozenset({"proof"}))
+    if isinstance(answer, Mapping) and set(answer) == {"proof"}:
+        answer = {**answer, "boot": None, "state": None}  # a node that predates them
+    body = _answer("sync.hello", answer, frozenset({"proof", "boot", "state"}))
     proof = body["proof"]
     if type(proof) is not bytes or len(proof) != PROOF_BYTES:
         raise ProtocolError(f"sync.hello answer: proof must be {PROOF_BYTES} bytes")
-    return HelloAnswer(proof)
+    if body["boot"] is None and body["state"] is None:
+        return HelloAnswer(proof)
+    try:
+        info = _peer_info(body)
+    except ValueError as exc:
+        raise ProtocolError(f"sync.hello answer: {exc}") from None
+    return HelloAnswer(proof, info)
 
 
 def parse_push_answer(answer: object, *, batch: int) -> PushAnswer:
@@ -224,7 +272,15 @@ def parse_push_answer(answer: object, *, batch: int) -> PushAnswer:
 
 
 def parse_digests_answer(answer: object) -> DigestsAnswer:
-    body = _answer("sync.digests", answer, frozenset({"apps"}))
+    if isinstance(answer, Mapping) and set(answer) == {"apps"}:
+        answer = {**answer, "state": None}  # a node that predates it
+    body = _answer("sync.digests", answer, frozenset({"apps", "state"}))
+    state = None
+    if body["state"] is not None:
+        try:
+            state = _state(body["state"])
+        except ValueError as exc:
+            raise ProtocolError(f"sync.digests answer: {exc}") from None
     apps: list[tuple[int, bytes]] = []
     for entry in _list("sync.digests", "apps", body["apps"]):
         if not (type(entry) is list and len(entry) == 2 and _uint(entry[0], 1)):
@@ -234,7 +290,7 @@ def parse_digests_answer(answer: object) -> DigestsAnswer:
         if apps and entry[0] <= apps[-1][0]:
             raise ProtocolError("sync.digests answer: app ids must ascend without repeats")
         apps.append((entry[0], entry[1]))
-    return DigestsAnswer(tuple(apps))
+    return DigestsAnswer(tuple(apps), state)
 
 
 def parse_buckets_answer(answer: object) -> BucketsAnswer:
@@ -350,12 +406,27 @@ def _app_id(args: Mapping[str, Any]) -> int:
     return app_id
 
 
-def parse_hello_request(args: Mapping[str, Any]) -> bytes:
-    _request("sync.hello", args, {"proof"}, set())
+def parse_hello_request(args: Mapping[str, Any]) -> tuple[bytes, PeerInfo]:
+    """The dialer's proof, and what it says about itself."""
+    _request("sync.hello", args, {"proof"}, {"boot", "state"})
     proof = args["proof"]
     if type(proof) is not bytes:
         raise BadRequest("proof must be bytes")
-    return proof
+    try:
+        return proof, _peer_info(args)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def parse_digests_request(args: Mapping[str, Any]) -> str | None:
+    """The caller's catch-up state (None from a node that predates it)."""
+    _request("sync.digests", args, set(), {"state"})
+    if "state" not in args:
+        return None
+    try:
+        return _state(args["state"])
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def parse_push_request(args: Mapping[str, Any]) -> list[object]:
