@@ -61,6 +61,7 @@ def _now_ms() -> int:
 
 
 _PULL_KEYS = 256
+_POLL = 0.05  # seconds between checks while waiting for the store, the membership, a retry
 _BOOT_BYTES = msg.BOOT_BYTES
 
 
@@ -341,7 +342,7 @@ class Replicator:
     async def run(self) -> None:
         """Replicate until cancelled."""
         while self.node.store is None:  # the bootstrap installs it  # noqa: ASYNC110
-            await trio.sleep(self.limits.push_interval)
+            await trio.sleep(_POLL)
         assert self.node.store is not None
         self.node.store.listener = self._on_local_change
         self.node.replica_listener = self._on_replicated
@@ -603,7 +604,7 @@ class Replicator:
             return
         snap.state = "syncing"
         while not self._membership_known:  # noqa: ASYNC110 (the membership loop fills it)
-            await trio.sleep(self.limits.push_interval)
+            await trio.sleep(_POLL)
         outcomes = await self._catch_up_outcomes()
         state, reason = readiness.catch_up_verdict(outcomes)
         self.unreachable = sorted(w for w, o in outcomes.items() if o == "unreachable")
@@ -641,7 +642,7 @@ class Replicator:
                 return outcomes
             if trio.current_time() >= deadline:
                 return {**outcomes, **dict.fromkeys(missing, "unreachable")}
-            await trio.sleep(self.limits.push_interval)
+            await trio.sleep(_POLL)
 
     async def _snapshot_round(self, links: list[_Link]) -> bool:
         """Try each peer not backing off in turn; True once a snapshot is complete, or when

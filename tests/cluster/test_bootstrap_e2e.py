@@ -50,6 +50,8 @@ class Cluster:
         self.clients: list[JsonRpcClient] = []
         self.nodes: list[Node] = []
         self.scopes: dict[str, trio.CancelScope] = {}
+        self.servers: dict[str, Server] = {}
+        self.stopped: dict[str, trio.Event] = {}
 
     async def start(
         self,
@@ -81,9 +83,15 @@ class Cluster:
         return node
 
     async def _serve(self, server: Server, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with trio.CancelScope() as scope:
-            self.scopes[server.node.wallet] = scope
-            await server.run(task_status=task_status)
+        wallet = server.node.wallet
+        self.servers[wallet] = server
+        stopped = self.stopped[wallet] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self.scopes[wallet] = scope
+                await server.run(task_status=task_status)
+        finally:
+            stopped.set()
 
     async def join(
         self, who: LocalSigner, *, version_id: int = 1, **start: Any
@@ -103,6 +111,12 @@ class Cluster:
     def stop(self, node: Node) -> None:
         """Kill a node (its memory, secret and data included), as a crash would."""
         self.scopes.pop(node.wallet).cancel()
+
+    async def shut_down(self, node: Node) -> None:
+        """Stop a node gracefully (as SIGTERM does) and wait until it has stopped."""
+        self.scopes.pop(node.wallet)
+        self.servers[node.wallet].shutdown()
+        await self.stopped[node.wallet].wait()
 
     async def pin(self, secret_hash: bytes) -> None:
         await self.admin.send(

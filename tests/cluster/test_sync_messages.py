@@ -20,6 +20,8 @@ digests = st.binary(min_size=32, max_size=32)
 keys = st.text(min_size=1, max_size=8)
 wallets = st.from_regex(r"0x[0-9a-f]{40}", fullmatch=True)
 tombstones = st.tuples(app_ids, keys, uint, wallets)
+boots = st.binary(min_size=16, max_size=16)
+states = st.sampled_from(sorted(msg.PEER_STATES))
 
 # Anything the CBOR subset can carry (and a little more: floats, negative ints, bools).
 anything = st.recursive(
@@ -56,11 +58,11 @@ def push_case(draw: st.DrawFn) -> tuple[dict[str, Any], Parser, object]:
 @st.composite
 def digests_case(draw: st.DrawFn) -> tuple[dict[str, Any], Parser, object]:
     apps = sorted(draw(st.dictionaries(app_ids, digests, max_size=5)).items())
-    return (
-        {"apps": [[a, d] for a, d in apps]},
-        msg.parse_digests_answer,
-        msg.DigestsAnswer(tuple(apps)),
-    )
+    answer: dict[str, Any] = {"apps": [[a, d] for a, d in apps]}
+    state = draw(st.none() | states)
+    if state is not None or draw(st.booleans()):
+        answer["state"] = state  # absent (an older node) and null mean the same
+    return answer, msg.parse_digests_answer, msg.DigestsAnswer(tuple(apps), state)
 
 
 @st.composite
@@ -122,7 +124,14 @@ def forget_case(draw: st.DrawFn) -> tuple[dict[str, Any], Parser, object]:
 @st.composite
 def hello_case(draw: st.DrawFn) -> tuple[dict[str, Any], Parser, object]:
     proof = draw(st.binary(min_size=32, max_size=32))
-    return {"proof": proof}, msg.parse_hello_answer, msg.HelloAnswer(proof)
+    if draw(st.booleans()):  # an older node: the proof alone
+        return {"proof": proof}, msg.parse_hello_answer, msg.HelloAnswer(proof)
+    boot, state = draw(boots), draw(states)
+    return (
+        {"proof": proof, "boot": boot, "state": state},
+        msg.parse_hello_answer,
+        msg.HelloAnswer(proof, msg.PeerInfo(boot, state)),
+    )
 
 
 cases = st.one_of(
@@ -229,6 +238,10 @@ def test_mutated_answers_raise_only_protocol_error(case: tuple[object, Parser]) 
             {"forgotten": 0, "kept": [[1, "k", 1, "0x" + "0" * 40]]},
         ),
         (msg.parse_hello_answer, {"proof": b"short"}),
+        (msg.parse_hello_answer, {"proof": b"\0" * 32, "boot": b"\0" * 15, "state": "serving"}),
+        (msg.parse_hello_answer, {"proof": b"\0" * 32, "boot": b"\0" * 16, "state": "ready"}),
+        (msg.parse_hello_answer, {"proof": b"\0" * 32, "boot": b"\0" * 16}),  # both or neither
+        (msg.parse_digests_answer, {"apps": [], "state": True}),
     ],
 )
 def test_specific_malformed_answers_are_protocol_errors(parse: Parser, answer: object) -> None:
@@ -240,6 +253,7 @@ def test_specific_malformed_answers_are_protocol_errors(parse: Parser, answer: o
 def test_request_parsers_raise_only_bad_request(garbage: object) -> None:
     parsers: list[Callable[[Any], object]] = [
         msg.parse_hello_request,
+        msg.parse_digests_request,
         msg.parse_push_request,
         msg.parse_snapshot_request,
         msg.parse_forget_request,
@@ -270,3 +284,19 @@ def test_frame_budget() -> None:
 def test_a_push_answer_without_deferred_is_from_an_older_node() -> None:
     answer = msg.parse_push_answer({"accepted": 1, "rejected": [1]}, batch=2)
     assert answer == msg.PushAnswer(1, (1,), ())
+
+
+def test_hello_and_digests_requests_carry_boot_and_state() -> None:
+    proof, boot = b"\1" * 32, b"\2" * 16
+    assert msg.parse_hello_request({"proof": proof}) == (proof, msg.PeerInfo(None, None))
+    assert msg.parse_hello_request({"proof": proof, "boot": boot, "state": "syncing"}) == (
+        proof,
+        msg.PeerInfo(boot, "syncing"),
+    )
+    for bad in ({"boot": boot}, {"boot": b"x", "state": "serving"}, {"boot": boot, "state": 1}):
+        with pytest.raises(BadRequest):
+            msg.parse_hello_request({"proof": proof, **bad})
+    assert msg.parse_digests_request({}) is None
+    assert msg.parse_digests_request({"state": "degraded"}) == "degraded"
+    with pytest.raises(BadRequest):
+        msg.parse_digests_request({"state": "lost"})
