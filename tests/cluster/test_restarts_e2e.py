@@ -134,9 +134,11 @@ async def test_overlapping_restarts_end_in_a_reported_degraded_state(
     b2 = await cluster.start(b, pb, limits=SMALL, peer_proxy=proxies[1].address)
     c2 = await cluster.start(c, pc, limits=SMALL, peer_proxy=proxies[2].address)
     await until(
-        lambda: b2.master_secret is not None
-        and c2.master_secret is not None
-        and all(p.relayed >= 40_000 for p in proxies[1:])
+        lambda: (
+            b2.master_secret is not None
+            and c2.master_secret is not None
+            and all(p.relayed >= 40_000 for p in proxies[1:])
+        )
     )
     assert b2.syncing and c2.syncing
     # A is the only node holding the data now (its peers are cut off mid-catch-up): stopping
