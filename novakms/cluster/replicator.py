@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +89,6 @@ class _Link:
     boot: bytes | None = None  # the peer's process lifetime, as it last said (sync.hello)
     state: str | None = None  # its catch-up state, as it last said (hello, digests)
     client_boot: bytes | None = None  # the boot the peer had when `client` was dialed
-    inbound: int = 0  # proven channels the peer holds open to this node now
     pushing: trio.Lock = field(default_factory=trio.Lock)  # one push at a time per peer
     returned_round: int | None = None  # push round at which the peer came back (logging)
     returned_backlog: int = 0  # records queued for it when it came back
@@ -100,11 +100,6 @@ class _Link:
             "last_ok_ms": None if self.last_ok is None else int(self.last_ok * 1000),
             "error": self.error,
         }
-
-    @property
-    def present(self) -> bool:
-        """Connected to this node now (it holds a proven channel open): its memory is live."""
-        return self.inbound > 0
 
     def lag_ms(self, now_ms: int) -> int:
         """Age of the oldest local change this peer has not acknowledged (0: none)."""
@@ -157,8 +152,16 @@ class Replicator:
         self._rounds = 0  # push rounds so far
         self._priority: set[str] = set()  # peers to run anti-entropy with ahead of schedule
         self._priority_now = trio.Event()
+        # Proven channels each peer holds open to this node now (kept apart from the links: a
+        # peer may dial before this node's first membership refresh), and what it said.
+        self._inbound: Counter[str] = Counter()
+        self._heard: dict[str, msg.PeerInfo] = {}
         self._log = get_logger("novakms.replication", node=node.wallet)
         self._jitter = random.Random(os.urandom(8))  # backoff jitter only; not security relevant  # noqa: S311
+
+    def present(self, wallet: str) -> bool:
+        """Whether the peer is connected to this node now (holds a proven channel open)."""
+        return self._inbound[wallet] > 0
 
     def _on_local_change(self, record: Record) -> None:
         now = _now_ms()
@@ -218,27 +221,28 @@ class Replicator:
 
     def inbound_opened(self, wallet: str, info: msg.PeerInfo) -> None:
         """A peer proved the cluster secret on a channel it dialed (``sync.hello``)."""
+        self._inbound[wallet] += 1
         link = self.links.get(wallet)
         if link is None:
+            self._heard[wallet] = info  # applied when the membership brings the link
             return
         self._learned(link, info)
-        link.inbound += 1
         if link.failures or trio.current_time() < link.next_try:
             self._log.info("peer_reachable", peer=link.wallet, via="inbound")
             self._returned(link)
 
     def inbound_closed(self, wallet: str) -> None:
         """A channel the peer dialed is gone."""
-        link = self.links.get(wallet)
-        if link is not None and link.inbound > 0:
-            link.inbound -= 1
+        self._inbound[wallet] -= 1
+        if self._inbound[wallet] <= 0:
+            del self._inbound[wallet]
 
     def safe_to_stop(self) -> tuple[str | None, int]:
         """(why this node is not safe to stop, or None; keys no connected peer holds)."""
         store = self.node.store
         if store is None or self.node.master_secret is None:
             return None, 0
-        present = [link.wallet for link in self.links.values() if link.present]
+        present = [wallet for wallet in self.links if self.present(wallet)]
         slots = [(r.app_id, r.key) for r in store.records()]
         unconfirmed = self.holders.unconfirmed(slots, present)
         if len(self.holders) > 2 * len(slots) + 1024:
@@ -246,7 +250,7 @@ class Replicator:
         reason = readiness.stop_verdict(
             started=True,
             state=self.state,
-            peer_states=[link.state for link in self.links.values() if link.present],
+            peer_states=[self.links[wallet].state for wallet in present],
             unconfirmed=unconfirmed,
         )
         return reason, unconfirmed
@@ -267,7 +271,7 @@ class Replicator:
                 "protocol_errors": link.protocol_errors,
                 "deferred": link.deferred,
                 "state": link.state,
-                "present": link.present,
+                "present": self.present(link.wallet),
             }
             for link in self.links.values()
         ]
@@ -382,7 +386,10 @@ class Replicator:
                 await self._drop(self.links.pop(wallet))
         for wallet, address in active.items():
             if wallet not in self.links:
-                self.links[wallet] = _Link(wallet=wallet, address=address)
+                link = self.links[wallet] = _Link(wallet=wallet, address=address)
+                heard = self._heard.pop(wallet, None)
+                if heard is not None:
+                    self._learned(link, heard)
         self._membership_known = True
 
     async def _membership_loop(self) -> None:

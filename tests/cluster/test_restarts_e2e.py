@@ -55,11 +55,15 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
         for (s, port), proxy in zip(members, proxies, strict=True)
     ]
     await until(lambda: all(serving(n) and n.replicator.peer_count() == 2 for n in nodes))
-    (_, pa), (_, pb), (c, pc) = members
+    c, pc = members[2]
+    # "B" is the peer C asks last (a snapshot from the first one alone would miss its data).
+    index = {n.wallet: i for i, n in enumerate(nodes)}
+    ia, ib = (index[w] for w in nodes[2].replicator.links)
+    pa, pb = members[ia][1], members[ib][1]
     await put(pa, "everywhere", b"1", acks=2)
     # B is cut off: it cannot dial out, and nobody can dial it.
-    proxies[1].isolate()
-    proxies[0].block(f"127.0.0.1:{pb}")
+    proxies[ib].isolate()
+    proxies[ia].block(f"127.0.0.1:{pb}")
     proxies[2].block(f"127.0.0.1:{pb}")
     await put(pb, "only-on-b", b"newest")
     await trio.sleep(3 * LIMITS.anti_entropy_interval)
@@ -76,6 +80,7 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
     with trio.fail_after(60):
         while not serving(restarted):
             await trio.sleep(0)  # catch the moment it starts serving
+    assert list(restarted.replicator.links) == list(nodes[2].replicator.links)
     # The first moment C serves, it holds what each of its peers held, not just one of them.
     held = restarted.store.record(APP_ID, "only-on-b")
     assert held is not None and held.sealed is not None
@@ -84,8 +89,8 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
     assert await value_on(pc, "everywhere") == b"1"
 
     # Once B's links heal, its own anti-entropy confirms the others hold everything it does.
-    proxies[0].heal()
-    proxies[1].heal()
+    proxies[ia].heal()
+    proxies[ib].heal()
 
     async def b_safe() -> bool:
         return bool((await status(pb))["safe_to_stop"])
