@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.devchain import deploy_registries, setup_world
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
-from novakms.errors import NovaKMSError
+from novakms.errors import NovaKMSError, TransportError, Unavailable
 from novakms.log import configure
 from novakms.net.addresses import parse_address
 from novakms.net.odyn import DEFAULT_ODYN_URL
@@ -58,6 +59,7 @@ _DEFAULT_CHAIN = ChainSettings()
 ENCLAVE_CHAIN_RPC = "http://127.0.0.1:18545"  # the in-enclave light client
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+_WAIT_SAFE_CALL_TIMEOUT = 5.0  # seconds for one connect + status of `admin wait-safe`
 
 
 class CliError(Exception):
@@ -540,9 +542,90 @@ _INSTANCE_STATUS = {"STOPPED": 1, "FAILED": 2}
 
 
 def _cmd_admin(args: argparse.Namespace) -> int:
+    if args.admin_op == "wait-safe":
+        return _cmd_wait_safe(args)
+    missing = [flag for flag, value in (("--rpc", args.rpc), ("--key", args.key)) if not value]
+    if missing:
+        raise CliError(
+            f"admin {args.admin_op} sends transactions and needs {' and '.join(missing)}: "
+            f"novakms admin --rpc URL --key FILE {args.admin_op} ..."
+        )
     key = _admin_key(args)
     result = trio.run(_admin, args, key)
     _print_json(result)
+    return 0
+
+
+StatusFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+async def wait_safe_to_stop(
+    fetch_status: StatusFetcher, *, timeout: float, interval: float
+) -> float:
+    """Poll a node's ``status`` until it reports ``safe_to_stop: true``.
+
+    A status without ``safe_to_stop`` counts as not safe (``not_reported``); a node that cannot
+    be reached (``unreachable``) or answers with an error (its ``reason`` or code) is asked
+    again, since it may be restarting.
+
+    Args:
+        fetch_status: one ``status`` call; raises NovaKMSError when the node does not answer.
+        timeout: seconds to wait in all, the call in flight included.
+        interval: seconds between calls.
+
+    Returns:
+        The seconds waited (trio's clock).
+
+    Raises:
+        Unavailable: ``reason="not_safe_to_stop"`` after ``timeout``, with ``last_reason`` (the
+            last reason seen, None when the node gave none) and ``timeout_s``.
+    """
+    start = trio.current_time()
+    last_reason: str | None = "no_answer"
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                status = await fetch_status()
+            except TransportError:
+                last_reason = "unreachable"
+            except NovaKMSError as exc:
+                last_reason = str(exc.details.get("reason", exc.code))
+            else:
+                if status.get("safe_to_stop") is True:
+                    return trio.current_time() - start
+                if "safe_to_stop" in status:
+                    reason = status.get("safe_to_stop_reason")
+                    last_reason = None if reason is None else str(reason)
+                else:
+                    last_reason = "not_reported"
+            await trio.sleep(interval)
+    raise Unavailable(
+        f"the node did not report safe_to_stop within {timeout:g} s (last reason: {last_reason})",
+        reason="not_safe_to_stop",
+        last_reason=last_reason,
+        timeout_s=timeout,
+    )
+
+
+def _cmd_wait_safe(args: argparse.Namespace) -> int:
+    try:
+        parse_address(args.node)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.timeout < 0 or args.interval <= 0:
+        raise CliError("--timeout must be at least 0 and --interval more than 0")
+
+    async def fetch_status() -> Mapping[str, Any]:
+        # Anonymous, a fresh connection per call: a restarting node is simply dialed again.
+        async with await Client.connect(args.node, timeout=_WAIT_SAFE_CALL_TIMEOUT) as kms:
+            return await kms.status()
+
+    waited = trio.run(
+        functools.partial(
+            wait_safe_to_stop, fetch_status, timeout=args.timeout, interval=args.interval
+        )
+    )
+    _print_json({"node": args.node, "safe_to_stop": True, "waited_s": round(waited, 3)})
     return 0
 
 
@@ -718,10 +801,17 @@ def build_parser() -> argparse.ArgumentParser:
     cert_sign.add_argument("--days", type=int)
     client.set_defaults(func=_cmd_client)
 
-    admin = commands.add_parser("admin", help="operator transactions (nodes never send any)")
-    admin.add_argument("--rpc", required=True, help="JSON-RPC URL")
+    admin = commands.add_parser(
+        "admin",
+        help="operator tools: transactions (nodes never send any), wait-safe",
+        description="Operator tools. The chain subcommands (all but wait-safe) send "
+        "transactions and need --rpc and --key, given before the subcommand.",
+    )
+    admin.add_argument("--rpc", metavar="URL", help="JSON-RPC URL (chain subcommands)")
     admin.add_argument(
-        "--key", required=True, help="the admin's key file (owner of the registries)"
+        "--key",
+        metavar="FILE",
+        help="the admin's key file, owner of the registries (chain subcommands)",
     )
     admin.add_argument("--rpc-timeout", type=float, default=30.0)
     admin_ops = admin.add_subparsers(dest="admin_op", required=True)
@@ -761,6 +851,31 @@ def build_parser() -> argparse.ArgumentParser:
     instance_status.add_argument("--registry", type=_address, required=True)
     instance_status.add_argument("--instance-id", type=int, required=True)
     instance_status.add_argument("--status", choices=sorted(_INSTANCE_STATUS), required=True)
+    wait_safe = admin_ops.add_parser(
+        "wait-safe",
+        help="wait until a node's status reports safe_to_stop (no chain, no key)",
+        description="Poll the node's status over an anonymous connection until it reports "
+        "safe_to_stop: true, retrying while it cannot be reached (it may be restarting). "
+        'Prints {"node", "safe_to_stop": true, "waited_s"}; after --timeout, an unavailable '
+        "error with reason not_safe_to_stop and the last reason seen.",
+    )
+    wait_safe.add_argument(
+        "--node", required=True, metavar="ADDR", help="HOST:PORT, unix:///path or vsock://CID:PORT"
+    )
+    wait_safe.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait in all (default 300)",
+    )
+    wait_safe.add_argument(
+        "--interval",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="seconds between status calls (default 0.2)",
+    )
     admin.set_defaults(func=_cmd_admin)
     return parser
 

@@ -545,3 +545,117 @@ def test_usage_errors_exit_2_without_a_traceback(
     out = novakms(*args, env=env)
     assert out.returncode == 2
     assert needle in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+# --- admin wait-safe ----------------------------------------------------------------------------
+
+
+def _answers(*answers: Any) -> tuple[list[int], Any]:
+    """A fake ``status`` call giving ``answers`` in turn (exceptions are raised); counts calls."""
+    calls = [0]
+
+    async def fetch_status() -> Any:
+        answer = answers[min(calls[0], len(answers) - 1)]
+        calls[0] += 1
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    return calls, fetch_status
+
+
+async def test_wait_safe_asks_again_until_the_node_reports_safe(autojump_clock: Any) -> None:
+    import trio
+
+    from novakms.cli import wait_safe_to_stop
+    from novakms.errors import TransportError, Unavailable
+
+    calls, fetch = _answers(
+        TransportError("refused"),  # not listening yet: a restarting node
+        Unavailable(reason="busy"),
+        {"ready": True},  # no safe_to_stop: not safe
+        {"safe_to_stop": False, "safe_to_stop_reason": "syncing"},
+        {"safe_to_stop": True, "safe_to_stop_reason": None},
+    )
+    waited = await wait_safe_to_stop(fetch, timeout=300, interval=0.5)
+    assert calls[0] == 5 and waited == pytest.approx(2.0) == trio.current_time()
+
+
+@pytest.mark.parametrize(
+    ("answer", "last_reason"),
+    [
+        ({"safe_to_stop": False, "safe_to_stop_reason": "held_alone"}, "held_alone"),
+        ({"safe_to_stop": False, "safe_to_stop_reason": None}, None),
+        ({"ready": True}, "not_reported"),
+        ({"safe_to_stop": "true"}, None),  # only the bool true is safe
+    ],
+)
+async def test_wait_safe_times_out_with_the_last_reason(
+    autojump_clock: Any, answer: Any, last_reason: str | None
+) -> None:
+    import trio
+
+    from novakms.cli import wait_safe_to_stop
+    from novakms.errors import Unavailable
+
+    calls, fetch = _answers(answer)
+    with pytest.raises(Unavailable) as info:
+        await wait_safe_to_stop(fetch, timeout=3, interval=0.2)
+    assert info.value.details == {
+        "reason": "not_safe_to_stop",
+        "last_reason": last_reason,
+        "timeout_s": 3,
+    }
+    assert trio.current_time() == pytest.approx(3) and calls[0] >= 10
+
+
+async def test_wait_safe_cuts_off_a_call_that_hangs_at_the_timeout(autojump_clock: Any) -> None:
+    import trio
+
+    from novakms.cli import wait_safe_to_stop
+    from novakms.errors import Unavailable
+
+    async def hangs() -> Any:
+        await trio.sleep_forever()
+
+    with pytest.raises(Unavailable) as info:
+        await wait_safe_to_stop(hangs, timeout=7, interval=0.2)
+    assert info.value.details["last_reason"] == "no_answer"
+    assert trio.current_time() == pytest.approx(7)
+
+
+def test_wait_safe_on_a_port_nobody_listens_on_times_out_as_json() -> None:
+    out = novakms("admin", "wait-safe", "--node", "127.0.0.1:1", "--timeout", "1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "unavailable" and error["reason"] == "not_safe_to_stop"
+    assert error["last_reason"] == "unreachable" and error["timeout_s"] == 1
+    assert "Traceback" not in out.stderr
+
+
+def test_wait_safe_on_a_node_with_an_empty_store(tmp_path: Path) -> None:
+    """Needs `status["safe_to_stop"]` on the node (not on every branch yet)."""
+    with dev_process(tmp_path / "state", "--chain", "static") as ready:
+        address = ready["nodes"][0]["address"]
+        out = novakms("admin", "wait-safe", "--node", address, "--timeout", "20", timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout)
+        assert set(result) == {"node", "safe_to_stop", "waited_s"}
+        assert result["node"] == address and result["safe_to_stop"] is True
+        assert isinstance(result["waited_s"], float) and result["waited_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ([], "--rpc and --key"),
+        (["--key", "/dev/null"], "--rpc"),
+        (["--rpc", "http://127.0.0.1:1"], "--key"),
+    ],
+)
+def test_chain_admin_commands_need_rpc_and_key(given: list[str], missing: str) -> None:
+    out = novakms("admin", *given, "reset-pin", "--kms-registry", "0x" + "12" * 20)
+    assert out.returncode == 2, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "bad_request" and f"needs {missing}:" in error["message"]
+    assert "Traceback" not in out.stderr
