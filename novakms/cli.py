@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.devchain import deploy_registries, setup_world
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
+from novakms.devnodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
 from novakms.errors import NovaKMSError, TransportError, Unavailable
 from novakms.log import configure
 from novakms.net.addresses import parse_address
@@ -59,6 +59,7 @@ _DEFAULT_CHAIN = ChainSettings()
 ENCLAVE_CHAIN_RPC = "http://127.0.0.1:18545"  # the in-enclave light client
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+NODE_STOP_GRACE = 20.0  # seconds `novakms dev` gives its nodes to drain on exit
 _WAIT_SAFE_CALL_TIMEOUT = 5.0  # seconds for one connect + status of `admin wait-safe`
 
 
@@ -332,47 +333,29 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                 ],
                 app_wallets=[a.wallet for a in state.apps],
             )
-        command = [sys.executable, "-m", "novakms.cli", "--log-level", args.log_level, "serve"]
-        common = [
-            "--chain-rpc",
-            anvil.url,
-            "--nova-app-registry",
-            world.nova_app_registry,
-            "--kms-registry",
-            world.kms_registry,
-            "--poll-interval",
-            str(args.poll_interval),
-        ]
-        for item in args.limit:
-            common += ["--limit", item]
-        if args.master_secret_file:
-            # Development only: every node starts with the given secret (no bootstrap needed).
-            common += ["--master-secret-file", args.master_secret_file]
-        env = {**os.environ, "IN_ENCLAVE": "false"}
-        children = [
-            subprocess.Popen(  # noqa: ASYNC220  (started once; watched below without blocking)
-                [
-                    *command,
-                    "--listen",
-                    f"tcp://{args.host}:{port}",
-                    "--key-file",
-                    str(key),
-                    *common,
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
-            for (_, key), port in zip(state.nodes, ports, strict=True)
+        launch = NodeLaunch(
+            log_level=args.log_level,
+            chain_rpc=anvil.url,
+            nova_app_registry=world.nova_app_registry,
+            kms_registry=world.kms_registry,
+            poll_interval=args.poll_interval,
+            limits=tuple(args.limit),
+            master_secret_file=args.master_secret_file,
+        )
+        nodes = [
+            DevNode(host=args.host, port=port, wallet=wallet, key_file=key)
+            for (wallet, key), port in zip(state.nodes, ports, strict=True)
         ]
         try:
-            await _await_cluster_ready(args.host, ports, children)
+            for node in nodes:
+                # Development only: with a secret file every node starts with it (no bootstrap).
+                start_node(launch, node, with_secret=True)
+            await _await_cluster_ready(nodes)
             _print_json(
                 {
                     "nodes": [
-                        {"address": f"{args.host}:{port}", "wallet": wallet, "pid": child.pid}
-                        for (wallet, _), port, child in zip(
-                            state.nodes, ports, children, strict=True
-                        )
+                        {"address": node.address, "wallet": node.wallet, "pid": _pid(node)}
+                        for node in nodes
                     ],
                     "apps": _apps_line(state),
                     "chain": {
@@ -383,40 +366,33 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                     },
                 }
             )
+            # From here on a node that exits is reported; the others keep serving and the
+            # command itself runs until SIGINT or SIGTERM.
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
-
-                    async def watch() -> None:
-                        while all(child.poll() is None for child in children):  # noqa: ASYNC110
-                            await trio.sleep(0.2)
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(watch)
+                    for node in nodes:
+                        nursery.start_soon(supervise, node)
                     async for _ in signals:
-                        nursery.cancel_scope.cancel()
                         break
+                    nursery.cancel_scope.cancel()
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-            for child in children:
-                try:
-                    child.wait(10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            stop_nodes(nodes, grace=NODE_STOP_GRACE)
 
 
-async def _await_cluster_ready(
-    host: str, ports: list[int], children: list[subprocess.Popen[bytes]]
-) -> None:
+def _pid(node: DevNode) -> int:
+    assert node.process is not None
+    return node.process.pid
+
+
+async def _await_cluster_ready(nodes: Sequence[DevNode]) -> None:
     """Wait until every node serves: it has the secret and is no longer syncing."""
     with trio.move_on_after(90) as scope:
-        for port in ports:
+        for node in nodes:
             while True:
-                if any(child.poll() is not None for child in children):
+                if not all(other.running for other in nodes):
                     raise CliError("a node exited while starting (see its log above)")
                 try:
-                    async with await Client.connect(f"{host}:{port}", timeout=2) as kms:
+                    async with await Client.connect(node.address, timeout=2) as kms:
                         status = await kms.status()
                         if status.get("ready") and not status.get("syncing"):
                             break
@@ -725,7 +701,17 @@ def build_parser() -> argparse.ArgumentParser:
     _chain_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
-    dev = commands.add_parser("dev", help="run a local development KMS with two demo apps")
+    dev = commands.add_parser(
+        "dev",
+        help="run a local development KMS with two demo apps",
+        description="Run a local development KMS: anvil with the registries and N nodes, each "
+        "its own `novakms serve` process (or, with --chain static, one in-process node). "
+        "Prints one JSON line on stdout when all are ready and runs until SIGINT or SIGTERM; "
+        "a node that exits after that is reported on stderr as a JSON line "
+        '{"event": "node_exited", "node", "wallet", "pid", "exit", "signal"} and the others '
+        "keep serving. The command's own stderr lines are JSON objects; node logs share "
+        "stderr and are not.",
+    )
     dev.add_argument("--port", type=int, default=7400, help="TCP port (0 picks a free one)")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument(
