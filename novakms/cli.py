@@ -249,6 +249,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         args.nodes = 1 if args.chain == "static" else 3
     if args.nodes < 1 or (args.chain == "static" and args.nodes != 1):
         raise CliError("--nodes must be at least 1 (and exactly 1 with --chain static)")
+    if args.restart and args.chain == "static":
+        raise CliError("--restart is for the node processes of the anvil cluster (--chain anvil)")
+    if args.restart_delay < 0:
+        raise CliError("--restart-delay must be at least 0")
     if args.master_secret is not None:
         raise CliError(
             "--master-secret is gone: a secret on the command line is readable by every user "
@@ -366,12 +370,17 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                     },
                 }
             )
-            # From here on a node that exits is reported; the others keep serving and the
+            # From here on a node that exits is reported (and restarted with --restart); the
             # command itself runs until SIGINT or SIGTERM.
+            restart_delay = args.restart_delay if args.restart else None
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
                     for node in nodes:
-                        nursery.start_soon(supervise, node)
+                        nursery.start_soon(
+                            functools.partial(
+                                supervise, launch, node, nodes, restart_delay=restart_delay
+                            )
+                        )
                     async for _ in signals:
                         break
                     nursery.cancel_scope.cancel()
@@ -735,6 +744,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--nodes",
         type=int,
         help="KMS nodes, each its own process (default 3; 1 with --chain static)",
+    )
+    dev.add_argument(
+        "--restart",
+        action="store_true",
+        help="restart a node that exits, after --restart-delay, with the same key file and "
+        "listen address. It joins like an enclave node: while any other node process runs it "
+        "gets no --master-secret-file, fetches the secret from its peers and catches up their "
+        "KV store; only when no other node runs is the secret file (if given) passed again. "
+        'Prints {"event": "node_restarted", "node", "wallet", "pid"} on stderr',
+    )
+    dev.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="with --restart: seconds from a node's exit to its restart (default 1.0)",
     )
     dev.set_defaults(func=_cmd_dev)
 

@@ -1,7 +1,12 @@
-"""The node processes of ``novakms dev``: how each is started, watched and stopped.
+"""The node processes of ``novakms dev``: how each is started, watched, restarted and stopped.
 
 Every node is its own ``novakms serve`` process. Once the cluster is ready, a node that exits is
-reported on stderr as one JSON line (``node_exited``) and the others keep serving.
+reported on stderr as one JSON line (``node_exited``) and the others keep serving. With a
+restart delay the node is started again after it, with the same key file and listen address
+(``node_restarted``). A restarted node joins like an enclave node does: it gets no
+``--master-secret-file`` while any other node process runs, so it fetches the secret from its
+peers and catches up their store; only a node that would run alone is given the file again
+(when there is one).
 
 The command's own stderr lines are single-line JSON objects, so that tools can tell them from
 the node logs that share the stream (those are not JSON).
@@ -76,7 +81,7 @@ class DevNode:
 
 
 def node_command(launch: NodeLaunch, node: DevNode, *, with_secret: bool) -> list[str]:
-    """The ``novakms serve`` command line of one node.
+    """The ``novakms serve`` command line of one node, for its first start and its restarts.
 
     Args:
         launch: what every node is started with.
@@ -135,20 +140,56 @@ def _signal_name(returncode: int) -> str | None:
         return f"signal {-returncode}"
 
 
-async def supervise(node: DevNode) -> None:
-    """Report the exit of ``node``'s process (one JSON line on stderr); returns after it."""
-    process = node.process
-    assert process is not None, "supervise a started node"
-    while (returncode := process.poll()) is None:  # noqa: ASYNC110  (Popen has no async wait)
-        await trio.sleep(POLL_INTERVAL)
-    print_event(
-        "node_exited",
-        node=node.address,
-        wallet=node.wallet,
-        pid=process.pid,
-        exit=returncode,
-        signal=_signal_name(returncode),
-    )
+async def supervise(
+    launch: NodeLaunch, node: DevNode, nodes: Sequence[DevNode], *, restart_delay: float | None
+) -> None:
+    """Report each exit of ``node``'s process; with ``restart_delay``, start it again after it.
+
+    Runs until cancelled (or, without restarts, until the node has exited). A restart passes
+    the secret file only if no other node of ``nodes`` is running.
+    """
+    while True:
+        process = node.process
+        assert process is not None, "supervise a started node"
+        while (returncode := process.poll()) is None:  # noqa: ASYNC110  (Popen has no async wait)
+            await trio.sleep(POLL_INTERVAL)
+        print_event(
+            "node_exited",
+            node=node.address,
+            wallet=node.wallet,
+            pid=process.pid,
+            exit=returncode,
+            signal=_signal_name(returncode),
+        )
+        if restart_delay is None:
+            return
+        await _restart(launch, node, nodes, delay=restart_delay)
+        assert node.process is not None
+        print_event("node_restarted", node=node.address, wallet=node.wallet, pid=node.process.pid)
+
+
+async def _restart(
+    launch: NodeLaunch, node: DevNode, nodes: Sequence[DevNode], *, delay: float
+) -> None:
+    """Start ``node`` again after ``delay`` seconds (and again after each failure to start it).
+
+    It joins like an enclave node unless it would run alone: then, and only then, it is given
+    the secret file again.
+    """
+    while True:
+        await trio.sleep(delay)
+        alone = not any(other.running for other in nodes if other is not node)
+        try:
+            start_node(launch, node, with_secret=alone)
+        except OSError as exc:
+            print_event(
+                "node_restart_failed",
+                node=node.address,
+                wallet=node.wallet,
+                error=exc.strerror or str(exc),
+            )
+        else:
+            return
 
 
 def stop_nodes(nodes: Sequence[DevNode], *, grace: float) -> None:

@@ -132,8 +132,9 @@ def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any
         for key_file in state.glob("*.key"):
             assert key_file.read_text().strip() not in text
         events = stderr.events()  # the command's own lines: one JSON object each
-        assert all(e.get("event") == "node_exited" for e in events), events
-        for pid in [n["pid"] for n in ready["nodes"] if "pid" in n]:
+        assert all(e.get("event") in {"node_exited", "node_restarted"} for e in events), events
+        restarted = [e["pid"] for e in events if e.get("event") == "node_restarted"]
+        for pid in [n["pid"] for n in ready["nodes"] if "pid" in n] + restarted:
             _assert_gone(pid)
 
 
@@ -583,6 +584,8 @@ def test_admin_deploy(dev: dict[str, Any]) -> None:
     ("args", "env", "needle"),
     [
         (["client", "--node", "no-port-here", "health"], {}, "HOST:PORT"),
+        (["dev", "--chain", "static", "--restart"], {"IN_ENCLAVE": ""}, "--restart is for"),
+        (["dev", "--restart", "--restart-delay", "-1"], {"IN_ENCLAVE": ""}, "at least 0"),
         (["admin", "wait-safe", "--node", "no-port-here"], {}, "HOST:PORT"),
         (["admin", "wait-safe", "--node", "127.0.0.1:1", "--interval", "0"], {}, "--interval"),
         (["serve", "--peer-proxy", "ftp://x:1"], {"IN_ENCLAVE": "false"}, "unknown scheme"),
@@ -729,7 +732,7 @@ def test_chain_admin_commands_need_rpc_and_key(given: list[str], missing: str) -
     assert "Traceback" not in out.stderr
 
 
-# --- dev: node processes that exit ----------------------------------------------------------------
+# --- dev: node processes that exit, and restarts --------------------------------------------------
 
 
 def _status(address: str) -> Any:
@@ -817,13 +820,60 @@ def test_dev_keeps_serving_when_a_node_exits(tmp_path: Path) -> None:
         for node in (first, last):
             status = _status(node["address"])
             assert status is not None and status["ready"] is True
-        assert _status(victim["address"]) is None  # it stays down
+        assert _status(victim["address"]) is None  # it stays down without --restart
         assert ready["process"].poll() is None  # novakms dev still runs
         assert (
             _derive(last["address"], ready["apps"][0]["key_file"])
             == base64.b64encode(hkdf(1, "p", 32)).decode()
         )
     assert [e["event"] for e in ready["stderr"].events()] == ["node_exited"]
+
+
+def test_dev_restart_rejoins_like_an_enclave_node(tmp_path: Path) -> None:
+    expected_key = base64.b64encode(hkdf(1, "p", 32)).decode()
+    with dev_process(tmp_path / "state", "--restart", "--restart-delay", "0.2") as ready:
+        stderr, nodes, app = ready["stderr"], ready["nodes"], ready["apps"][0]
+
+        def kv(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return novakms("client", "--node", address, "--key", app["key_file"], "kv", *args)
+
+        out = kv(nodes[0]["address"], "put", "restart/kept", "--value", "kept", "--acks", "2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        victim = nodes[2]
+        started_with = _cmdline(victim["pid"])
+        assert "--master-secret-file" in started_with  # the first start uses the user's file
+        os.kill(victim["pid"], signal.SIGKILL)
+        exited = stderr.wait_for("node_exited", node=victim["address"])
+        assert (exited["pid"], exited["signal"]) == (victim["pid"], "SIGKILL")
+        restarted = stderr.wait_for("node_restarted", node=victim["address"])
+        assert set(restarted) == {"event", "node", "wallet", "pid"}
+        assert restarted["wallet"] == victim["wallet"] and restarted["pid"] != victim["pid"]
+        # Same key file and listen address, but no secret file: the peers still run.
+        secret_flag = started_with.index("--master-secret-file")
+        assert _cmdline(restarted["pid"]) == (
+            started_with[:secret_flag] + started_with[secret_flag + 2 :]
+        )
+        _wait_serving(victim["address"])
+        # It fetched the secret from its peers and caught up their store.
+        assert _derive(victim["address"], app["key_file"]) == expected_key
+        got = kv(victim["address"], "get", "restart/kept")
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert base64.b64decode(json.loads(got.stdout)["value"]) == b"kept"
+        assert ready["process"].poll() is None
+
+        # All of them at once: the first to restart runs alone and gets the file again; the
+        # others join it.
+        for pid in (nodes[0]["pid"], nodes[1]["pid"], restarted["pid"]):
+            os.kill(pid, signal.SIGKILL)
+        again = stderr.wait_for("node_restarted", count=4)[1:]
+        assert {e["node"] for e in again} == {n["address"] for n in nodes}
+        with_file = [e for e in again if "--master-secret-file" in _cmdline(e["pid"])]
+        assert len(with_file) == 1
+        for node in nodes:
+            _wait_serving(node["address"])
+            assert _derive(node["address"], app["key_file"]) == expected_key
+    events = ready["stderr"].events()
+    assert [e["event"] for e in events].count("node_exited") == 4
 
 
 def test_a_node_that_exits_while_the_cluster_starts_is_an_error(tmp_path: Path) -> None:
