@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,7 +45,8 @@ from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.devchain import deploy_registries, setup_world
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
-from novakms.errors import NovaKMSError
+from novakms.devnodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
+from novakms.errors import NovaKMSError, TransportError, Unavailable
 from novakms.log import configure
 from novakms.net.addresses import parse_address
 from novakms.net.odyn import DEFAULT_ODYN_URL
@@ -58,6 +59,8 @@ _DEFAULT_CHAIN = ChainSettings()
 ENCLAVE_CHAIN_RPC = "http://127.0.0.1:18545"  # the in-enclave light client
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+NODE_STOP_GRACE = 20.0  # seconds `novakms dev` gives its nodes to drain on exit
+_WAIT_SAFE_CALL_TIMEOUT = 5.0  # seconds for one connect + status of `admin wait-safe`
 
 
 class CliError(Exception):
@@ -246,6 +249,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         args.nodes = 1 if args.chain == "static" else 3
     if args.nodes < 1 or (args.chain == "static" and args.nodes != 1):
         raise CliError("--nodes must be at least 1 (and exactly 1 with --chain static)")
+    if args.restart and args.chain == "static":
+        raise CliError("--restart is for the node processes of the anvil cluster (--chain anvil)")
+    if args.restart_delay < 0:
+        raise CliError("--restart-delay must be at least 0")
     if args.master_secret is not None:
         raise CliError(
             "--master-secret is gone: a secret on the command line is readable by every user "
@@ -330,47 +337,29 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                 ],
                 app_wallets=[a.wallet for a in state.apps],
             )
-        command = [sys.executable, "-m", "novakms.cli", "--log-level", args.log_level, "serve"]
-        common = [
-            "--chain-rpc",
-            anvil.url,
-            "--nova-app-registry",
-            world.nova_app_registry,
-            "--kms-registry",
-            world.kms_registry,
-            "--poll-interval",
-            str(args.poll_interval),
-        ]
-        for item in args.limit:
-            common += ["--limit", item]
-        if args.master_secret_file:
-            # Development only: every node starts with the given secret (no bootstrap needed).
-            common += ["--master-secret-file", args.master_secret_file]
-        env = {**os.environ, "IN_ENCLAVE": "false"}
-        children = [
-            subprocess.Popen(  # noqa: ASYNC220  (started once; watched below without blocking)
-                [
-                    *command,
-                    "--listen",
-                    f"tcp://{args.host}:{port}",
-                    "--key-file",
-                    str(key),
-                    *common,
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-            )
-            for (_, key), port in zip(state.nodes, ports, strict=True)
+        launch = NodeLaunch(
+            log_level=args.log_level,
+            chain_rpc=anvil.url,
+            nova_app_registry=world.nova_app_registry,
+            kms_registry=world.kms_registry,
+            poll_interval=args.poll_interval,
+            limits=tuple(args.limit),
+            master_secret_file=args.master_secret_file,
+        )
+        nodes = [
+            DevNode(host=args.host, port=port, wallet=wallet, key_file=key)
+            for (wallet, key), port in zip(state.nodes, ports, strict=True)
         ]
         try:
-            await _await_cluster_ready(args.host, ports, children)
+            for node in nodes:
+                # Development only: with a secret file every node starts with it (no bootstrap).
+                start_node(launch, node, with_secret=True)
+            await _await_cluster_ready(nodes)
             _print_json(
                 {
                     "nodes": [
-                        {"address": f"{args.host}:{port}", "wallet": wallet, "pid": child.pid}
-                        for (wallet, _), port, child in zip(
-                            state.nodes, ports, children, strict=True
-                        )
+                        {"address": node.address, "wallet": node.wallet, "pid": _pid(node)}
+                        for node in nodes
                     ],
                     "apps": _apps_line(state),
                     "chain": {
@@ -381,40 +370,38 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                     },
                 }
             )
+            # From here on a node that exits is reported (and restarted with --restart); the
+            # command itself runs until SIGINT or SIGTERM.
+            restart_delay = args.restart_delay if args.restart else None
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async with trio.open_nursery() as nursery:
-
-                    async def watch() -> None:
-                        while all(child.poll() is None for child in children):  # noqa: ASYNC110
-                            await trio.sleep(0.2)
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(watch)
+                    for node in nodes:
+                        nursery.start_soon(
+                            functools.partial(
+                                supervise, launch, node, nodes, restart_delay=restart_delay
+                            )
+                        )
                     async for _ in signals:
-                        nursery.cancel_scope.cancel()
                         break
+                    nursery.cancel_scope.cancel()
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-            for child in children:
-                try:
-                    child.wait(10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            stop_nodes(nodes, grace=NODE_STOP_GRACE)
 
 
-async def _await_cluster_ready(
-    host: str, ports: list[int], children: list[subprocess.Popen[bytes]]
-) -> None:
+def _pid(node: DevNode) -> int:
+    assert node.process is not None
+    return node.process.pid
+
+
+async def _await_cluster_ready(nodes: Sequence[DevNode]) -> None:
     """Wait until every node serves: it has the secret and is no longer syncing."""
     with trio.move_on_after(90) as scope:
-        for port in ports:
+        for node in nodes:
             while True:
-                if any(child.poll() is not None for child in children):
+                if not all(other.running for other in nodes):
                     raise CliError("a node exited while starting (see its log above)")
                 try:
-                    async with await Client.connect(f"{host}:{port}", timeout=2) as kms:
+                    async with await Client.connect(node.address, timeout=2) as kms:
                         status = await kms.status()
                         if status.get("ready") and not status.get("syncing"):
                             break
@@ -540,9 +527,90 @@ _INSTANCE_STATUS = {"STOPPED": 1, "FAILED": 2}
 
 
 def _cmd_admin(args: argparse.Namespace) -> int:
+    if args.admin_op == "wait-safe":
+        return _cmd_wait_safe(args)
+    missing = [flag for flag, value in (("--rpc", args.rpc), ("--key", args.key)) if not value]
+    if missing:
+        raise CliError(
+            f"admin {args.admin_op} sends transactions and needs {' and '.join(missing)}: "
+            f"novakms admin --rpc URL --key FILE {args.admin_op} ..."
+        )
     key = _admin_key(args)
     result = trio.run(_admin, args, key)
     _print_json(result)
+    return 0
+
+
+StatusFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+async def wait_safe_to_stop(
+    fetch_status: StatusFetcher, *, timeout: float, interval: float
+) -> float:
+    """Poll a node's ``status`` until it reports ``safe_to_stop: true``.
+
+    A status without ``safe_to_stop`` counts as not safe (``not_reported``); a node that cannot
+    be reached (``unreachable``) or answers with an error (its ``reason`` or code) is asked
+    again, since it may be restarting.
+
+    Args:
+        fetch_status: one ``status`` call; raises NovaKMSError when the node does not answer.
+        timeout: seconds to wait in all, the call in flight included.
+        interval: seconds between calls.
+
+    Returns:
+        The seconds waited (trio's clock).
+
+    Raises:
+        Unavailable: ``reason="not_safe_to_stop"`` after ``timeout``, with ``last_reason`` (the
+            last reason seen, None when the node gave none) and ``timeout_s``.
+    """
+    start = trio.current_time()
+    last_reason: str | None = "no_answer"
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                status = await fetch_status()
+            except TransportError:
+                last_reason = "unreachable"
+            except NovaKMSError as exc:
+                last_reason = str(exc.details.get("reason", exc.code))
+            else:
+                if status.get("safe_to_stop") is True:
+                    return trio.current_time() - start
+                if "safe_to_stop" in status:
+                    reason = status.get("safe_to_stop_reason")
+                    last_reason = None if reason is None else str(reason)
+                else:
+                    last_reason = "not_reported"
+            await trio.sleep(interval)
+    raise Unavailable(
+        f"the node did not report safe_to_stop within {timeout:g} s (last reason: {last_reason})",
+        reason="not_safe_to_stop",
+        last_reason=last_reason,
+        timeout_s=timeout,
+    )
+
+
+def _cmd_wait_safe(args: argparse.Namespace) -> int:
+    try:
+        parse_address(args.node)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.timeout < 0 or args.interval <= 0:
+        raise CliError("--timeout must be at least 0 and --interval more than 0")
+
+    async def fetch_status() -> Mapping[str, Any]:
+        # Anonymous, a fresh connection per call: a restarting node is simply dialed again.
+        async with await Client.connect(args.node, timeout=_WAIT_SAFE_CALL_TIMEOUT) as kms:
+            return await kms.status()
+
+    waited = trio.run(
+        functools.partial(
+            wait_safe_to_stop, fetch_status, timeout=args.timeout, interval=args.interval
+        )
+    )
+    _print_json({"node": args.node, "safe_to_stop": True, "waited_s": round(waited, 3)})
     return 0
 
 
@@ -642,7 +710,17 @@ def build_parser() -> argparse.ArgumentParser:
     _chain_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
-    dev = commands.add_parser("dev", help="run a local development KMS with two demo apps")
+    dev = commands.add_parser(
+        "dev",
+        help="run a local development KMS with two demo apps",
+        description="Run a local development KMS: anvil with the registries and N nodes, each "
+        "its own `novakms serve` process (or, with --chain static, one in-process node). "
+        "Prints one JSON line on stdout when all are ready and runs until SIGINT or SIGTERM; "
+        "a node that exits after that is reported on stderr as a JSON line "
+        '{"event": "node_exited", "node", "wallet", "pid", "exit", "signal"} and the others '
+        "keep serving. The command's own stderr lines are JSON objects; node logs share "
+        "stderr and are not.",
+    )
     dev.add_argument("--port", type=int, default=7400, help="TCP port (0 picks a free one)")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument(
@@ -666,6 +744,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--nodes",
         type=int,
         help="KMS nodes, each its own process (default 3; 1 with --chain static)",
+    )
+    dev.add_argument(
+        "--restart",
+        action="store_true",
+        help="restart a node that exits, after --restart-delay, with the same key file and "
+        "listen address. It joins like an enclave node: while any other node process runs it "
+        "gets no --master-secret-file, fetches the secret from its peers and catches up their "
+        "KV store; only when no other node runs is the secret file (if given) passed again. "
+        'Prints {"event": "node_restarted", "node", "wallet", "pid"} on stderr',
+    )
+    dev.add_argument(
+        "--restart-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="with --restart: seconds from a node's exit to its restart (default 1.0)",
     )
     dev.set_defaults(func=_cmd_dev)
 
@@ -718,10 +812,17 @@ def build_parser() -> argparse.ArgumentParser:
     cert_sign.add_argument("--days", type=int)
     client.set_defaults(func=_cmd_client)
 
-    admin = commands.add_parser("admin", help="operator transactions (nodes never send any)")
-    admin.add_argument("--rpc", required=True, help="JSON-RPC URL")
+    admin = commands.add_parser(
+        "admin",
+        help="operator tools: transactions (nodes never send any), wait-safe",
+        description="Operator tools. The chain subcommands (all but wait-safe) send "
+        "transactions and need --rpc and --key, given before the subcommand.",
+    )
+    admin.add_argument("--rpc", metavar="URL", help="JSON-RPC URL (chain subcommands)")
     admin.add_argument(
-        "--key", required=True, help="the admin's key file (owner of the registries)"
+        "--key",
+        metavar="FILE",
+        help="the admin's key file, owner of the registries (chain subcommands)",
     )
     admin.add_argument("--rpc-timeout", type=float, default=30.0)
     admin_ops = admin.add_subparsers(dest="admin_op", required=True)
@@ -761,6 +862,31 @@ def build_parser() -> argparse.ArgumentParser:
     instance_status.add_argument("--registry", type=_address, required=True)
     instance_status.add_argument("--instance-id", type=int, required=True)
     instance_status.add_argument("--status", choices=sorted(_INSTANCE_STATUS), required=True)
+    wait_safe = admin_ops.add_parser(
+        "wait-safe",
+        help="wait until a node's status reports safe_to_stop (no chain, no key)",
+        description="Poll the node's status over an anonymous connection until it reports "
+        "safe_to_stop: true, retrying while it cannot be reached (it may be restarting). "
+        'Prints {"node", "safe_to_stop": true, "waited_s"}; after --timeout, an unavailable '
+        "error with reason not_safe_to_stop and the last reason seen.",
+    )
+    wait_safe.add_argument(
+        "--node", required=True, metavar="ADDR", help="HOST:PORT, unix:///path or vsock://CID:PORT"
+    )
+    wait_safe.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait in all (default 300)",
+    )
+    wait_safe.add_argument(
+        "--interval",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="seconds between status calls (default 0.2)",
+    )
     admin.set_defaults(func=_cmd_admin)
     return parser
 

@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -34,9 +36,63 @@ def novakms(
     )
 
 
+class StderrReader:
+    """Reads a process's stderr in a thread (node logs never fill the pipe); finds its events."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The lines that are JSON objects: the dev command's own (node logs are not JSON)."""
+        with self._changed:
+            lines = list(self.lines)
+        found = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    found.append(value)
+        return found
+
+    def wait_for(self, event: str, *, count: int = 1, timeout: float = 60, **fields: Any) -> Any:
+        """The first ``count`` events named ``event`` with these fields; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [
+                    e
+                    for e in self.events()
+                    if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+                ]
+                if len(found) >= count:
+                    return found[:count] if count > 1 else found[0]
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"no {event} {fields} on stderr:\n{self.text()}"
+                self._changed.wait(remaining)
+
+    def text(self, *, join: float = 0) -> str:
+        """Everything read so far (after waiting up to ``join`` seconds for the end)."""
+        self._thread.join(join)
+        with self._changed:
+            return "".join(self.lines)
+
+
 @contextlib.contextmanager
 def dev_process(state: Path, *extra: str) -> Iterator[dict[str, Any]]:
-    """``novakms dev`` with the test's master secret; yields its ready line, then stops it."""
+    """``novakms dev`` with the test's master secret; yields its ready line, then stops it.
+
+    The ready line gets ``state``, ``dev_pid``, ``process`` (the Popen) and ``stderr`` (a
+    :class:`StderrReader`).
+    """
     env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
     argv = [sys.executable, "-m", "novakms.cli", "dev", "--port", "0"]
     secret_file = state.parent / f"{state.name}.secret"
@@ -55,24 +111,39 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any]]:
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = StderrReader(proc.stderr)
     line = proc.stdout.readline()
+    ready: dict[str, Any] = {"nodes": []}
     try:
+        assert line, f"novakms dev exited before its ready line:\n{stderr.text(join=5)}"
         ready = json.loads(line)
-        ready["state"] = state
-        ready["dev_pid"] = proc.pid
+        ready.update(state=state, dev_pid=proc.pid, process=proc, stderr=stderr)
         yield ready
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(15)
+            proc.wait(40)  # the nodes get up to 20 s to drain, then anvil stops
         finally:
             if proc.poll() is None:
                 proc.kill()
-        stderr = proc.stderr.read() if proc.stderr else ""
-        assert SECRET not in stderr and SECRET not in line
+        text = stderr.text(join=10)
+        assert SECRET not in text and SECRET not in line
         for key_file in state.glob("*.key"):
-            assert key_file.read_text().strip() not in stderr
+            assert key_file.read_text().strip() not in text
+        events = stderr.events()  # the command's own lines: one JSON object each
+        assert all(e.get("event") in {"node_exited", "node_restarted"} for e in events), events
+        restarted = [e["pid"] for e in events if e.get("event") == "node_restarted"]
+        for pid in [n["pid"] for n in ready["nodes"] if "pid" in n] + restarted:
+            _assert_gone(pid)
+
+
+def _assert_gone(pid: int, timeout: float = 10) -> None:
+    """The process has ended and been reaped (by novakms dev, or init after it)."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"node process {pid} outlived novakms dev"
+        time.sleep(0.1)
 
 
 def hkdf(app_id: int, info: str, length: int) -> bytes:
@@ -87,7 +158,7 @@ def hkdf(app_id: int, info: str, length: int) -> bytes:
 
 
 def test_dev_ready_line_shape(dev: dict[str, Any]) -> None:
-    assert set(dev) == {"nodes", "apps", "chain", "state", "dev_pid"}
+    assert set(dev) == {"nodes", "apps", "chain", "state", "dev_pid", "process", "stderr"}
     chain = dev["chain"]
     assert set(chain) == {"rpc", "nova_app_registry", "kms_registry", "admin_key_file"}
     assert chain["rpc"].startswith("http://127.0.0.1:") and Path(chain["admin_key_file"]).is_file()
@@ -310,8 +381,6 @@ def _serve_and_derive(proc: subprocess.Popen[str], sock: Path, state: Any) -> No
         for _ in range(200):
             if sock.exists():
                 break
-            import time
-
             time.sleep(0.05)
         out = novakms(
             "client",
@@ -477,8 +546,6 @@ def test_admin_commands_drive_the_chain_and_the_node_follows(dev: dict[str, Any]
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert set(json.loads(out.stdout)) == {"tx", "block"}
-    import time
-
     deadline = time.monotonic() + 20
     while derive_code() != "forbidden":
         assert time.monotonic() < deadline, "revocation not enforced"
@@ -517,6 +584,10 @@ def test_admin_deploy(dev: dict[str, Any]) -> None:
     ("args", "env", "needle"),
     [
         (["client", "--node", "no-port-here", "health"], {}, "HOST:PORT"),
+        (["dev", "--chain", "static", "--restart"], {"IN_ENCLAVE": ""}, "--restart is for"),
+        (["dev", "--restart", "--restart-delay", "-1"], {"IN_ENCLAVE": ""}, "at least 0"),
+        (["admin", "wait-safe", "--node", "no-port-here"], {}, "HOST:PORT"),
+        (["admin", "wait-safe", "--node", "127.0.0.1:1", "--interval", "0"], {}, "--interval"),
         (["serve", "--peer-proxy", "ftp://x:1"], {"IN_ENCLAVE": "false"}, "unknown scheme"),
         (
             ["serve", "--key-file", "/dev/null"],
@@ -545,3 +616,276 @@ def test_usage_errors_exit_2_without_a_traceback(
     out = novakms(*args, env=env)
     assert out.returncode == 2
     assert needle in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+# --- admin wait-safe ----------------------------------------------------------------------------
+
+
+def _answers(*answers: Any) -> tuple[list[int], Any]:
+    """A fake ``status`` call giving ``answers`` in turn (exceptions are raised); counts calls."""
+    calls = [0]
+
+    async def fetch_status() -> Any:
+        answer = answers[min(calls[0], len(answers) - 1)]
+        calls[0] += 1
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    return calls, fetch_status
+
+
+async def test_wait_safe_asks_again_until_the_node_reports_safe(autojump_clock: Any) -> None:
+    import trio
+
+    from novakms.cli import wait_safe_to_stop
+    from novakms.errors import TransportError, Unavailable
+
+    calls, fetch = _answers(
+        TransportError("refused"),  # not listening yet: a restarting node
+        Unavailable(reason="busy"),
+        {"ready": True},  # no safe_to_stop: not safe
+        {"safe_to_stop": False, "safe_to_stop_reason": "syncing"},
+        {"safe_to_stop": True, "safe_to_stop_reason": None},
+    )
+    waited = await wait_safe_to_stop(fetch, timeout=300, interval=0.5)
+    assert calls[0] == 5 and waited == pytest.approx(2.0) == trio.current_time()
+
+
+@pytest.mark.parametrize(
+    ("answer", "last_reason"),
+    [
+        ({"safe_to_stop": False, "safe_to_stop_reason": "held_alone"}, "held_alone"),
+        ({"safe_to_stop": False, "safe_to_stop_reason": None}, None),
+        ({"ready": True}, "not_reported"),
+        ({"safe_to_stop": "true"}, None),  # only the bool true is safe
+    ],
+)
+async def test_wait_safe_times_out_with_the_last_reason(
+    autojump_clock: Any, answer: Any, last_reason: str | None
+) -> None:
+    import trio
+
+    from novakms.cli import wait_safe_to_stop
+    from novakms.errors import Unavailable
+
+    calls, fetch = _answers(answer)
+    with pytest.raises(Unavailable) as info:
+        await wait_safe_to_stop(fetch, timeout=3, interval=0.2)
+    assert info.value.details == {
+        "reason": "not_safe_to_stop",
+        "last_reason": last_reason,
+        "timeout_s": 3,
+    }
+    assert trio.current_time() == pytest.approx(3) and calls[0] >= 10
+
+
+async def test_wait_safe_cuts_off_a_call_that_hangs_at_the_timeout(autojump_clock: Any) -> None:
+    import trio
+
+    from novakms.cli import wait_safe_to_stop
+    from novakms.errors import Unavailable
+
+    async def hangs() -> Any:
+        await trio.sleep_forever()
+
+    with pytest.raises(Unavailable) as info:
+        await wait_safe_to_stop(hangs, timeout=7, interval=0.2)
+    assert info.value.details["last_reason"] == "no_answer"
+    assert trio.current_time() == pytest.approx(7)
+
+
+def test_wait_safe_on_a_port_nobody_listens_on_times_out_as_json() -> None:
+    out = novakms("admin", "wait-safe", "--node", "127.0.0.1:1", "--timeout", "1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "unavailable" and error["reason"] == "not_safe_to_stop"
+    assert error["last_reason"] == "unreachable" and error["timeout_s"] == 1
+    assert "Traceback" not in out.stderr
+
+
+def test_wait_safe_on_a_node_with_an_empty_store(tmp_path: Path) -> None:
+    """Needs `status["safe_to_stop"]` on the node (not on every branch yet)."""
+    with dev_process(tmp_path / "state", "--chain", "static") as ready:
+        address = ready["nodes"][0]["address"]
+        out = novakms("admin", "wait-safe", "--node", address, "--timeout", "20", timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout)
+        assert set(result) == {"node", "safe_to_stop", "waited_s"}
+        assert result["node"] == address and result["safe_to_stop"] is True
+        assert isinstance(result["waited_s"], float) and result["waited_s"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ([], "--rpc and --key"),
+        (["--key", "/dev/null"], "--rpc"),
+        (["--rpc", "http://127.0.0.1:1"], "--key"),
+    ],
+)
+def test_chain_admin_commands_need_rpc_and_key(given: list[str], missing: str) -> None:
+    out = novakms("admin", *given, "reset-pin", "--kms-registry", "0x" + "12" * 20)
+    assert out.returncode == 2, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "bad_request" and f"needs {missing}:" in error["message"]
+    assert "Traceback" not in out.stderr
+
+
+# --- dev: node processes that exit, and restarts --------------------------------------------------
+
+
+def _status(address: str) -> Any:
+    """The node's status over an anonymous connection, or None when it does not answer."""
+    from novakms.blocking import BlockingClient
+    from novakms.errors import NovaKMSError
+
+    try:
+        with BlockingClient.connect(address, timeout=5) as client:
+            return client.status()
+    except NovaKMSError:
+        return None
+
+
+def _wait_serving(address: str, timeout: float = 60) -> Any:
+    """Poll until the node is ready and not syncing (a liveness bound, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _status(address)
+        if status is not None and status["ready"] and not status.get("syncing"):
+            return status
+        assert time.monotonic() < deadline, f"{address} not serving: {status}"
+        time.sleep(0.2)
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def _derive(address: str, key_file: str) -> str:
+    """The app's key for path ``p`` from this node, base64 (as `client derive` prints it)."""
+    from novakms.blocking import BlockingClient
+    from novakms.crypto.signer import LocalSigner
+
+    signer = LocalSigner.from_file(key_file)
+    with BlockingClient.connect(address, signer=signer, timeout=10) as client:
+        return base64.b64encode(client.derive("p").key).decode()
+
+
+def test_node_command_passes_the_secret_file_only_when_asked() -> None:
+    import dataclasses
+
+    from novakms.devnodes import DevNode, NodeLaunch, node_command
+
+    launch = NodeLaunch(
+        log_level="INFO",
+        chain_rpc="http://127.0.0.1:8545",
+        nova_app_registry="0x" + "01" * 20,
+        kms_registry="0x" + "02" * 20,
+        poll_interval=0.5,
+        limits=("max_inflight=4",),
+        master_secret_file="/s/secret",
+    )
+    node = DevNode(host="127.0.0.1", port=7401, wallet="0x" + "03" * 20, key_file=Path("/s/n.key"))
+    first = node_command(launch, node, with_secret=True)
+    joiner = node_command(launch, node, with_secret=False)
+    assert first == [*joiner, "--master-secret-file", "/s/secret"]
+    assert joiner[joiner.index("serve") :] == [
+        "serve",
+        "--listen", "tcp://127.0.0.1:7401",
+        "--key-file", "/s/n.key",
+        "--chain-rpc", "http://127.0.0.1:8545",
+        "--nova-app-registry", "0x" + "01" * 20,
+        "--kms-registry", "0x" + "02" * 20,
+        "--poll-interval", "0.5",
+        "--limit", "max_inflight=4",
+    ]  # fmt: skip
+    without_file = dataclasses.replace(launch, master_secret_file=None)
+    assert node_command(without_file, node, with_secret=True) == joiner
+
+
+def test_dev_keeps_serving_when_a_node_exits(tmp_path: Path) -> None:
+    with dev_process(tmp_path / "state") as ready:
+        first, victim, last = ready["nodes"]
+        os.kill(victim["pid"], signal.SIGKILL)
+        event = ready["stderr"].wait_for("node_exited")
+        assert event == {
+            "event": "node_exited",
+            "node": victim["address"],
+            "wallet": victim["wallet"],
+            "pid": victim["pid"],
+            "exit": -signal.SIGKILL,
+            "signal": "SIGKILL",
+        }
+        for node in (first, last):
+            status = _status(node["address"])
+            assert status is not None and status["ready"] is True
+        assert _status(victim["address"]) is None  # it stays down without --restart
+        assert ready["process"].poll() is None  # novakms dev still runs
+        assert (
+            _derive(last["address"], ready["apps"][0]["key_file"])
+            == base64.b64encode(hkdf(1, "p", 32)).decode()
+        )
+    assert [e["event"] for e in ready["stderr"].events()] == ["node_exited"]
+
+
+def test_dev_restart_rejoins_like_an_enclave_node(tmp_path: Path) -> None:
+    expected_key = base64.b64encode(hkdf(1, "p", 32)).decode()
+    with dev_process(tmp_path / "state", "--restart", "--restart-delay", "0.2") as ready:
+        stderr, nodes, app = ready["stderr"], ready["nodes"], ready["apps"][0]
+
+        def kv(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return novakms("client", "--node", address, "--key", app["key_file"], "kv", *args)
+
+        out = kv(nodes[0]["address"], "put", "restart/kept", "--value", "kept", "--acks", "2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        victim = nodes[2]
+        started_with = _cmdline(victim["pid"])
+        assert "--master-secret-file" in started_with  # the first start uses the user's file
+        os.kill(victim["pid"], signal.SIGKILL)
+        exited = stderr.wait_for("node_exited", node=victim["address"])
+        assert (exited["pid"], exited["signal"]) == (victim["pid"], "SIGKILL")
+        restarted = stderr.wait_for("node_restarted", node=victim["address"])
+        assert set(restarted) == {"event", "node", "wallet", "pid"}
+        assert restarted["wallet"] == victim["wallet"] and restarted["pid"] != victim["pid"]
+        # Same key file and listen address, but no secret file: the peers still run.
+        secret_flag = started_with.index("--master-secret-file")
+        assert _cmdline(restarted["pid"]) == (
+            started_with[:secret_flag] + started_with[secret_flag + 2 :]
+        )
+        _wait_serving(victim["address"])
+        # It fetched the secret from its peers and caught up their store.
+        assert _derive(victim["address"], app["key_file"]) == expected_key
+        got = kv(victim["address"], "get", "restart/kept")
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert base64.b64decode(json.loads(got.stdout)["value"]) == b"kept"
+        assert ready["process"].poll() is None
+
+        # All of them at once: the first to restart runs alone and gets the file again; the
+        # others join it.
+        for pid in (nodes[0]["pid"], nodes[1]["pid"], restarted["pid"]):
+            os.kill(pid, signal.SIGKILL)
+        again = stderr.wait_for("node_restarted", count=4)[1:]
+        assert {e["node"] for e in again} == {n["address"] for n in nodes}
+        with_file = [e for e in again if "--master-secret-file" in _cmdline(e["pid"])]
+        assert len(with_file) == 1
+        for node in nodes:
+            _wait_serving(node["address"])
+            assert _derive(node["address"], app["key_file"]) == expected_key
+    events = ready["stderr"].events()
+    assert [e["event"] for e in events].count("node_exited") == 4
+
+
+def test_a_node_that_exits_while_the_cluster_starts_is_an_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:  # the second node's port is taken: it cannot listen
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        base = taken.getsockname()[1] - 1
+        out = novakms(
+            "dev", "--port", str(base), "--state-dir", str(tmp_path / "state"), timeout=120,
+            env={"IN_ENCLAVE": ""},
+        )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "a node exited while starting" in json.loads(out.stdout)["error"]["message"]
