@@ -142,6 +142,8 @@ def dev_cluster(
                 proc.kill()
                 proc.wait()
         reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
         for address in cluster.addresses if cluster.ready else []:
             with contextlib.suppress(ProcessLookupError, StopIteration):
                 os.kill(cluster.pid(address), signal.SIGKILL)  # belt and braces
@@ -193,11 +195,13 @@ class Writer:
                     await client.kv_put(key, value, acks=self.acks)
                 except NovaKMSError as exc:
                     reason = exc.details.get("reason") if isinstance(exc, Unavailable) else None
+                    if isinstance(exc, TransportError):
+                        reason = "connection"  # the node is down, or went down meanwhile
                     self.refused[f"{exc.code}/{reason}" if reason else exc.code] += 1
-                    if isinstance(exc, TransportError) or not isinstance(exc, Unavailable):
-                        dropped = clients.pop(address, None)
-                        if dropped is not None:
-                            await dropped.aclose()
+                    # A fresh connection next time (a closed one would repeat its notice).
+                    dropped = clients.pop(address, None)
+                    if dropped is not None:
+                        await dropped.aclose()
                 else:
                     self.acked[key] = value
                 await trio.sleep_until(start + self.attempts / self.rate)
