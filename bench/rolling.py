@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,8 +255,33 @@ class Step:
     degraded: str | None
 
 
-async def restart(cluster: Cluster, address: str, *, round_: int, timeout: float) -> Step:
+async def burst(address: str, signer: LocalSigner, acked: dict[str, bytes], count: int) -> None:
+    """``count`` acks=0 writes to one node, pipelined on one connection (the answered ones go
+    into ``acked``)."""
+    async with await Client.connect(address, signer=signer, timeout=5.0) as kms:
+
+        async def one(key: str) -> None:
+            value = f"{key} burst".encode()
+            await kms.kv_put(key, value)
+            acked[key] = value
+
+        first = len(acked)
+        async with trio.open_nursery() as nursery:
+            for i in range(first, first + count):
+                nursery.start_soon(one, f"rolling/burst/{i:06d}")
+
+
+async def restart(
+    cluster: Cluster,
+    address: str,
+    *,
+    round_: int,
+    timeout: float,
+    before_stop: Callable[[str], Awaitable[None]] | None = None,
+) -> Step:
     safe_s = await wait_safe(address, timeout)
+    if before_stop is not None:
+        await before_stop(address)  # writes that race the stop: only the shutdown drain has them
     mark = cluster.event_count()
     os.kill(cluster.pid(address), signal.SIGTERM)
     stopped = time.perf_counter()
@@ -346,8 +371,13 @@ async def rolling_restart(
     acks: Sequence[int] = (1, 0),
     step_timeout: float = 120.0,
     warmup: float = 1.0,
+    burst_before_stop: int = 0,
 ) -> RollingResult:
-    """Writers on every node (one per ``acks`` value), ``rounds`` rolling restarts, verify."""
+    """Writers on every node (one per ``acks`` value), ``rounds`` rolling restarts, verify.
+
+    With ``burst_before_stop``, that many acks=0 writes go to each node between its
+    ``wait-safe`` and its SIGTERM (verified like the writers', under ``rolling/burst``).
+    """
     app = cluster.ready["apps"][0]
     signer = LocalSigner.from_file(app["key_file"])
     addresses = cluster.addresses
@@ -355,6 +385,11 @@ async def rolling_restart(
         Writer(signer=signer, addresses=addresses, acks=a, prefix=f"rolling/acks{a}", rate=rate)
         for a in acks
     ]
+    bursts: dict[str, bytes] = {}
+
+    async def before_stop(address: str) -> None:
+        await burst(address, signer, bursts, burst_before_stop)
+
     stop = trio.Event()
     steps: list[Step] = []
     started = time.perf_counter()
@@ -366,7 +401,13 @@ async def rolling_restart(
             for round_ in range(rounds):
                 for address in addresses:
                     steps.append(
-                        await restart(cluster, address, round_=round_, timeout=step_timeout)
+                        await restart(
+                            cluster,
+                            address,
+                            round_=round_,
+                            timeout=step_timeout,
+                            before_stop=before_stop if burst_before_stop else None,
+                        )
                     )
             await trio.sleep(warmup)
         finally:
@@ -376,4 +417,6 @@ async def rolling_restart(
     verdict: dict[str, Any] = {}
     for writer in writers:
         verdict[writer.prefix] = await verify(addresses, signer, writer.acked, writer.prefix)
+    if burst_before_stop:
+        verdict["rolling/burst"] = await verify(addresses, signer, bursts, "rolling/burst")
     return RollingResult(steps=steps, writers=writers, verdict=verdict, seconds=seconds)

@@ -755,6 +755,25 @@ def handshake() -> dict[str, Any]:
         + u16be(40001) + u16be(7400)
     )  # fmt: skip
     proxy_local = proxy_signature + b"\x20\x00" + u16be(0)
+    # The first request on a peer channel: sync.hello with the cluster proof (§8 sync.*),
+    # the dialer's boot and catch-up state, and the answer with the other direction's proof.
+    mac_key = derive_internal(M0, "cluster-mac", [], 32)
+
+    def peer_proof(direction: str) -> bytes:
+        label = b"novakms/1 peer-proof " + direction.encode()
+        return hmac.new(mac_key, label + peer["th"], hashlib.sha256).digest()
+
+    dialer_boot = hashlib.sha256(b"novakms vector: dialer boot").digest()[:16]
+    server_boot = hashlib.sha256(b"novakms vector: server boot").digest()[:16]
+    sync_hello = cbor(
+        {"id": 1, "op": "sync.hello",
+         "args": {"proof": peer_proof("c2s"), "boot": dialer_boot, "state": "syncing"}}
+    )  # fmt: skip
+    sync_hello_answer = cbor(
+        {"id": 1, "ok": {"proof": peer_proof("s2c"), "boot": server_boot, "state": "serving"}}
+    )
+    sync_digests = cbor({"id": 2, "op": "sync.digests", "args": {"state": "syncing"}})
+    sync_digests_answer = cbor({"id": 2, "ok": {"apps": [], "state": "serving"}})
 
     # negative cases
     impostor_sig = eip191_sign(impostor_key, app["server_text"])
@@ -872,7 +891,12 @@ def handshake() -> dict[str, Any]:
             "frames of an anonymous session. plain_close_notice_frame is the plaintext close "
             "notice refusing a ClientHello over max_handshake_frame. proxy_v2 holds PROXY "
             "protocol v2 headers (§2.1) with the client address they carry. "
-            "`peer` repeats the derived values for role peer with the same keys and nonce. "
+            "`peer` repeats the derived values for role peer with the same keys and nonce, "
+            "then the peer channel's first requests (§8 sync.*): sync.hello (c2s counter 1) "
+            "with the cluster proofs under `master_secret` (HMAC-SHA256 keyed with the "
+            "internal key `cluster-mac`, over 'novakms/1 peer-proof c2s|s2c' || TH), the "
+            "dialer's boot and state, its answer (s2c counter 1), and sync.digests with the "
+            "caller's state and its answer (plaintexts). "
             "`negative` lists inputs a receiver must reject."
         ),
         "server_wallet_key": server_key.hex(),
@@ -932,6 +956,15 @@ def handshake() -> dict[str, Any]:
             "client_sig": peer["client_sig"].hex(),
             "k_c2s": peer["k_c2s"].hex(),
             "k_s2c": peer["k_s2c"].hex(),
+            "master_secret": M0.hex(),
+            "cluster_proof_c2s": peer_proof("c2s").hex(),
+            "cluster_proof_s2c": peer_proof("s2c").hex(),
+            "sync_hello_plaintext": sync_hello.hex(),
+            "sync_hello_frame": seal(peer["k_c2s"], 1, sync_hello).hex(),
+            "sync_hello_answer_plaintext": sync_hello_answer.hex(),
+            "sync_hello_answer_frame": seal(peer["k_s2c"], 1, sync_hello_answer).hex(),
+            "sync_digests_plaintext": sync_digests.hex(),
+            "sync_digests_answer_plaintext": sync_digests_answer.hex(),
         },
         "negative": negative,
     }

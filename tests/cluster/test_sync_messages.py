@@ -300,3 +300,49 @@ def test_hello_and_digests_requests_carry_boot_and_state() -> None:
     assert msg.parse_digests_request({"state": "degraded"}) == "degraded"
     with pytest.raises(BadRequest):
         msg.parse_digests_request({"state": "lost"})
+
+
+def test_sync_hello_and_digests_match_the_vectors() -> None:
+    from novakms.cluster.proof import cluster_proof, verify_cluster_proof
+    from novakms.wire import cbor
+    from novakms.wire.channel import SecureChannel
+    from novakms.wire.framing import encode_frame
+    from novakms.wire.messages import ok_response, parse_request, request_message
+    from tests.conftest import load_vectors
+
+    peer = load_vectors("handshake.json")["peer"]
+
+    def h(name: str) -> bytes:
+        return bytes.fromhex(peer[name])
+
+    secret, th = h("master_secret"), h("transcript_hash")
+    proof = cluster_proof(master_secret=secret, transcript_hash=th, direction="c2s")
+    assert proof == h("cluster_proof_c2s")
+    # The dialer's request, parsed as the handler does.
+    request = parse_request(cbor.decode(h("sync_hello_plaintext")))
+    assert request.op == "sync.hello"
+    sent, info = msg.parse_hello_request(request.args)
+    assert verify_cluster_proof(
+        master_secret=secret, transcript_hash=th, direction="c2s", proof=sent
+    )
+    assert info.state == "syncing" and info.boot is not None and len(info.boot) == 16
+    # Encoded and sealed byte for byte as the vectors say (c2s counter 1, after ClientAuth).
+    plaintext = cbor.encode(
+        request_message(1, "sync.hello", {"proof": proof, "boot": info.boot, "state": "syncing"})
+    )
+    assert plaintext == h("sync_hello_plaintext")
+    dialer = SecureChannel(send_key=h("k_c2s"), recv_key=h("k_s2c"))
+    dialer.seal({})  # counter 0: ClientAuth
+    assert encode_frame(dialer.seal_plaintext(plaintext)) == h("sync_hello_frame")
+    # The answer, as the dialer parses it.
+    answer = cbor.decode(h("sync_hello_answer_plaintext"))["ok"]
+    parsed = msg.parse_hello_answer(answer)
+    s2c = cluster_proof(master_secret=secret, transcript_hash=th, direction="s2c")
+    assert parsed.proof == s2c == h("cluster_proof_s2c")
+    assert parsed.info.state == "serving" and parsed.info.boot is not None
+    assert cbor.encode(ok_response(1, answer)) == h("sync_hello_answer_plaintext")
+    # sync.digests carries the caller's state, and the answer the other side's.
+    digests = parse_request(cbor.decode(h("sync_digests_plaintext")))
+    assert msg.parse_digests_request(digests.args) == "syncing"
+    got = msg.parse_digests_answer(cbor.decode(h("sync_digests_answer_plaintext"))["ok"])
+    assert got == msg.DigestsAnswer((), "serving")
