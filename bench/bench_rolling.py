@@ -40,6 +40,7 @@ from bench_derive import git_info, machine_info
 from rolling import RollingResult, dev_cluster, rolling_restart
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BURST = 20  # acks=0 writes to each node between its wait-safe and its SIGTERM
 
 
 def progress(text: str) -> None:
@@ -59,6 +60,7 @@ def to_json(result: RollingResult) -> dict[str, Any]:
     return {
         "seconds": result.seconds,
         "steps": steps,
+        "until_safe_s": summary([s.until_safe_s for s in result.steps]),
         "safe_s": summary([s.safe_s for s in result.steps]),
         "exit_s": summary([s.exit_s for s in result.steps]),
         "serving_s": summary([s.serving_s for s in result.steps]),
@@ -67,12 +69,13 @@ def to_json(result: RollingResult) -> dict[str, Any]:
             w.prefix: {
                 "acks": w.acks,
                 "attempts": w.attempts,
-                "acknowledged": len(w.acked),
                 "refused": dict(w.refused),
-                **result.verdict[w.prefix],
-                "lost_total": sum(result.verdict[w.prefix]["lost"].values()),
             }
             for w in result.writers
+        },
+        "verdicts": {
+            prefix: {**verdict, "lost_total": sum(verdict["lost"].values())}
+            for prefix, verdict in result.verdict.items()
         },
     }
 
@@ -81,15 +84,17 @@ def report(results: dict[str, Any]) -> str:
     run = results["run"]
     lines = [
         f"rolling restart: {results['settings']['rounds']} round(s) x 3 nodes, "
-        f"{results['settings']['rate']:.0f} writes/s per writer, {run['seconds']:.0f} s",
+        f"{results['settings']['rate']:.0f} writes/s per writer, "
+        f"{results['settings']['preload']} records preloaded, {run['seconds']:.0f} s",
         "",
-        "| writer | attempts | acknowledged | lost | wrong value | same keys on every node |",
+        "| keys | attempts | acknowledged | lost | wrong value | same keys on every node |",
         "|---|---|---|---|---|---|",
     ]
-    for prefix, w in run["writers"].items():
+    for prefix, v in run["verdicts"].items():
+        attempts = run["writers"].get(prefix, {}).get("attempts", v["acknowledged"])
         lines.append(
-            f"| {prefix} | {w['attempts']} | {w['acknowledged']} | {w['lost_total']} | "
-            f"{sum(w['wrong_value'].values())} | {w['same_keys_everywhere']} |"
+            f"| {prefix} | {attempts} | {v['acknowledged']} | {v['lost_total']} | "
+            f"{sum(v['wrong_value'].values())} | {v['same_keys_everywhere']} |"
         )
     lines += [
         "",
@@ -97,7 +102,8 @@ def report(results: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for name, label in (
-        ("safe_s", "wait-safe until safe_to_stop"),
+        ("until_safe_s", "until status.safe_to_stop"),
+        ("safe_s", "the wait-safe command (then)"),
         ("exit_s", "SIGTERM until exited (drain + push)"),
         ("serving_s", "restart until serving (catch-up)"),
     ):
@@ -120,7 +126,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         return False
     steps = results["run"]["steps"]
     labels = [f"r{s['round']}:{s['address'].rsplit(':', 1)[1]}" for s in steps]
-    safe = [s["safe_s"] for s in steps]
+    safe = [s["until_safe_s"] + s["safe_s"] for s in steps]
     exit_ = [s["exit_s"] for s in steps]
     serving = [s["serving_s"] for s in steps]
     fig, ax = plt.subplots(figsize=(max(6, len(steps) * 0.8), 4))
@@ -142,22 +148,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one round at 20 writes/s")
     parser.add_argument("--rounds", type=int, help="rolling restarts of the whole cluster (3)")
     parser.add_argument("--rate", type=float, help="writes/s of each writer (50)")
+    parser.add_argument("--preload", type=int, help="records written before (20000)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     rate = args.rate or (20.0 if args.quick else 50.0)
+    preload = args.preload if args.preload is not None else (1000 if args.quick else 20_000)
     started = datetime.now(UTC)
     results: dict[str, Any] = {
         "benchmark": "rolling",
         "timestamp": started.isoformat(),
-        "settings": {"rounds": rounds, "rate": rate, "acks": [1, 0], "nodes": 3},
+        "settings": {
+            "rounds": rounds,
+            "rate": rate,
+            "preload": preload,
+            "burst_before_stop": BURST,
+            "acks": [1, 0],
+            "nodes": 3,
+        },
         "machine": machine_info(),
         "git": git_info(),
     }
     with tempfile.TemporaryDirectory(prefix="novakms-bench-rolling-") as tmp:
         progress("starting a 3-node novakms dev --restart cluster")
-        with dev_cluster(Path(tmp), log_level="WARNING") as cluster:
+        # Production defaults but for a brisk bootstrap, no per-wallet rate limit, and room
+        # for the preload.
+        limits = ("bootstrap_interval=0.2", "wallet_rate=inf", "app_quota_bytes=1073741824")
+        with dev_cluster(Path(tmp), limits=limits, log_level="WARNING") as cluster:
             progress(f"{rounds} rolling restart(s) under {rate:.0f} writes/s per writer")
-            result = trio.run(lambda: rolling_restart(cluster, rounds=rounds, rate=rate))
+            progress(f"preloading {preload} records, then the restarts")
+            result = trio.run(
+                lambda: rolling_restart(
+                    cluster, rounds=rounds, rate=rate, preload=preload, burst_before_stop=BURST
+                )
+            )
     results["run"] = to_json(result)
     print(report(results))
     RESULTS_DIR.mkdir(exist_ok=True)
@@ -167,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (RESULTS_DIR / "rolling-latest.json").write_text(text)
     if plot(results, RESULTS_DIR / "rolling-latest.png"):
         progress(f"chart: {RESULTS_DIR / 'rolling-latest.png'}")
-    lost = sum(w["lost_total"] for w in results["run"]["writers"].values())
+    lost = sum(v["lost_total"] for v in results["run"]["verdicts"].values())
     return 1 if lost else 0
 
 

@@ -249,7 +249,8 @@ class Step:
 
     address: str
     round: int
-    safe_s: float  # wait-safe until it said safe
+    until_safe_s: float  # polling status until it said safe_to_stop
+    safe_s: float  # the wait-safe command, start to exit (mostly its own start-up)
     exit_s: float  # SIGTERM until dev saw the process exit
     serving_s: float  # dev's restart until the node serves again (start + catch-up)
     degraded: str | None
@@ -271,6 +272,22 @@ async def burst(address: str, signer: LocalSigner, acked: dict[str, bytes], coun
                 nursery.start_soon(one, f"rolling/burst/{i:06d}")
 
 
+async def load(address: str, signer: LocalSigner, acked: dict[str, bytes], count: int) -> None:
+    """``count`` records of 256 bytes with acks=1, 32 at a time on one connection."""
+    limiter = trio.CapacityLimiter(32)
+    async with await Client.connect(address, signer=signer, timeout=10.0) as kms:
+
+        async def one(i: int) -> None:
+            key, value = f"rolling/preload/{i:07d}", i.to_bytes(4, "big") * 64
+            async with limiter:
+                await kms.kv_put(key, value, acks=1)
+            acked[key] = value
+
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(one, i)
+
+
 async def restart(
     cluster: Cluster,
     address: str,
@@ -279,7 +296,12 @@ async def restart(
     timeout: float,
     before_stop: Callable[[str], Awaitable[None]] | None = None,
 ) -> Step:
-    safe_s = await wait_safe(address, timeout)
+    polled = time.perf_counter()
+    with trio.fail_after(timeout):
+        while not ((await status(address)) or {}).get("safe_to_stop"):  # noqa: ASYNC110
+            await trio.sleep(0.02)
+    until_safe_s = time.perf_counter() - polled
+    safe_s = await wait_safe(address, timeout)  # as the operator does: returns at once now
     if before_stop is not None:
         await before_stop(address)  # writes that race the stop: only the shutdown drain has them
     mark = cluster.event_count()
@@ -293,6 +315,7 @@ async def restart(
     return Step(
         address=address,
         round=round_,
+        until_safe_s=until_safe_s,
         safe_s=safe_s,
         exit_s=exit_s,
         serving_s=time.perf_counter() - restarted,
@@ -372,11 +395,14 @@ async def rolling_restart(
     step_timeout: float = 120.0,
     warmup: float = 1.0,
     burst_before_stop: int = 0,
+    preload: int = 0,
 ) -> RollingResult:
     """Writers on every node (one per ``acks`` value), ``rounds`` rolling restarts, verify.
 
     With ``burst_before_stop``, that many acks=0 writes go to each node between its
     ``wait-safe`` and its SIGTERM (verified like the writers', under ``rolling/burst``).
+    ``preload`` records are written first (and verified, under ``rolling/preload``), so that
+    each restarted node has that much to catch up.
     """
     app = cluster.ready["apps"][0]
     signer = LocalSigner.from_file(app["key_file"])
@@ -386,6 +412,10 @@ async def rolling_restart(
         for a in acks
     ]
     bursts: dict[str, bytes] = {}
+    preloaded: dict[str, bytes] = {}
+    if preload:
+        await load(addresses[0], signer, preloaded, preload)
+        await settle(addresses, step_timeout)
 
     async def before_stop(address: str) -> None:
         await burst(address, signer, bursts, burst_before_stop)
@@ -419,4 +449,6 @@ async def rolling_restart(
         verdict[writer.prefix] = await verify(addresses, signer, writer.acked, writer.prefix)
     if burst_before_stop:
         verdict["rolling/burst"] = await verify(addresses, signer, bursts, "rolling/burst")
+    if preload:
+        verdict["rolling/preload"] = await verify(addresses, signer, preloaded, "rolling/preload")
     return RollingResult(steps=steps, writers=writers, verdict=verdict, seconds=seconds)

@@ -199,6 +199,11 @@ class Replicator:
 
     def _learned(self, link: _Link, info: msg.PeerInfo) -> None:
         if info.state is not None:
+            if link.state == "syncing" and info.state != "syncing":
+                # It caught up: compare digests with it now, not at the next scheduled round
+                # (that is what tells this node the peer holds its data: safe_to_stop).
+                self._priority.add(link.wallet)
+                self._priority_now.set()
             link.state = info.state
         if info.boot is None or info.boot == link.boot:
             return
