@@ -46,10 +46,11 @@ def vectors(session: nox.Session) -> None:
 @nox.session(python=PY)
 def bench(session: nox.Session) -> None:
     """Benchmarks (prints tables, writes bench/results/*.json). `nox -s bench -- --quick`."""
-    session.install("-e", ".")
+    session.install("-e", ".[bench]")
     session.run("python", "bench/bench_derive.py", *session.posargs)
     session.run("python", "bench/bench_store.py")
     session.run("python", "bench/bench_cluster.py", *session.posargs)
+    session.run("python", "bench/bench_rolling.py", *session.posargs)
 
 
 @nox.session(python=PY)

@@ -375,9 +375,8 @@ def _stop_verdict(node: Node) -> tuple[str | None, int]:
 
 def _catch_up_status(node: Node) -> dict[str, Any]:
     replicator = node.replicator
-    state = "syncing" if node.syncing else "degraded" if node.degraded else "serving"
     return {
-        "state": state,
+        "state": node.catch_up_state,
         "reason": node.degraded,
         "unreachable": [] if replicator is None else list(replicator.unreachable),
     }

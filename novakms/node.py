@@ -14,6 +14,7 @@ from novakms import __version__
 from novakms.auth.ratelimit import KeyedRateLimiter
 from novakms.auth.source import AuthorizationSource
 from novakms.cluster import replication
+from novakms.cluster.readiness import State
 from novakms.config import Limits, Mode
 from novakms.crypto import aead
 from novakms.crypto.certs import ca_certificate_pem
@@ -121,6 +122,14 @@ class Node:
             data_key=self.data_key,
             random_bytes=self.random_bytes,
         )
+
+    @property
+    def catch_up_state(self) -> State:
+        """``syncing`` (catching up: KV refused), ``degraded`` (serving, unconfirmed) or
+        ``serving`` (``cluster.readiness``)."""
+        if self.syncing:
+            return "syncing"
+        return "degraded" if self.degraded is not None else "serving"
 
     @property
     def wallet(self) -> str:

@@ -184,9 +184,7 @@ class Replicator:
     @property
     def state(self) -> readiness.State:
         """This node's catch-up state, as peers are told."""
-        if self.node.syncing:
-            return "syncing"
-        return "degraded" if self.node.degraded is not None else "serving"
+        return self.node.catch_up_state
 
     def _self_info(self) -> dict[str, Any]:
         return {"boot": self.boot, "state": self.state}
