@@ -206,6 +206,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         mode=config.mode,
         master_secret=secret,
         peer_proxy=args.peer_proxy,
+        require_pin=args.require_pin,
     )
     trio.run(_serve_until_signal, Server(config=config, node=node), None)
     return 0
@@ -345,6 +346,7 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
             poll_interval=args.poll_interval,
             limits=tuple(args.limit),
             master_secret_file=args.master_secret_file,
+            require_pin=True,
         )
         nodes = [
             DevNode(host=args.host, port=port, wallet=wallet, key_file=key)
@@ -354,6 +356,15 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
             for node in nodes:
                 # Development only: with a secret file every node starts with it (no bootstrap).
                 start_node(launch, node, with_secret=True)
+            # As an operator does: once the nodes agree on a secret, pin its fingerprint.
+            fingerprint = await _await_one_secret(nodes)
+            async with anvil.rpc() as rpc:
+                await TxSender(rpc, admin_key).send(
+                    world.kms_registry,
+                    abi.kms_registry().encode_call(
+                        "setMasterSecretHash", _fingerprint_bytes(fingerprint)
+                    ),
+                )
             await _await_cluster_ready(nodes)
             _print_json(
                 {
@@ -391,6 +402,30 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
 def _pid(node: DevNode) -> int:
     assert node.process is not None
     return node.process.pid
+
+
+async def _await_one_secret(nodes: Sequence[DevNode]) -> str:
+    """Wait until every node holds the master secret; the fingerprint they agree on."""
+    fingerprints: set[str] = set()
+    with trio.move_on_after(90) as scope:
+        for node in nodes:
+            while True:
+                if not all(other.running for other in nodes):
+                    raise CliError("a node exited while starting (see its log above)")
+                try:
+                    async with await Client.connect(node.address, timeout=2) as kms:
+                        fingerprint = (await kms.status()).get("secret", {}).get("fingerprint")
+                    if isinstance(fingerprint, str):
+                        fingerprints.add(fingerprint)
+                        break
+                except NovaKMSError:
+                    pass
+                await trio.sleep(0.1)
+    if scope.cancelled_caught:
+        raise CliError("the development cluster did not agree on a secret within 90 s")
+    if len(fingerprints) != 1:
+        raise CliError("the development nodes hold different secrets (split brain)")
+    return fingerprints.pop()
 
 
 async def _await_cluster_ready(nodes: Sequence[DevNode]) -> None:
@@ -614,6 +649,29 @@ def _cmd_wait_safe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fingerprint_bytes(fingerprint: str) -> bytes:
+    raw = fingerprint.removeprefix("0x")
+    try:
+        if len(raw) == 64:
+            return bytes.fromhex(raw)
+    except ValueError:
+        pass
+    raise CliError("a fingerprint is 0x + 64 hex (the fingerprint `status` reports)")
+
+
+async def _node_fingerprint(address: str) -> str:
+    """The fingerprint of the secret a node holds, from its ``status`` (anonymous)."""
+    try:
+        async with await Client.connect(address, timeout=10) as kms:
+            status = await kms.status()
+    except NovaKMSError as exc:
+        raise CliError(f"cannot read the fingerprint from {address}: {exc.message}") from None
+    fingerprint = status.get("secret", {}).get("fingerprint")
+    if not isinstance(fingerprint, str):
+        raise CliError(f"{address} holds no master secret yet (status.secret.fingerprint)")
+    return fingerprint
+
+
 async def _admin(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
     async with JsonRpcClient(args.rpc, timeout=args.rpc_timeout) as rpc:
         sender = TxSender(rpc, key)
@@ -630,14 +688,10 @@ async def _admin(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
                 args.kms_registry, kms.encode_call("setKmsAppId", args.app_id)
             )
         elif args.admin_op == "pin-secret":
-            raw = args.fingerprint.removeprefix("0x")
-            if len(raw) != 64:
-                raise CliError(
-                    "--fingerprint must be 0x + 64 hex (the fingerprint `status` reports)"
-                )
-            pin = bytes.fromhex(raw)
+            fingerprint = args.fingerprint or await _node_fingerprint(args.from_node)
             receipt = await sender.send(
-                args.kms_registry, kms.encode_call("setMasterSecretHash", pin)
+                args.kms_registry,
+                kms.encode_call("setMasterSecretHash", _fingerprint_bytes(fingerprint)),
             )
         elif args.admin_op == "reset-pin":
             receipt = await sender.send(args.kms_registry, kms.encode_call("resetMasterSecretHash"))
@@ -697,6 +751,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--master-secret-file", help="development only: file with the 64-hex master secret"
     )
     serve.add_argument("--registry", help="development only: static registry JSON file")
+    serve.add_argument(
+        "--require-pin",
+        action="store_true",
+        help="development mode: serve apps only under the owner's pinned secret, as enclave "
+        "mode always does",
+    )
     serve.add_argument(
         "--limit", action="append", default=[], metavar="NAME=VALUE", help=limit_help
     )
@@ -839,7 +899,11 @@ def build_parser() -> argparse.ArgumentParser:
     set_app_id.add_argument("--app-id", type=int, required=True)
     pin = admin_ops.add_parser("pin-secret", help="pin keccak256(master secret) in KMSRegistry")
     pin.add_argument("--kms-registry", type=_address, required=True)
-    pin.add_argument("--fingerprint", required=True, help="0x + 64 hex, as `status` reports it")
+    pinned = pin.add_mutually_exclusive_group(required=True)
+    pinned.add_argument("--fingerprint", help="0x + 64 hex, as `status` reports it")
+    pinned.add_argument(
+        "--from-node", metavar="ADDR", help="read the fingerprint from this node's `status`"
+    )
     admin_ops.add_parser("reset-pin", help="remove the pin").add_argument(
         "--kms-registry", type=_address, required=True
     )

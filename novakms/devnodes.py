@@ -57,6 +57,7 @@ class NodeLaunch:
     poll_interval: float
     limits: tuple[str, ...] = ()
     master_secret_file: str | None = None
+    require_pin: bool = False
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -108,6 +109,8 @@ def node_command(launch: NodeLaunch, node: DevNode, *, with_secret: bool) -> lis
         command += ["--limit", item]
     if with_secret and launch.master_secret_file:
         command += ["--master-secret-file", launch.master_secret_file]
+    if launch.require_pin:
+        command.append("--require-pin")
     return command
 
 

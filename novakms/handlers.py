@@ -339,8 +339,13 @@ async def op_status(
 ) -> dict[str, Any]:
     Args(args, set())
     initialized = node.master_secret is not None
-    ready = initialized and not node.pin_mismatch
-    reason = None if ready else "secret_mismatch" if initialized else node.not_ready.reason
+    ready = node.serving_apps
+    if ready:
+        reason = None
+    elif not initialized:
+        reason = node.not_ready.reason
+    else:
+        reason = "secret_mismatch" if node.pin_mismatch else "unpinned"
     stop_reason, unconfirmed = _stop_verdict(node)
     return {
         "node": {"wallet": node.wallet, "version": node.version, "mode": node.mode.value},
@@ -356,6 +361,8 @@ async def op_status(
             "initialized": initialized,
             "fingerprint": node.fingerprint(),
             "matches_pin": not node.pin_mismatch,
+            "pinned": node.pin is not None,
+            "pin_required": bool(node.require_pin),
         },
         "auth": {"source": node.auth.name, **node.auth.describe()},
         "store": _store_status(node),
@@ -669,6 +676,8 @@ async def handle(
     wait = await _take_token(node, session, auth, now)
     if wait > 0:
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
+    if op in _APP_OPS:
+        node.require_pinned()  # before any argument is looked at (PROTOCOL.md §8)
     result = await handler(node, session, args, now)
     if op in _KV_OPS and node.degraded is not None:
         # Served, but this node has not confirmed it holds everything its peers hold.
@@ -677,3 +686,5 @@ async def handle(
 
 
 _KV_OPS = frozenset({"kv.get", "kv.put", "kv.delete", "kv.list"})
+#: Ops that serve apps from the master secret: only under a pinned one (``Node.require_pin``).
+_APP_OPS = frozenset({"derive", "cert.ca", "cert.sign", *_KV_OPS})

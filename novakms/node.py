@@ -51,6 +51,8 @@ class Node:
             KV answers carry it.
         replica_listener: called with (record, the record it merged into or None, the peer)
             for every replicated record stored (the replicator's bookkeeping of who holds what).
+        require_pin: serve app operations only under a secret the owner pinned
+            (``KMSRegistry.masterSecretHash``); always on in enclave mode (None: by the mode).
     """
 
     signer: Signer
@@ -60,6 +62,7 @@ class Node:
     master_secret: bytes | None = field(default=None, repr=False)
     random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
     peer_proxy: str | None = None
+    require_pin: bool | None = None
     syncing: bool = False
     degraded: str | None = None
     connections: int = 0
@@ -72,6 +75,7 @@ class Node:
     version: str = __version__
     store: KVStore | None = field(init=False, default=None, repr=False)
     pin_mismatch: bool = field(default=False, init=False)
+    pin: str | None = field(default=None, init=False)  # the owner's pin, as last read
     not_ready: Unavailable = field(
         init=False,
         default_factory=lambda: Unavailable(
@@ -86,6 +90,10 @@ class Node:
     _ca_pems: dict[int, str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.mode is Mode.ENCLAVE:
+            self.require_pin = True  # production never serves an unpinned secret
+        elif self.require_pin is None:
+            self.require_pin = False
         self.wallet_limiter = KeyedRateLimiter(
             rate=self.limits.wallet_rate, burst=self.limits.wallet_burst
         )
@@ -172,7 +180,32 @@ class Node:
         )
         changed = mismatch != self.pin_mismatch
         self.pin_mismatch = mismatch
+        self.pin = None if pin is None else pin.lower()
         return changed
+
+    def require_pinned(self) -> None:
+        """For app operations: the secret must be held and, when required, pinned by the owner.
+
+        Raises:
+            Unavailable: as :meth:`require_secret`; ``unpinned`` while the owner has not pinned
+                the held secret's fingerprint (``status`` shows it; ``novakms admin
+                pin-secret``), when ``require_pin``.
+        """
+        self.require_secret()
+        if self.require_pin and self.pin is None:
+            raise Unavailable(
+                "the owner has not pinned this cluster's master secret yet "
+                "(KMSRegistry.masterSecretHash); app operations wait for the pin",
+                reason="unpinned",
+                fingerprint=self.fingerprint(),
+            )
+
+    @property
+    def serving_apps(self) -> bool:
+        """Whether app operations would be served now (secret held, matching, pinned if so)."""
+        if self.master_secret is None or self.pin_mismatch:
+            return False
+        return not (self.require_pin and self.pin is None)
 
     def apply_replicated(
         self, items: list[Any], *, now_ms: int, source: str

@@ -550,21 +550,39 @@ def test_admin_commands_drive_the_chain_and_the_node_follows(dev: dict[str, Any]
     while derive_code() != "forbidden":
         assert time.monotonic() < deadline, "revocation not enforced"
         time.sleep(0.1)
-    # Pin the node's fingerprint, then reset it; a second setKmsAppId is refused by the contract.
-    fingerprint = json.loads(novakms("client", "--node", node, "status").stdout)["secret"][
-        "fingerprint"
-    ]
+    # `novakms dev` pinned the secret. Without a pin the nodes (which run as enclave nodes do,
+    # --require-pin) serve no app; pinned again from a node's own status, they serve again.
+    app1 = dev["apps"][0]
+
+    def app1_error() -> dict[str, Any] | None:
+        out = novakms("client", "--node", node, "--key", app1["key_file"], "derive", "--path", "p")
+        return None if out.returncode == 0 else json.loads(out.stdout)["error"]
+
+    def pinned() -> bool:
+        status = json.loads(novakms("client", "--node", node, "status").stdout)
+        return bool(status["secret"]["pinned"])
+
+    assert pinned() and app1_error() is None
+    assert novakms(*admin, "reset-pin", "--kms-registry", chain["kms_registry"]).returncode == 0
+    deadline = time.monotonic() + 20
+    while (error := app1_error()) is None:
+        assert time.monotonic() < deadline, "reset pin not seen by the node"
+        time.sleep(0.1)
+    assert error["code"] == "unavailable" and error["reason"] == "unpinned"
+    assert error["fingerprint"].startswith("0x")
     out = novakms(
-        *admin, "pin-secret", "--kms-registry", chain["kms_registry"], "--fingerprint", fingerprint
+        *admin, "pin-secret", "--kms-registry", chain["kms_registry"], "--from-node", node
     )
     assert out.returncode == 0, out.stdout + out.stderr
     deadline = time.monotonic() + 20
-    while not json.loads(novakms("client", "--node", node, "status").stdout)["auth"][
-        "master_secret_pinned"
-    ]:
+    while app1_error() is not None:
         assert time.monotonic() < deadline, "pin not seen by the node"
         time.sleep(0.1)
-    assert novakms(*admin, "reset-pin", "--kms-registry", chain["kms_registry"]).returncode == 0
+    assert pinned()
+    nowhere = novakms(
+        *admin, "pin-secret", "--kms-registry", chain["kms_registry"], "--from-node", "127.0.0.1:1"
+    )
+    assert nowhere.returncode != 0 and "cannot read the fingerprint" in nowhere.stdout
     refused = novakms(
         *admin, "set-app-id", "--kms-registry", chain["kms_registry"], "--app-id", "9"
     )

@@ -149,6 +149,8 @@ async def test_node_without_secret_is_unavailable(start_server: Any, wallets: Wa
             "initialized": False,
             "fingerprint": None,
             "matches_pin": True,
+            "pinned": False,
+            "pin_required": False,
         }
 
 

@@ -60,6 +60,7 @@ class Cluster:
         secret: bytes | None = None,
         limits: Limits = LIMITS,
         peer_proxy: str | None = None,
+        require_pin: bool = False,
     ) -> Node:
         rpc = JsonRpcClient(self.anvil.url, timeout=2.0)
         self.clients.append(rpc)
@@ -76,6 +77,7 @@ class Cluster:
             mode=Mode.DEVELOPMENT,
             master_secret=secret,
             peer_proxy=peer_proxy,
+            require_pin=require_pin,
         )
         config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=limits)
         await self.nursery.start(self._serve, Server(config=config, node=node))
@@ -275,3 +277,36 @@ async def test_a_refused_operator_that_may_hold_the_secret_stops_a_new_one(world
     decision = await bootstrap_round(nodes[0], timeout=2.0, random_bytes=bytes)
     assert decision.action == "wait"
     assert all(n.master_secret is None for n in nodes)
+
+
+async def test_an_unpinned_cluster_bootstraps_but_serves_apps_only_once_pinned(
+    world: Any,
+) -> None:
+    cluster, members = world
+    nodes = [await cluster.start(s, port, require_pin=True) for s, port in members]
+    # The secret is agreed on and shared between peers as before the pin...
+    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
+    assert len({n.fingerprint() for n in nodes}) == 1
+    fingerprint = nodes[0].fingerprint()
+    app = signer("app")
+    for _, port in members:
+        async with await Client.connect(f"127.0.0.1:{port}", signer=app) as kms:
+            status = await kms.status()
+            assert status["ready"] is False and status["reason"] == "unpinned"
+            assert status["secret"]["fingerprint"] == fingerprint
+            assert status["secret"]["pinned"] is False
+            # ...but no app operation is served under it.
+            for call in (kms.derive("p"), kms.kv_get("k"), kms.cert_ca(1)):
+                with pytest.raises(Unavailable) as info:
+                    await call
+                assert info.value.reason == "unpinned"
+                assert info.value.details["fingerprint"] == fingerprint
+    assert fingerprint is not None
+    await cluster.pin(bytes.fromhex(fingerprint[2:]))
+    await until(lambda: all(n.serving_apps for n in nodes))
+    keys = set()
+    for _, port in members:
+        async with await Client.connect(f"127.0.0.1:{port}", signer=app) as kms:
+            assert (await kms.status())["ready"] is True
+            keys.add((await kms.derive("p")).key)
+    assert len(keys) == 1
