@@ -33,7 +33,7 @@ __all__ = [
 ZERO_ADDRESS = "0x" + "00" * 20
 """The all-zero address, the owner of a record whose owner is not known."""
 
-Role = Literal["app", "peer"]
+Role = Literal["app", "peer", "guardian"]
 
 
 class AppStatus(IntEnum):

@@ -57,8 +57,14 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 #: Decode budget of a handshake message (ClientHello, ClientAuth: a map of at most 3 pairs).
 HANDSHAKE_MAX_ITEMS = 8
-Role = Literal["app", "peer"]
-ROLES: tuple[Role, ...] = ("app", "peer")
+Role = Literal["app", "peer", "guardian"]
+ROLES: tuple[Role, ...] = ("app", "peer", "guardian")
+#: The PoP text prefix of each role (PROTOCOL.md §4.4).
+_AUTH_PREFIX: dict[Role, str] = {
+    "app": "NovaKMS:AppAuth",
+    "peer": "NovaKMS:Auth",
+    "guardian": "NovaKMS:GuardianAuth",
+}
 
 _TRANSCRIPT_LABEL = b"novakms/1 transcript"
 _KEY_C2S = b"novakms/1 key c2s"
@@ -89,8 +95,7 @@ def server_text(*, th: bytes, server_wallet: str) -> str:
 
 def client_auth_text(*, role: Role, th: bytes, server_wallet: str, ts: int) -> str:
     """The text a client signs for Proof-of-Possession (PROTOCOL.md §4.4)."""
-    prefix = "NovaKMS:AppAuth" if role == "app" else "NovaKMS:Auth"
-    return f"{prefix}:{th.hex()}:{server_wallet}:{ts}"
+    return f"{_AUTH_PREFIX[role]}:{th.hex()}:{server_wallet}:{ts}"
 
 
 def session_keys(
@@ -159,7 +164,7 @@ class ClientHandshake:
     """Client side: ``hello()`` → ``receive_challenge()`` → ``auth_*()`` → ``receive_ready()``.
 
     Args:
-        role: ``"app"`` or ``"peer"``.
+        role: ``"app"``, ``"peer"`` or ``"guardian"``.
         eph_private: a fresh 32-byte X25519 private key (used once).
         expect_wallet: when given, the server must prove exactly this wallet.
     """
@@ -299,7 +304,7 @@ class ServerHandshake:
                 )
         msg = _exact_keys(item, {"v", "role", "eph"}, "ClientHello")
         if msg["role"] not in ROLES:
-            raise ProtocolError("ClientHello.role must be 'app' or 'peer'")
+            raise ProtocolError("ClientHello.role must be 'app', 'peer' or 'guardian'")
         self._client_eph = _bytes_of(msg, "eph", _EPH_SIZE, "ClientHello")
         self.role = msg["role"]
         self.th = transcript_hash(
@@ -345,8 +350,8 @@ class ServerHandshake:
         if self.th is None or not self._challenge_sent or self.role is None:
             raise ProtocolError("ClientAuth out of order")
         if item == {}:
-            if self.role == "peer":
-                raise HandshakeError("the peer role must authenticate")
+            if self.role != "app":
+                raise HandshakeError(f"the {self.role} role must authenticate")
             return None
         msg = _exact_keys(item, {"wallet", "ts", "sig"}, "ClientAuth")
         ts = msg["ts"]

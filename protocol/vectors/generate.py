@@ -692,7 +692,7 @@ def handshake() -> dict[str, Any]:
         th = transcript_hash(hello, server_eph_pub, nonce, server_wallet)
         server_text = f"NovaKMS:Response:{th.hex()}:{server_wallet}"
         server_sig = eip191_sign(server_key, server_text)
-        prefix = "AppAuth" if role == "app" else "Auth"
+        prefix = {"app": "AppAuth", "peer": "Auth", "guardian": "GuardianAuth"}[role]
         client_text = f"NovaKMS:{prefix}:{th.hex()}:{server_wallet}:{TS}"
         k_c2s, k_s2c = session_keys(shared, th)
         return {
@@ -708,6 +708,7 @@ def handshake() -> dict[str, Any]:
 
     app = side("app")
     peer = side("peer")
+    guardian = side("guardian")
     k_c2s: bytes = app["k_c2s"]
     k_s2c: bytes = app["k_s2c"]
 
@@ -896,7 +897,8 @@ def handshake() -> dict[str, Any]:
             "with the cluster proofs under `master_secret` (HMAC-SHA256 keyed with the "
             "internal key `cluster-mac`, over 'novakms/1 peer-proof c2s|s2c' || TH), the "
             "dialer's boot and state, its answer (s2c counter 1), and sync.digests with the "
-            "caller's state and its answer (plaintexts). "
+            "caller's state and its answer (plaintexts). `guardian` repeats the derived "
+            "values for role guardian. "
             "`negative` lists inputs a receiver must reject."
         ),
         "server_wallet_key": server_key.hex(),
@@ -965,6 +967,15 @@ def handshake() -> dict[str, Any]:
             "sync_hello_answer_frame": seal(peer["k_s2c"], 1, sync_hello_answer).hex(),
             "sync_digests_plaintext": sync_digests.hex(),
             "sync_digests_answer_plaintext": sync_digests_answer.hex(),
+        },
+        "guardian": {
+            "role": "guardian",
+            "client_hello_body": guardian["hello"].hex(),
+            "transcript_hash": guardian["th"].hex(),
+            "client_text": guardian["client_text"],
+            "client_sig": guardian["client_sig"].hex(),
+            "k_c2s": guardian["k_c2s"].hex(),
+            "k_s2c": guardian["k_s2c"].hex(),
         },
         "negative": negative,
     }

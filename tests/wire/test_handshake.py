@@ -147,6 +147,24 @@ def test_vectors_peer_role() -> None:
     )
 
 
+def test_vectors_guardian_role() -> None:
+    guardian = V["guardian"]
+    client, server, _, _ = run_to_challenge(role="guardian")
+    assert client.hello() == h("client_hello_body", guardian)
+    assert client.th == h("transcript_hash", guardian)
+    assert client.auth_text(V["ts"]) == guardian["client_text"]
+    assert guardian["client_text"].startswith("NovaKMS:GuardianAuth:")
+    assert sign_text(private_key=h("client_wallet_key"), text=guardian["client_text"]) == h(
+        "client_sig", guardian
+    )
+
+
+def test_a_guardian_cannot_be_anonymous() -> None:
+    client, server, client_channel, server_channel = run_to_challenge(role="guardian")
+    with pytest.raises(HandshakeError):
+        server.receive_auth(client.auth_message(wallet=None), now=0, window=120)
+
+
 def test_negative_server_signed_by_another_key() -> None:
     case = next(c for c in V["negative"] if c["name"] == "server_sig_wrong_signer")
     client = ClientHandshake(role="app", eph_private=h("client_eph_private"))
