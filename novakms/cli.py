@@ -11,6 +11,7 @@ import base64
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,15 +24,17 @@ from typing import Any, NoReturn
 import trio
 
 from novakms import __version__
+from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set, parse_enc_key
+from novakms.auth.model import ZERO_ADDRESS
 from novakms.auth.source import AuthorizationSource
 from novakms.auth.static import StaticRegistry
 from novakms.blocking import BlockingClient
 from novakms.chain import abi
 from novakms.chain.anvil import AnvilError, AnvilProcess, find_anvil
 from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import JsonRpcClient
+from novakms.chain.rpc import ChainError, JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
-from novakms.chain.tx import TxSender
+from novakms.chain.tx import TransactionFailed, TxSender
 from novakms.client import Client
 from novakms.config import (
     Limits,
@@ -43,7 +46,7 @@ from novakms.config import (
 from novakms.crypto.eth import normalize_wallet, parse_private_key
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
-from novakms.devchain import deploy_registries, setup_world
+from novakms.devchain import clear_guardians, deploy_registries, set_guardians, setup_world
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
 from novakms.devnodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
 from novakms.errors import NovaKMSError, TransportError, Unavailable
@@ -564,16 +567,83 @@ _INSTANCE_STATUS = {"STOPPED": 1, "FAILED": 2}
 def _cmd_admin(args: argparse.Namespace) -> int:
     if args.admin_op == "wait-safe":
         return _cmd_wait_safe(args)
+    if args.admin_op == "guardian-set":
+        if not args.rpc:
+            raise CliError(
+                "admin guardian-set reads the chain and needs --rpc: "
+                "novakms admin --rpc URL guardian-set --kms-registry ADDR"
+            )
+        guardians = trio.run(_read_guardians, args)
+        _print_json(guardians.to_json())
+        return 0
     missing = [flag for flag, value in (("--rpc", args.rpc), ("--key", args.key)) if not value]
     if missing:
         raise CliError(
             f"admin {args.admin_op} sends transactions and needs {' and '.join(missing)}: "
             f"novakms admin --rpc URL --key FILE {args.admin_op} ..."
         )
+    if args.admin_op == "set-guardians":
+        args.guardian_set = _guardians_argument(args.guardian, args.threshold)
     key = _admin_key(args)
-    result = trio.run(_admin, args, key)
+    try:
+        result = trio.run(_admin, args, key)
+    except TransactionFailed as exc:
+        raise _reverted(exc) from None
     _print_json(result)
     return 0
+
+
+def _guardians_argument(items: Sequence[str], threshold_text: str) -> GuardianSet:
+    """The ``--guardian WALLET:ENCKEY`` list and ``--threshold``, checked by the contract's
+    rules before anything is sent (version 1 stands in for the one the contract assigns)."""
+    wallets: list[str] = []
+    keys: list[bytes] = []
+    for item in items:
+        wallet, _, key = item.partition(":")
+        try:
+            wallets.append(normalize_wallet(wallet))
+            keys.append(parse_enc_key(key))
+        except ValueError:
+            raise CliError(
+                f"--guardian {item!r}: expected WALLET:ENCKEY, "
+                "an address (0x + 40 hex) and an X25519 public key (0x + 64 hex)"
+            ) from None
+    if re.fullmatch(r"[0-9]{1,3}", threshold_text) is None:
+        raise CliError(f"--threshold {threshold_text!r} is not a small non-negative integer")
+    try:
+        return guardian_set(
+            wallets=wallets,
+            enc_keys=keys,
+            threshold=int(threshold_text),
+            version=1,
+            allow_empty=False,
+        )
+    except GuardianSetError as exc:
+        raise CliError(f"invalid guardian set (KMSRegistry would refuse it): {exc}") from None
+
+
+def _reverted(exc: TransactionFailed) -> ChainError:
+    """The failed transaction's error, with the registries' custom error named when known."""
+    data = exc.revert_data
+    name = abi.kms_registry().describe_error(data) or abi.nova_app_registry().describe_error(data)
+    if name is None or data is None:
+        return exc
+    raw = f"custom error 0x{bytes(data[:4]).hex()}"
+    message = exc.message.replace(raw, name) if raw in exc.message else f"{exc.message}: {name}"
+    details = {"revert": name} if exc.tx_hash is None else {"revert": name, "tx": exc.tx_hash}
+    return ChainError(message, **details)
+
+
+async def _read_guardians(args: argparse.Namespace) -> GuardianSet:
+    async with JsonRpcClient(args.rpc, timeout=args.rpc_timeout) as rpc:
+        # Only KMSRegistry is read: the NovaAppRegistry address is never used here.
+        reader = RegistryReader(
+            rpc,
+            nova_app_registry=ZERO_ADDRESS,
+            kms_registry=args.kms_registry,
+            block_tag=args.block_tag,
+        )
+        return await reader.guardians()
 
 
 StatusFetcher = Callable[[], Awaitable[Mapping[str, Any]]]
@@ -695,6 +765,17 @@ async def _admin(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
             )
         elif args.admin_op == "reset-pin":
             receipt = await sender.send(args.kms_registry, kms.encode_call("resetMasterSecretHash"))
+        elif args.admin_op == "set-guardians":
+            guardians: GuardianSet = args.guardian_set
+            receipt = await set_guardians(
+                sender,
+                args.kms_registry,
+                guardians.wallets,
+                guardians.enc_keys,
+                guardians.threshold,
+            )
+        elif args.admin_op == "clear-guardians":
+            receipt = await clear_guardians(sender, args.kms_registry)
         elif args.admin_op == "app-status":
             call = nova.encode_call("updateAppStatus", args.app_id, _APP_STATUS[args.status])
             receipt = await sender.send(args.registry, call)
@@ -875,8 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     admin = commands.add_parser(
         "admin",
         help="operator tools: transactions (nodes never send any), wait-safe",
-        description="Operator tools. The chain subcommands (all but wait-safe) send "
-        "transactions and need --rpc and --key, given before the subcommand.",
+        description="Operator tools. The chain subcommands send transactions and need --rpc "
+        "and --key, given before the subcommand; guardian-set only reads (--rpc, no key); "
+        "wait-safe needs neither.",
     )
     admin.add_argument("--rpc", metavar="URL", help="JSON-RPC URL (chain subcommands)")
     admin.add_argument(
@@ -906,6 +988,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     admin_ops.add_parser("reset-pin", help="remove the pin").add_argument(
         "--kms-registry", type=_address, required=True
+    )
+    set_guardians_op = admin_ops.add_parser(
+        "set-guardians",
+        help="KMSRegistry.setGuardians: replace the guardian set",
+        description="Replace the guardian set for threshold backup of the master secret "
+        "(1..16 guardians, 1 <= threshold <= guardians); the contract bumps its version.",
+    )
+    set_guardians_op.add_argument("--kms-registry", type=_address, required=True)
+    set_guardians_op.add_argument(
+        "--threshold", required=True, metavar="K", help="guardians needed to recover"
+    )
+    set_guardians_op.add_argument(
+        "--guardian",
+        action="append",
+        required=True,
+        metavar="WALLET:ENCKEY",
+        help="a guardian's address and X25519 HPKE public key (0x + 64 hex); repeat, in order",
+    )
+    admin_ops.add_parser(
+        "clear-guardians", help="KMSRegistry.clearGuardians: empty the guardian set"
+    ).add_argument("--kms-registry", type=_address, required=True)
+    guardian_set_op = admin_ops.add_parser(
+        "guardian-set",
+        help="print KMSRegistry's guardian set (read-only: needs --rpc, no key)",
+    )
+    guardian_set_op.add_argument("--kms-registry", type=_address, required=True)
+    guardian_set_op.add_argument(
+        "--block-tag",
+        default="latest",
+        choices=("latest", "safe", "finalized"),
+        help="read at this block (default latest; nodes read at finalized)",
     )
     app_status = admin_ops.add_parser(
         "app-status", help="development registry: set an app's status"

@@ -14,13 +14,23 @@ Layout it creates (ids are deterministic on a fresh chain):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from novakms.chain import abi
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.tx import TxSender
 
-__all__ = ["DevChain", "deploy_registries", "enroll_version", "register_instance", "setup_world"]
+__all__ = [
+    "DevChain",
+    "clear_guardians",
+    "deploy_registries",
+    "enroll_version",
+    "register_instance",
+    "set_guardians",
+    "setup_world",
+]
 
 _TEE_ARCH = b"nitro".ljust(32, b"\x00")
 
@@ -100,6 +110,36 @@ async def register_instance(
             "registerInstanceDev", app_id, version_id, url, _tee_pubkey(wallet), wallet
         ),
     )
+
+
+async def set_guardians(
+    sender: TxSender,
+    kms_registry: str,
+    wallets: Sequence[str],
+    enc_keys: Sequence[bytes],
+    threshold: int,
+) -> dict[str, Any]:
+    """``KMSRegistry.setGuardians`` from the owner's key; the receipt.
+
+    Nothing is checked here: the contract enforces the rules, so tests can also drive its
+    refusals (:class:`~novakms.chain.tx.TransactionFailed`).
+
+    Args:
+        sender: the registry owner's sender.
+        kms_registry: the KMSRegistry address.
+        wallets: the guardians' addresses.
+        enc_keys: their X25519 HPKE public keys (32 bytes each), same order.
+        threshold: how many guardians recovery needs.
+    """
+    call = abi.kms_registry().encode_call(
+        "setGuardians", [w.lower() for w in wallets], [bytes(k) for k in enc_keys], threshold
+    )
+    return await sender.send(kms_registry, call)
+
+
+async def clear_guardians(sender: TxSender, kms_registry: str) -> dict[str, Any]:
+    """``KMSRegistry.clearGuardians`` from the owner's key; the receipt."""
+    return await sender.send(kms_registry, abi.kms_registry().encode_call("clearGuardians"))
 
 
 async def setup_world(

@@ -589,6 +589,156 @@ def test_admin_commands_drive_the_chain_and_the_node_follows(dev: dict[str, Any]
     assert refused.returncode == 1 and "error" in json.loads(refused.stdout)
 
 
+GUARDIANS = [("0x" + c * 40, "0x" + f"{i:02x}" * 32) for i, c in enumerate("def", start=1)]
+
+
+def _guardian_flags(guardians: list[tuple[str, str]]) -> list[str]:
+    return [flag for wallet, key in guardians for flag in ("--guardian", f"{wallet}:{key}")]
+
+
+def test_admin_guardian_commands_and_the_node_follows(dev: dict[str, Any], tmp_path: Path) -> None:
+    chain = dev["chain"]
+    kms = ["--kms-registry", chain["kms_registry"]]
+    admin = ["admin", "--rpc", chain["rpc"], "--key", chain["admin_key_file"]]
+    node = dev["nodes"][0]["address"]
+
+    def node_version() -> Any:
+        return json.loads(novakms("client", "--node", node, "status").stdout)["auth"][
+            "guardian_set_version"
+        ]
+
+    def wait_node_version(version: int) -> None:
+        deadline = time.monotonic() + 20
+        while node_version() != version:
+            assert time.monotonic() < deadline, f"guardian set version {version} not seen"
+            time.sleep(0.1)
+
+    def read(*extra: str) -> Any:
+        out = novakms("admin", "--rpc", chain["rpc"], "guardian-set", *kms, *extra)  # no key
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    assert read() == {"version": 0, "threshold": 0, "wallets": [], "enc_keys": []}
+    mixed_case = [(GUARDIANS[0][0].upper().replace("0X", "0x"), GUARDIANS[0][1].upper()[2:])]
+    out = novakms(
+        *admin,
+        "set-guardians",
+        *kms,
+        "--threshold",
+        "2",
+        *_guardian_flags([(mixed_case[0][0], "0x" + mixed_case[0][1]), *GUARDIANS[1:]]),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) == {"tx", "block"} and isinstance(result["block"], int)
+    expected = {
+        "version": 1,
+        "threshold": 2,
+        "wallets": [w for w, _ in GUARDIANS],
+        "enc_keys": [k for _, k in GUARDIANS],
+    }
+    assert read() == expected
+    assert read("--block-tag", "finalized") == expected  # the dev chain finalizes at once
+    wait_node_version(1)
+
+    out = novakms(
+        *admin, "set-guardians", *kms, "--threshold", "1", *_guardian_flags(GUARDIANS[2:])
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert read()["wallets"] == [GUARDIANS[2][0]] and read()["version"] == 2
+    wait_node_version(2)
+
+    out = novakms(*admin, "clear-guardians", *kms)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert set(json.loads(out.stdout)) == {"tx", "block"}
+    assert read() == {"version": 3, "threshold": 0, "wallets": [], "enc_keys": []}
+    wait_node_version(3)
+
+    # Only the owner: the contract's custom error is named in the JSON error.
+    stranger = tmp_path / "stranger.key"
+    stranger.write_text("0x" + "42" * 32)
+    for op in (
+        ["clear-guardians"],
+        ["set-guardians", "--threshold", "1", *_guardian_flags(GUARDIANS[:1])],
+    ):
+        out = novakms("admin", "--rpc", chain["rpc"], "--key", str(stranger), op[0], *kms, *op[1:])
+        assert out.returncode == 1, out.stdout + out.stderr
+        error = json.loads(out.stdout)["error"]
+        assert error["revert"] == "NotOwner()" and "NotOwner()" in error["message"]
+        assert "Traceback" not in out.stderr
+    assert read()["version"] == 3
+
+
+def _many(n: int) -> list[tuple[str, str]]:
+    return [("0x" + f"{i + 1:040x}", "0x" + f"{i + 1:064x}") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--threshold", "1", "--guardian", "0xdd"], "expected WALLET:ENCKEY"),
+        (["--threshold", "1", "--guardian", f"{GUARDIANS[0][0]}"], "expected WALLET:ENCKEY"),
+        (["--threshold", "1", "--guardian", f"{GUARDIANS[0][0]}:0x1234"], "expected WALLET:ENCKEY"),
+        (["--threshold", "1", "--guardian", f"0x12:{GUARDIANS[0][1]}"], "expected WALLET:ENCKEY"),
+        (
+            ["--threshold", "1", "--guardian", f"{GUARDIANS[0][0]}:{GUARDIANS[0][1][2:]}"],
+            "expected WALLET:ENCKEY",
+        ),
+        (["--threshold", "x", *_guardian_flags(GUARDIANS)], "--threshold 'x'"),
+        (["--threshold", "-1", *_guardian_flags(GUARDIANS)], "--threshold '-1'"),
+        (["--threshold", "0", *_guardian_flags(GUARDIANS)], "threshold 0 is outside 1..3"),
+        (["--threshold", "4", *_guardian_flags(GUARDIANS)], "threshold 4 is outside 1..3"),
+        (
+            ["--threshold", "1", *_guardian_flags([GUARDIANS[0], GUARDIANS[1], GUARDIANS[0]])],
+            "duplicate guardian",
+        ),
+        (
+            ["--threshold", "1", *_guardian_flags([("0x" + "00" * 20, GUARDIANS[0][1])])],
+            "zero address",
+        ),
+        (
+            ["--threshold", "1", *_guardian_flags([(GUARDIANS[0][0], "0x" + "00" * 32)])],
+            "all zero",
+        ),
+        (["--threshold", "1", *_guardian_flags(_many(17))], "17 guardians: at most 16"),
+    ],
+)
+def test_set_guardians_refuses_bad_input_before_the_chain(flags: list[str], needle: str) -> None:
+    # Nothing listens on the RPC port and the key file is empty: input is checked first.
+    out = novakms(
+        "admin",
+        "--rpc",
+        "http://127.0.0.1:1",
+        "--key",
+        "/dev/null",
+        "set-guardians",
+        "--kms-registry",
+        "0x" + "12" * 20,
+        *flags,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "bad_request" and needle in error["message"], error
+    assert "Traceback" not in out.stderr
+
+
+def test_guardian_commands_need_their_flags() -> None:
+    registry = ["--kms-registry", "0x" + "12" * 20]
+    out = novakms("admin", "guardian-set", *registry)
+    assert out.returncode == 2
+    assert "needs --rpc" in json.loads(out.stdout)["error"]["message"]
+    out = novakms("admin", "--rpc", "http://127.0.0.1:1", "clear-guardians", *registry)
+    assert out.returncode == 2
+    assert "needs --key" in json.loads(out.stdout)["error"]["message"]
+    # a read-only command with nothing at the RPC URL: a JSON error, exit 1
+    out = novakms(
+        "admin", "--rpc", "http://127.0.0.1:1", "--rpc-timeout", "2", "guardian-set", *registry
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert json.loads(out.stdout)["error"]["code"] == "unavailable"
+    assert "Traceback" not in out.stderr
+
+
 def test_admin_deploy(dev: dict[str, Any]) -> None:
     chain = dev["chain"]
     out = novakms("admin", "--rpc", chain["rpc"], "--key", chain["admin_key_file"], "deploy")

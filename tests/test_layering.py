@@ -27,6 +27,7 @@ PURE = [
     "novakms.auth.admission",
     "novakms.cluster.sync_messages",
     "novakms.auth.model",
+    "novakms.auth.guardians",
     "novakms.auth.policy",
     "novakms.auth.source",
     "novakms.auth.static",

@@ -4,8 +4,9 @@ pragma solidity ^0.8.37;
 import {INovaAppInterface} from "./interfaces/INovaAppInterface.sol";
 
 /// @title KMSRegistry
-/// @notice The set of novakms operators (TEE wallets of ACTIVE KMS instances) and the owner's
-///         pin of the cluster master secret's fingerprint.
+/// @notice The set of novakms operators (TEE wallets of ACTIVE KMS instances), the owner's
+///         pin of the cluster master secret's fingerprint, and the owner's guardian set for
+///         threshold backup / recovery of that secret.
 /// @dev The KMS app's `dappContract` on NovaAppRegistry is this contract, so the registry's
 ///      `addOperator` / `removeOperator` callbacks keep the operator set in step with instance
 ///      registration and status changes. Only the configured registry may call them, only for
@@ -13,6 +14,12 @@ import {INovaAppInterface} from "./interfaces/INovaAppInterface.sol";
 ///      wallet changes nothing and emits nothing); removal is O(1) swap-and-pop.
 ///      Nodes still check each operator's instance on NovaAppRegistry (ACTIVE, zkVerified, app
 ///      and version status): membership here is necessary, not sufficient.
+///
+///      The guardian set: `threshold` of its `wallets` (each with an X25519 HPKE public key in
+///      `encKeys`, same index) can together recover the master secret from a backup whose
+///      shares are encrypted to those keys. The owner replaces it as a whole (`setGuardians`)
+///      or empties it (`clearGuardians`); each change bumps `guardianSetVersion`, so a backup
+///      names the exact set it was made for. Version 0 means no set was ever configured.
 contract KMSRegistry is INovaAppInterface {
     // ------------------------------------------------------------------ errors
 
@@ -25,6 +32,12 @@ contract KMSRegistry is INovaAppInterface {
     error ZeroAddress();
     error ZeroHash();
     error IndexOutOfRange();
+    error GuardianLengthMismatch(uint256 wallets, uint256 encKeys);
+    error GuardianCountOutOfRange(uint256 count, uint256 max);
+    error ThresholdOutOfRange(uint8 threshold, uint256 count);
+    error ZeroGuardianWallet(uint256 index);
+    error ZeroGuardianEncKey(uint256 index);
+    error DuplicateGuardian(address wallet);
 
     // ------------------------------------------------------------------ events
 
@@ -34,6 +47,13 @@ contract KMSRegistry is INovaAppInterface {
     event NovaAppRegistrySet(address indexed registry);
     event MasterSecretHashSet(bytes32 hash);
     event MasterSecretHashReset();
+    event GuardiansSet(uint256 indexed version, address[] wallets, bytes32[] encKeys, uint8 threshold);
+    event GuardiansCleared(uint256 indexed version);
+
+    // ------------------------------------------------------------------ constants
+
+    /// @notice The largest guardian set `setGuardians` accepts.
+    uint256 public constant MAX_GUARDIANS = 16;
 
     // ------------------------------------------------------------------ state
 
@@ -52,6 +72,18 @@ contract KMSRegistry is INovaAppInterface {
     address[] private _operators;
     /// @dev operator => its index in `_operators` plus one (0 = not an operator).
     mapping(address => uint256) private _slot;
+
+    /// @notice Bumped by every `setGuardians` and `clearGuardians`; 0 = never configured.
+    uint256 public guardianSetVersion;
+
+    address[] private _guardianWallets;
+    /// @dev The guardians' X25519 HPKE public keys, in the order of `_guardianWallets`.
+    bytes32[] private _guardianEncKeys;
+    /// @dev 0 while the set is empty.
+    uint8 private _guardianThreshold;
+    /// @dev wallet => the guardian set version it belongs to (a stale version = not a guardian,
+    ///      so replacing or clearing the set needs no per-wallet deletes).
+    mapping(address => uint256) private _guardianOf;
 
     // ------------------------------------------------------------------ setup
 
@@ -106,6 +138,41 @@ contract KMSRegistry is INovaAppInterface {
         emit MasterSecretHashReset();
     }
 
+    /// @notice Replace the guardian set (and bump `guardianSetVersion`).
+    /// @param wallets the guardians' addresses: 1..MAX_GUARDIANS, non-zero, no duplicates.
+    /// @param encKeys each guardian's X25519 HPKE public key (32 bytes, non-zero), same order.
+    /// @param threshold how many guardians recovery needs: 1..wallets.length.
+    function setGuardians(address[] calldata wallets, bytes32[] calldata encKeys, uint8 threshold) external onlyOwner {
+        uint256 n = wallets.length;
+        if (encKeys.length != n) revert GuardianLengthMismatch(n, encKeys.length);
+        if (n == 0 || n > MAX_GUARDIANS) revert GuardianCountOutOfRange(n, MAX_GUARDIANS);
+        if (threshold == 0 || threshold > n) revert ThresholdOutOfRange(threshold, n);
+        uint256 version = guardianSetVersion + 1;
+        for (uint256 i = 0; i < n; i++) {
+            address wallet = wallets[i];
+            if (wallet == address(0)) revert ZeroGuardianWallet(i);
+            if (encKeys[i] == bytes32(0)) revert ZeroGuardianEncKey(i);
+            // Marked with the new version as we go: a second occurrence is a duplicate.
+            if (_guardianOf[wallet] == version) revert DuplicateGuardian(wallet);
+            _guardianOf[wallet] = version;
+        }
+        guardianSetVersion = version;
+        _guardianWallets = wallets;
+        _guardianEncKeys = encKeys;
+        _guardianThreshold = threshold;
+        emit GuardiansSet(version, wallets, encKeys, threshold);
+    }
+
+    /// @notice Empty the guardian set (and bump `guardianSetVersion`).
+    function clearGuardians() external onlyOwner {
+        uint256 version = guardianSetVersion + 1;
+        guardianSetVersion = version;
+        delete _guardianWallets;
+        delete _guardianEncKeys;
+        _guardianThreshold = 0;
+        emit GuardiansCleared(version);
+    }
+
     // ------------------------------------------------------------------ registry callbacks
 
     /// @inheritdoc INovaAppInterface
@@ -157,5 +224,20 @@ contract KMSRegistry is INovaAppInterface {
 
     function getOperators() external view returns (address[] memory) {
         return _operators;
+    }
+
+    /// @notice The current guardian set: empty arrays and threshold 0 when there is none
+    ///         (`version` 0: never configured; otherwise cleared in that version).
+    function guardians()
+        external
+        view
+        returns (address[] memory wallets, bytes32[] memory encKeys, uint8 threshold, uint256 version)
+    {
+        return (_guardianWallets, _guardianEncKeys, _guardianThreshold, guardianSetVersion);
+    }
+
+    function isGuardian(address wallet) external view returns (bool) {
+        uint256 version = guardianSetVersion;
+        return version != 0 && _guardianOf[wallet] == version;
     }
 }

@@ -345,6 +345,262 @@ contract KMSRegistryTest is TestBase {
         assertFalse(kms.isOperator(address(0)));
     }
 
+    // ------------------------------------------------------------------ guardians
+
+    address internal constant G1 = address(0x6001);
+    address internal constant G2 = address(0x6002);
+    address internal constant G3 = address(0x6003);
+    bytes32 internal constant K1 = keccak256("hpke key 1");
+    bytes32 internal constant K2 = keccak256("hpke key 2");
+    bytes32 internal constant K3 = keccak256("hpke key 3");
+
+    function _addrs(address a, address b, address c) internal pure returns (address[] memory out) {
+        out = new address[](3);
+        (out[0], out[1], out[2]) = (a, b, c);
+    }
+
+    function _keys(bytes32 a, bytes32 b, bytes32 c) internal pure returns (bytes32[] memory out) {
+        out = new bytes32[](3);
+        (out[0], out[1], out[2]) = (a, b, c);
+    }
+
+    /// `n` distinct non-zero wallets and keys, derived from `seed`.
+    function _guardianSet(uint256 n, uint256 seed)
+        internal
+        pure
+        returns (address[] memory wallets, bytes32[] memory keys)
+    {
+        wallets = new address[](n);
+        keys = new bytes32[](n);
+        for (uint256 i = 0; i < n; i++) {
+            wallets[i] = address(uint160(0x7000 + seed * 100 + i));
+            keys[i] = keccak256(abi.encode("key", seed, i));
+        }
+    }
+
+    function _assertGuardians(address[] memory wallets, bytes32[] memory keys, uint8 threshold, uint256 version)
+        internal
+        view
+    {
+        (address[] memory w, bytes32[] memory k, uint8 t, uint256 v) = kms.guardians();
+        assertEq(w, wallets, "guardians: wallets");
+        assertEq(k.length, keys.length, "guardians: encKeys length");
+        for (uint256 i = 0; i < keys.length; i++) {
+            assertEq(k[i], keys[i], "guardians: encKey");
+        }
+        assertEq(uint256(t), uint256(threshold), "guardians: threshold");
+        assertEq(v, version, "guardians: version");
+        assertEq(kms.guardianSetVersion(), version, "guardianSetVersion");
+        for (uint256 i = 0; i < wallets.length; i++) {
+            assertTrue(kms.isGuardian(wallets[i]), "member is not isGuardian");
+        }
+    }
+
+    function _assertNoGuardians(uint256 version) internal view {
+        _assertGuardians(new address[](0), new bytes32[](0), 0, version);
+        assertFalse(kms.isGuardian(G1));
+        assertFalse(kms.isGuardian(G2));
+        assertFalse(kms.isGuardian(G3));
+        assertFalse(kms.isGuardian(address(0)));
+    }
+
+    function test_guardians_emptyOnDeploy() public {
+        assertEq(kms.MAX_GUARDIANS(), 16);
+        _assertNoGuardians(0);
+        KMSRegistry fresh = new KMSRegistry(registry);
+        (address[] memory w, bytes32[] memory k, uint8 t, uint256 v) = fresh.guardians();
+        assertEq(w.length + k.length + t + v, 0);
+        // version 0 marks nobody, not even the zero address (whose mapping slot is also 0)
+        assertFalse(fresh.isGuardian(address(0)));
+    }
+
+    function test_setGuardians_storesEmitsAndBumpsVersion() public {
+        address[] memory wallets = _addrs(G1, G2, G3);
+        bytes32[] memory keys = _keys(K1, K2, K3);
+        vm.expectEmit(address(kms));
+        emit KMSRegistry.GuardiansSet(1, wallets, keys, 2);
+        kms.setGuardians(wallets, keys, 2);
+        _assertGuardians(wallets, keys, 2, 1);
+        assertFalse(kms.isGuardian(stranger));
+        assertFalse(kms.isGuardian(address(0)));
+        // the guardian set is apart from the operators and the pin
+        assertEq(kms.operatorCount(), 0);
+        assertFalse(kms.isOperator(G1));
+        assertEq(kms.masterSecretHash(), bytes32(0));
+    }
+
+    function test_setGuardians_thresholdBounds() public {
+        address[] memory wallets = _addrs(G1, G2, G3);
+        bytes32[] memory keys = _keys(K1, K2, K3);
+        kms.setGuardians(wallets, keys, 1);
+        _assertGuardians(wallets, keys, 1, 1);
+        kms.setGuardians(wallets, keys, 3); // threshold == n
+        _assertGuardians(wallets, keys, 3, 2);
+    }
+
+    function test_setGuardians_sizeBounds() public {
+        (address[] memory one, bytes32[] memory oneKey) = _guardianSet(1, 1);
+        kms.setGuardians(one, oneKey, 1);
+        _assertGuardians(one, oneKey, 1, 1);
+        (address[] memory most, bytes32[] memory mostKeys) = _guardianSet(16, 2);
+        kms.setGuardians(most, mostKeys, 16);
+        _assertGuardians(most, mostKeys, 16, 2);
+
+        (address[] memory tooMany, bytes32[] memory tooManyKeys) = _guardianSet(17, 3);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.GuardianCountOutOfRange.selector, 17, 16));
+        kms.setGuardians(tooMany, tooManyKeys, 1);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.GuardianCountOutOfRange.selector, 0, 16));
+        kms.setGuardians(new address[](0), new bytes32[](0), 0);
+        _assertGuardians(most, mostKeys, 16, 2);
+    }
+
+    function test_setGuardians_replacesTheWholeSet() public {
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        address[] memory next = new address[](2);
+        (next[0], next[1]) = (G3, stranger);
+        bytes32[] memory nextKeys = new bytes32[](2);
+        (nextKeys[0], nextKeys[1]) = (K1, keccak256("stranger's key"));
+        vm.expectEmit(address(kms));
+        emit KMSRegistry.GuardiansSet(2, next, nextKeys, 2);
+        kms.setGuardians(next, nextKeys, 2);
+        _assertGuardians(next, nextKeys, 2, 2); // shorter arrays: nothing left over
+        assertFalse(kms.isGuardian(G1));
+        assertFalse(kms.isGuardian(G2));
+        assertTrue(kms.isGuardian(G3));
+        assertTrue(kms.isGuardian(stranger));
+
+        // the same set again is a new version too
+        kms.setGuardians(next, nextKeys, 1);
+        _assertGuardians(next, nextKeys, 1, 3);
+    }
+
+    function test_clearGuardians_emptiesEmitsAndBumpsVersion() public {
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        vm.expectEmit(address(kms));
+        emit KMSRegistry.GuardiansCleared(2);
+        kms.clearGuardians();
+        _assertNoGuardians(2);
+
+        // clearing an empty set still counts and is reported
+        vm.expectEmit(address(kms));
+        emit KMSRegistry.GuardiansCleared(3);
+        kms.clearGuardians();
+        _assertNoGuardians(3);
+
+        // a set after a clear: earlier members come back only if listed again
+        address[] memory again = new address[](1);
+        again[0] = G2;
+        bytes32[] memory againKeys = new bytes32[](1);
+        againKeys[0] = K2;
+        kms.setGuardians(again, againKeys, 1);
+        _assertGuardians(again, againKeys, 1, 4);
+        assertFalse(kms.isGuardian(G1));
+        assertFalse(kms.isGuardian(G3));
+    }
+
+    function test_clearGuardians_beforeAnySet() public {
+        vm.expectEmit(address(kms));
+        emit KMSRegistry.GuardiansCleared(1);
+        kms.clearGuardians();
+        _assertNoGuardians(1);
+    }
+
+    function test_setGuardians_lengthMismatch() public {
+        bytes32[] memory two = new bytes32[](2);
+        (two[0], two[1]) = (K1, K2);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.GuardianLengthMismatch.selector, 3, 2));
+        kms.setGuardians(_addrs(G1, G2, G3), two, 1);
+        address[] memory twoWallets = new address[](2);
+        (twoWallets[0], twoWallets[1]) = (G1, G2);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.GuardianLengthMismatch.selector, 2, 3));
+        kms.setGuardians(twoWallets, _keys(K1, K2, K3), 1);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.GuardianLengthMismatch.selector, 0, 3));
+        kms.setGuardians(new address[](0), _keys(K1, K2, K3), 1);
+        _assertNoGuardians(0);
+    }
+
+    function test_setGuardians_thresholdOutOfRange() public {
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ThresholdOutOfRange.selector, 0, 3));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 0);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ThresholdOutOfRange.selector, 4, 3));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 4);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ThresholdOutOfRange.selector, 255, 3));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 255);
+        _assertNoGuardians(0);
+    }
+
+    function test_setGuardians_rejectsZeroWallet() public {
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ZeroGuardianWallet.selector, 0));
+        kms.setGuardians(_addrs(address(0), G2, G3), _keys(K1, K2, K3), 1);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ZeroGuardianWallet.selector, 2));
+        kms.setGuardians(_addrs(G1, G2, address(0)), _keys(K1, K2, K3), 1);
+        _assertNoGuardians(0);
+    }
+
+    function test_setGuardians_rejectsZeroEncKey() public {
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ZeroGuardianEncKey.selector, 1));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, bytes32(0), K3), 1);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.ZeroGuardianEncKey.selector, 2));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, bytes32(0)), 1);
+        _assertNoGuardians(0);
+    }
+
+    function test_setGuardians_rejectsDuplicateWallet() public {
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.DuplicateGuardian.selector, G1));
+        kms.setGuardians(_addrs(G1, G1, G3), _keys(K1, K2, K3), 1);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.DuplicateGuardian.selector, G1));
+        kms.setGuardians(_addrs(G1, G2, G1), _keys(K1, K2, K3), 1);
+        _assertNoGuardians(0);
+    }
+
+    function test_setGuardians_failedCallChangesNothing() public {
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        recordLogs();
+        // G2 is marked with the would-be version before the duplicate G3 reverts: all undone
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.DuplicateGuardian.selector, G3));
+        kms.setGuardians(_addrs(G2, G3, G3), _keys(K1, K2, K3), 1);
+        assertNoLogs();
+        _assertGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2, 1);
+        // and the next successful call uses the version the failed one would have taken
+        kms.setGuardians(_addrs(G3, G2, G1), _keys(K3, K2, K1), 3);
+        _assertGuardians(_addrs(G3, G2, G1), _keys(K3, K2, K1), 3, 2);
+    }
+
+    function test_setGuardians_onlyOwner() public {
+        vm.prank(stranger);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        vm.prank(registry);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        // not even a guardian of the current set
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        vm.prank(G1);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 1);
+        _assertGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2, 1);
+    }
+
+    function test_clearGuardians_onlyOwner() public {
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        vm.prank(stranger);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.clearGuardians();
+        vm.prank(G2);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.clearGuardians();
+        _assertGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2, 1);
+    }
+
+    function test_guardians_untouchedByOperatorsAndPin() public {
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        _add(G1);
+        kms.setMasterSecretHash(keccak256("pin"));
+        _remove(G1);
+        kms.resetMasterSecretHash();
+        _assertGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2, 1);
+    }
+
     // ------------------------------------------------------------------ fuzz
 
     function testFuzz_callbacksRejectOtherApps(uint256 appId, address caller) public {
@@ -373,7 +629,46 @@ contract KMSRegistryTest is TestBase {
         kms.resetMasterSecretHash();
         vm.expectRevert(KMSRegistry.NotOwner.selector);
         kms.setKmsAppId(1);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        vm.expectRevert(KMSRegistry.NotOwner.selector);
+        kms.clearGuardians();
         vm.stopPrank();
+    }
+
+    /// Random candidate sets (sizes 0..18; wallets mostly distinct, sometimes from a pool of 3
+    /// (duplicates) or zero; keys sometimes zero; thresholds mostly in 0..n+1) replacing a valid
+    /// set, against the rules: accepted exactly when valid, then stored as given with the next
+    /// version; a rejected call changes nothing.
+    function testFuzz_setGuardiansMatchesRules(uint8 size, uint8 rawThreshold, uint256 seed) public {
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
+        uint256 n = uint256(size) % 19;
+        uint8 threshold = rawThreshold < 200 ? uint8(uint256(rawThreshold) % (n + 2)) : rawThreshold;
+        address[] memory wallets = new address[](n);
+        bytes32[] memory keys = new bytes32[](n);
+        bool valid = n >= 1 && n <= 16 && threshold >= 1 && threshold <= n;
+        for (uint256 i = 0; i < n; i++) {
+            uint256 r = uint256(keccak256(abi.encode(seed, i)));
+            uint256 pick = r % 64;
+            wallets[i] =
+                pick == 0 ? address(0) : pick < 4 ? address(uint160(0x9000 + pick)) : address(uint160(0xa000 + i));
+            keys[i] = (r >> 8) % 64 == 0 ? bytes32(0) : bytes32(r);
+            if (wallets[i] == address(0) || keys[i] == bytes32(0)) valid = false;
+            for (uint256 j = 0; j < i; j++) {
+                if (wallets[j] == wallets[i]) valid = false;
+            }
+        }
+        recordLogs();
+        (bool ok,) = address(kms).call(abi.encodeCall(KMSRegistry.setGuardians, (wallets, keys, threshold)));
+        assertEq(ok, valid, "accepted exactly when valid");
+        if (ok) {
+            assertEq(vm.getRecordedLogs().length, 1, "one GuardiansSet event");
+            _assertGuardians(wallets, keys, threshold, 2);
+            assertFalse(kms.isGuardian(G1), "a replaced guardian");
+        } else {
+            assertNoLogs();
+            _assertGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2, 1);
+        }
     }
 
     /// Random add/remove sequences over 6 wallets against a reference set: same members, the

@@ -13,6 +13,10 @@ Theory of operation:
   expire and the wallet fails closed.
 * A wallet the chain does not know is cached negatively for ``negative_ttl`` seconds, and an
   ``InstanceRegistered`` / ``InstanceWalletBound`` event for it clears that at once.
+* The owner's pin and guardian set are single values that only events change
+  (``MasterSecretHash*``, ``GuardiansSet`` / ``GuardiansCleared``); both events carry the whole
+  new value. Guardian set versions only grow, so an event older than the cached set (read at a
+  later block) is ignored.
 
 Pure: ``now`` (monotonic seconds) is passed in; no I/O, no clock.
 """
@@ -23,9 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set, no_guardians
 from novakms.auth.model import App, AppStatus, AppVersion, Instance, InstanceStatus, VersionStatus
 
-__all__ = ["AuthCache", "CachedInstance", "ChainEvent"]
+__all__ = ["AuthCache", "CachedInstance", "ChainEvent", "guardians_from_event"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +41,35 @@ class ChainEvent:
     args: dict[str, Any]
     block: int
     log_index: int = 0
+
+
+def guardians_from_event(event: ChainEvent) -> GuardianSet:
+    """The guardian set a ``GuardiansSet`` / ``GuardiansCleared`` event announces.
+
+    Raises:
+        GuardianSetError: missing arguments, or a set that breaks the contract's rules.
+        ValueError: not a guardian event.
+    """
+    a = event.args
+    if event.name == "GuardiansCleared":
+        version = a.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise GuardianSetError(f"GuardiansCleared: bad version {version!r}")
+        return no_guardians(version)
+    if event.name != "GuardiansSet":
+        raise ValueError(f"{event.name} is not a guardian event")
+    missing = [k for k in ("version", "wallets", "encKeys", "threshold") if k not in a]
+    if missing:
+        raise GuardianSetError(f"GuardiansSet: missing {', '.join(missing)}")
+    if not isinstance(a["wallets"], list | tuple) or not isinstance(a["encKeys"], list | tuple):
+        raise GuardianSetError("GuardiansSet: wallets and encKeys must be arrays")
+    return guardian_set(
+        wallets=a["wallets"],
+        enc_keys=a["encKeys"],
+        threshold=a["threshold"],
+        version=a["version"],
+        allow_empty=False,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +108,7 @@ class AuthCache:
         self.operators_expires_at = 0.0
         self.kms_app_id: int | None = None
         self.master_secret_hash: bytes | None = None
+        self.guardians: GuardianSet | None = None  # None: not read yet
 
     # -- reads (None = unknown or expired: fetch it) ----------------------------------------
 
@@ -170,7 +205,16 @@ class AuthCache:
         if event.name == "MasterSecretHashReset":
             self.master_secret_hash = None
             return True
+        if event.name in ("GuardiansSet", "GuardiansCleared"):
+            return self.put_guardians(guardians_from_event(event))
         return False
+
+    def put_guardians(self, guardians: GuardianSet) -> bool:
+        """Record a guardian set unless a newer version is already cached; True if recorded."""
+        if self.guardians is not None and guardians.version <= self.guardians.version:
+            return False
+        self.guardians = guardians
+        return True
 
     @staticmethod
     def _restatus(table: dict[Any, _Timed], key: Any, status: Any) -> bool:

@@ -30,15 +30,25 @@ JSON format (``StaticRegistry.from_json`` / ``load`` read it, ``to_json`` writes
           "status": "ACTIVE",               # ACTIVE | STOPPED | FAILED
           "instance_url": "http://…"        # optional, "" or http:// / https://, default ""
         }
-      ]
+      ],
+      "guardians": {                        # optional (absent: no guardian set, version 0)
+        "wallets": ["0x…"],                 # 1..16 distinct non-zero addresses
+        "enc_keys": ["0x…"],                # X25519 HPKE public keys, 0x + 64 hex, non-zero,
+                                            # one per wallet, same order
+        "threshold": 2                      # int, 1..len(wallets)
+      }
     }
 
 Parsing is strict: unknown or missing keys, wrong JSON types (``true`` is not an int, ``1.0``
 is not an int), status names outside the enums, duplicate ids or wallets, instances pointing at
 missing apps / versions and malformed addresses are all rejected with a ``ValueError`` naming
-the offending location. Addresses are ``0x`` + 40 hex digits in any case (checked with
-``novakms.crypto.eth.normalize_wallet``, EIP-55 checksum not enforced) and are stored in
-lowercase; ``to_json`` writes them in lowercase and round-trips through ``from_json``.
+the offending location. A guardian set follows KMSRegistry's ``setGuardians`` rules
+(:mod:`novakms.auth.guardians`); when present it is version 1 (the file has no history), and
+``set_guardians`` / ``clear_guardians`` bump the version like the contract does. Addresses
+are ``0x`` + 40 hex digits in any case (checked with ``novakms.crypto.eth.normalize_wallet``,
+EIP-55 checksum not enforced) and are stored in lowercase; ``to_json`` writes them in
+lowercase and round-trips through ``from_json`` (a guardian set keeps its members and
+threshold, not its version).
 
 Mutations are synchronous and never await, so under trio every authorization sees the
 registry either entirely before or entirely after a mutation.
@@ -54,6 +64,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from novakms.auth import policy
+from novakms.auth.guardians import (
+    GuardianSet,
+    GuardianSetError,
+    guardian_set,
+    no_guardians,
+    parse_enc_key,
+)
 from novakms.auth.model import (
     ZERO_ADDRESS,
     App,
@@ -75,7 +92,8 @@ _UINT256_MAX = 2**256 - 1
 _E = TypeVar("_E", AppStatus, VersionStatus, InstanceStatus)
 _T = TypeVar("_T")
 
-_TOP_KEYS = ("kms_app_id", "operators", "apps", "instances")
+_TOP_KEYS = ("kms_app_id", "operators", "apps", "instances", "guardians")
+_GUARDIAN_KEYS = ("wallets", "enc_keys", "threshold")
 _APP_KEYS = ("app_id", "status", "owner", "versions")
 _VERSION_KEYS = ("version_id", "status")
 
@@ -272,6 +290,7 @@ class StaticRegistry:
         instances: the instances; each must point at an existing app and version.
         kms_app_id: ``KMSRegistry.kmsAppId``; None when there is no KMS app (no peer passes).
         operators: ``KMSRegistry.getOperators()`` wallets.
+        guardians: the guardian set (``KMSRegistry.guardians()``); None: none, version 0.
 
     Raises:
         ValueError: invalid or duplicate records, dangling references, bad addresses.
@@ -285,6 +304,7 @@ class StaticRegistry:
         instances: Iterable[Instance] = (),
         kms_app_id: int | None = None,
         operators: Iterable[str] = (),
+        guardians: GuardianSet | None = None,
     ) -> None:
         self._apps: dict[int, App] = {}
         self._versions: dict[tuple[int, int], AppVersion] = {}
@@ -302,6 +322,9 @@ class StaticRegistry:
             self.add_instance(instance)
         for wallet in operators:
             self.add_operator(wallet)
+        if guardians is not None and not isinstance(guardians, GuardianSet):
+            raise RegistryFormatError("guardians must be a GuardianSet")
+        self._guardians = no_guardians() if guardians is None else guardians
 
     # ------------------------------------------------------------------ AuthorizationSource
 
@@ -358,7 +381,7 @@ class StaticRegistry:
 
         Returns:
             ``{"source": "static", "kms_app_id", "apps", "versions", "instances",
-            "operators"}`` with record counts.
+            "operators", "guardian_set_version"}`` with record counts.
         """
         return {
             "source": self.name,
@@ -367,7 +390,16 @@ class StaticRegistry:
             "versions": len(self._versions),
             "instances": len(self._instances),
             "operators": len(self._operators),
+            "guardian_set_version": self._guardians.version,
         }
+
+    async def guardian_set(self) -> GuardianSet:
+        """The guardian set, as the chain source's ``guardian_set`` returns it.
+
+        Returns:
+            The set; empty with version 0 when the registry has none.
+        """
+        return self._guardians
 
     def _records(self, wallet: str) -> tuple[Instance | None, App | None, AppVersion | None]:
         """Fetch the records the policy needs for ``wallet``.
@@ -553,6 +585,37 @@ class StaticRegistry:
             raise RegistryFormatError(f"duplicate operator {normalized}")
         self._operators.add(normalized)
 
+    def set_guardians(
+        self, wallets: Iterable[str], enc_keys: Iterable[bytes], threshold: int
+    ) -> GuardianSet:
+        """Replace the guardian set and bump its version (``KMSRegistry.setGuardians``).
+
+        Args:
+            wallets: the guardians' addresses, any case.
+            enc_keys: their X25519 HPKE public keys (32 bytes each), same order.
+            threshold: how many guardians recovery needs.
+
+        Returns:
+            The new set.
+
+        Raises:
+            ValueError: (:class:`~novakms.auth.guardians.GuardianSetError`) a broken rule; the
+                current set is kept.
+        """
+        self._guardians = guardian_set(
+            wallets=wallets,
+            enc_keys=enc_keys,
+            threshold=threshold,
+            version=self._guardians.version + 1,
+            allow_empty=False,
+        )
+        return self._guardians
+
+    def clear_guardians(self) -> GuardianSet:
+        """Empty the guardian set and bump its version (``KMSRegistry.clearGuardians``)."""
+        self._guardians = no_guardians(self._guardians.version + 1)
+        return self._guardians
+
     def remove_operator(self, wallet: str) -> None:
         """Remove a wallet from the operator set (no error if it is not there).
 
@@ -675,6 +738,9 @@ class StaticRegistry:
                 instance_url=_check_url(fields.get("instance_url", ""), f"{where}.instance_url"),
             )
             _add(registry.add_instance, instance, where)
+
+        if "guardians" in top:
+            registry._guardians = _json_guardians(top["guardians"])
         return registry
 
     @classmethod
@@ -737,12 +803,19 @@ class StaticRegistry:
             }
             for _, inst in sorted(self._instances.items())
         ]
-        return {
+        doc: dict[str, Any] = {
             "kms_app_id": self._kms_app_id,
             "operators": sorted(self._operators),
             "apps": apps,
             "instances": instances,
         }
+        if not self._guardians.empty:  # the file keeps no version (nor a cleared set)
+            doc["guardians"] = {
+                "wallets": list(self._guardians.wallets),
+                "enc_keys": ["0x" + key.hex() for key in self._guardians.enc_keys],
+                "threshold": self._guardians.threshold,
+            }
+        return doc
 
 
 def _json_status(enum: type[_E], value: object, where: str) -> _E:
@@ -762,6 +835,42 @@ def _json_status(enum: type[_E], value: object, where: str) -> _E:
     if not isinstance(value, str):
         raise RegistryFormatError(f"{where}: expected a status name, got {type(value).__name__}")
     return _check_status(enum, value, where)
+
+
+def _json_guardians(data: object) -> GuardianSet:
+    """Parse the ``"guardians"`` object (version 1: the file has no history).
+
+    Args:
+        data: the JSON value.
+
+    Returns:
+        The guardian set.
+
+    Raises:
+        ValueError: not the documented object, or a set KMSRegistry would refuse.
+    """
+    fields = _object(data, "guardians", _GUARDIAN_KEYS, _GUARDIAN_KEYS)
+    wallets = [
+        _normalize_wallet(item, f"guardians.wallets[{i}]")
+        for i, item in enumerate(_array(fields["wallets"], "guardians.wallets"))
+    ]
+    keys = []
+    for i, item in enumerate(_array(fields["enc_keys"], "guardians.enc_keys")):
+        try:
+            keys.append(parse_enc_key(item))
+        except GuardianSetError as exc:
+            raise RegistryFormatError(f"guardians.enc_keys[{i}]: {exc}") from exc
+    threshold = fields["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise RegistryFormatError(
+            f"guardians.threshold: expected an integer, got {type(threshold).__name__}"
+        )
+    try:
+        return guardian_set(
+            wallets=wallets, enc_keys=keys, threshold=threshold, version=1, allow_empty=False
+        )
+    except GuardianSetError as exc:
+        raise RegistryFormatError(f"guardians: {exc}") from exc
 
 
 def _add(adder: Callable[[_T], None], record: _T, where: str) -> None:

@@ -70,6 +70,7 @@ class Contract:
         self.bytecode = bytecode
         self._functions: dict[str, _Function] = {}
         self._events: dict[bytes, _Event] = {}
+        self._errors: dict[bytes, tuple[str, tuple[str, ...]]] = {}
         for item in abi:
             if item.get("type") == "function":
                 inputs = tuple(_type_string(p) for p in item["inputs"])
@@ -78,6 +79,10 @@ class Contract:
                 self._functions[item["name"]] = _Function(
                     item["name"], keccak256(signature.encode())[:4], inputs, outputs
                 )
+            elif item.get("type") == "error":
+                inputs = tuple(_type_string(p) for p in item["inputs"])
+                signature = f"{item['name']}({','.join(inputs)})"
+                self._errors[keccak256(signature.encode())[:4]] = (item["name"], inputs)
             elif item.get("type") == "event" and not item.get("anonymous"):
                 params = item["inputs"]
                 signature = f"{item['name']}({','.join(_type_string(p) for p in params)})"
@@ -117,6 +122,30 @@ class Contract:
             return tuple(abi_decode(list(fn.outputs), data, strict=False))
         except Exception as exc:  # eth_abi raises several unrelated types on bad input
             raise ValueError(f"{self.name}.{function} returned undecodable data") from exc
+
+    def describe_error(self, data: bytes | None) -> str | None:
+        """A custom error of this contract as text, e.g. ``DuplicateGuardian(0xab…)``.
+
+        Returns:
+            ``Name(arg, …)`` (addresses lowercase, bytes as ``0x`` hex), or None when the data
+            is not one of this ABI's errors.
+        """
+        if data is None or len(data) < 4 or bytes(data[:4]) not in self._errors:
+            return None
+        name, types = self._errors[bytes(data[:4])]
+        try:
+            values = abi_decode(list(types), bytes(data[4:]))
+        except Exception:  # eth_abi raises several unrelated types on bad input
+            return None
+
+        def text(value: Any) -> str:
+            if isinstance(value, bytes):
+                return "0x" + value.hex()
+            if isinstance(value, str) and value.startswith("0x"):
+                return value.lower()
+            return str(value)
+
+        return f"{name}({', '.join(text(v) for v in values)})"
 
     def encode_constructor(self, *args: Any) -> bytes:
         """Creation code with ABI-encoded constructor arguments appended."""

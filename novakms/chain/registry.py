@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from novakms.auth.cache import ChainEvent
+from novakms.auth.cache import ChainEvent, guardians_from_event
+from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set
 from novakms.auth.model import App, AppVersion, Instance
 from novakms.chain import abi
 from novakms.chain.rpc import ChainUnavailable, JsonRpcClient, RpcError
@@ -17,6 +18,7 @@ from novakms.crypto.eth import normalize_wallet
 __all__ = ["RegistryReader"]
 
 _MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request (providers cap the range)
+_GUARDIAN_EVENTS = ("GuardiansSet", "GuardiansCleared")
 
 
 class RegistryReader:
@@ -102,6 +104,23 @@ class RegistryReader:
         (value,) = await self._call(self._kms, self.kms_address, "masterSecretHash")
         return None if bytes(value) == bytes(32) else bytes(value)
 
+    async def guardians(self) -> GuardianSet:
+        """KMSRegistry.guardians(): the guardian set and its version (empty, version 0: none).
+
+        Raises:
+            ChainUnavailable: the chain cannot be read, or the answer is not a valid set (it
+                breaks a rule the contract enforces: a wrong contract or a garbage answer).
+        """
+        wallets, enc_keys, threshold, version = await self._call(
+            self._kms, self.kms_address, "guardians"
+        )
+        try:
+            return guardian_set(
+                wallets=wallets, enc_keys=enc_keys, threshold=threshold, version=version
+            )
+        except GuardianSetError as exc:
+            raise ChainUnavailable(f"KMSRegistry returned an invalid guardian set: {exc}") from None
+
     async def head(self) -> tuple[int, int, int]:
         """(block number at the configured tag, its unix timestamp, the latest block number)."""
         block = await self.rpc.get_block(self.block_tag)
@@ -128,6 +147,8 @@ class RegistryReader:
                 )
                 try:
                     event = contract.decode_log(log)
+                    if event is not None and event.name in _GUARDIAN_EVENTS:
+                        guardians_from_event(event)  # refuse a malformed set here, typed
                 except (ValueError, KeyError) as exc:
                     raise ChainUnavailable(f"undecodable registry log: {exc}") from None
                 if event is not None:

@@ -6,6 +6,9 @@
 * :meth:`ChainAuthorizationSource.run` is the poller: every ``poll_interval`` it reads the
   block at the configured tag, applies the registry events of the new blocks to the cache
   (exactly the affected records), and re-fetches records nearing their backstop TTL.
+* The owner's guardian set (KMSRegistry ``guardians()``) is read on first use at the
+  configured tag, then kept current by the ``GuardiansSet`` / ``GuardiansCleared`` events the
+  poller applies (each carries the whole new set and its version).
 * If the chain cannot be read, requests for identities whose records are still valid keep
   working; anything that would need the chain gets ``unavailable`` (reason ``auth_source``),
   and after the TTL the cached identities fail closed too. Nothing is ever authorized on a
@@ -23,6 +26,7 @@ import trio
 
 from novakms.auth import policy
 from novakms.auth.cache import AuthCache
+from novakms.auth.guardians import GuardianSet
 from novakms.auth.model import App, AppVersion, Identity, Instance, peer_entry
 from novakms.auth.source import peer_refusal
 from novakms.chain.registry import RegistryReader
@@ -230,6 +234,32 @@ class ChainAuthorizationSource:
         self.cache.master_secret_hash = pin
         return None if pin is None else "0x" + pin.hex()
 
+    async def guardian_set(self) -> GuardianSet:
+        """The owner's guardian set (KMSRegistry ``guardians()`` at the configured tag).
+
+        Read from the chain on first use (concurrent callers share one read), then served from
+        the cache, which the poller updates from ``GuardiansSet`` / ``GuardiansCleared``
+        events: a change is seen within one poll interval of its block reaching the tag.
+
+        Returns:
+            The set; empty with version 0 when none was ever configured, empty with a higher
+            version when the owner cleared it.
+
+        Raises:
+            Unavailable: ``reason="auth_source"``, the chain cannot be read or returned an
+                invalid set (the caller must not guess).
+        """
+        cached = self.cache.guardians
+        if cached is not None:
+            return cached
+
+        async def fetch() -> GuardianSet:
+            fetched = await self.reader.guardians()
+            self.cache.put_guardians(fetched)  # unless an event brought a newer one meanwhile
+            return self.cache.guardians or fetched
+
+        return await self._once(("guardians",), fetch)
+
     def describe(self) -> dict[str, object]:
         """Chain state for ``status`` (no secrets)."""
         now = time.time()
@@ -252,6 +282,10 @@ class ChainAuthorizationSource:
             "events_applied": self.events_applied,
             "peers": None if self.cache.operators is None else len(self.cache.operators),
             "master_secret_pinned": self.cache.master_secret_hash is not None,
+            # null until the set was first read (guardian_set()) or announced by an event
+            "guardian_set_version": None
+            if self.cache.guardians is None
+            else self.cache.guardians.version,
             "cache": self.cache.sizes(),
         }
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from novakms.auth.guardians import GuardianSet, no_guardians
 from novakms.auth.model import (
     ZERO_ADDRESS,
     App,
@@ -342,6 +343,7 @@ def test_describe(registry: StaticRegistry) -> None:
         "versions": 3,
         "instances": 3,
         "operators": 2,
+        "guardian_set_version": 0,
     }
     json.dumps(summary)
 
@@ -485,3 +487,129 @@ async def test_operator_without_instance_is_unknown() -> None:
     registry = StaticRegistry.from_json(doc)
     wallet = APP_WALLET.replace("aa", "ee")
     assert await forbidden_reason(registry.authorize_peer, wallet) == "unknown_wallet"
+
+
+# ---------------------------------------------------------------------------------- guardians
+
+G1, G2, G3 = ("0x" + c * 40 for c in "def")
+E1, E2, E3 = ("0x" + f"{i:02x}" * 32 for i in (1, 2, 3))
+
+
+def with_guardians(guardians: object) -> dict[str, Any]:
+    doc = document()
+    doc["guardians"] = guardians
+    return doc
+
+
+def good_guardians() -> dict[str, Any]:
+    return {
+        "wallets": [G1, G2.upper().replace("0X", "0x"), G3],
+        "enc_keys": [E1, E2, E3.upper().replace("0X", "0x")],
+        "threshold": 2,
+    }
+
+
+async def test_guardians_absent_is_version_0(registry: StaticRegistry) -> None:
+    assert await registry.guardian_set() == no_guardians(0)
+    assert "guardians" not in registry.to_json()
+
+
+async def test_guardians_parsed_as_version_1_and_round_trip() -> None:
+    registry = StaticRegistry.from_json(with_guardians(good_guardians()))
+    expected = GuardianSet(
+        wallets=(G1, G2, G3),
+        enc_keys=(b"\x01" * 32, b"\x02" * 32, b"\x03" * 32),
+        threshold=2,
+        version=1,
+    )
+    assert await registry.guardian_set() == expected
+    assert registry.describe()["guardian_set_version"] == 1
+    doc = registry.to_json()
+    assert doc["guardians"] == {"wallets": [G1, G2, G3], "enc_keys": [E1, E2, E3], "threshold": 2}
+    assert StaticRegistry.from_json(doc).to_json() == doc
+
+
+def test_guardians_file(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps(with_guardians(good_guardians())), encoding="utf-8")
+    assert StaticRegistry.load(path).describe()["guardian_set_version"] == 1
+    bad = good_guardians()
+    bad["threshold"] = 4
+    path.write_text(json.dumps(with_guardians(bad)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"registry.json: guardians: threshold 4 is outside 1..3"):
+        StaticRegistry.load(path)
+
+
+def _edit(**changes: Any) -> dict[str, Any]:
+    guardians = good_guardians()
+    for key, value in changes.items():
+        if value is None:
+            del guardians[key]
+        else:
+            guardians[key] = value
+    return guardians
+
+
+@pytest.mark.parametrize(
+    ("guardians", "match"),
+    [
+        ([], "guardians: expected an object"),
+        (None, "guardians: expected an object"),
+        ({**good_guardians(), "version": 3}, "guardians: unknown key 'version'"),
+        (_edit(threshold=None), "guardians: missing key 'threshold'"),
+        (_edit(wallets=None), "guardians: missing key 'wallets'"),
+        (_edit(enc_keys=None), "guardians: missing key 'enc_keys'"),
+        (_edit(wallets=G1), "guardians.wallets: expected an array"),
+        (_edit(enc_keys={}), "guardians.enc_keys: expected an array"),
+        (_edit(wallets=[G1, "0x12", G3]), r"guardians.wallets\[1\]: '0x12' is not an address"),
+        (_edit(wallets=[G1, 7, G3]), r"guardians.wallets\[1\]: 7 is not an address"),
+        (_edit(enc_keys=[E1, E2, E3[:-2]]), r"guardians.enc_keys\[2\]: .* is not an enc key"),
+        (_edit(enc_keys=[E1, E2, E3[2:]]), r"guardians.enc_keys\[2\]: .* is not an enc key"),
+        (_edit(enc_keys=[E1, E2, 3]), r"guardians.enc_keys\[2\]: 3 is not an enc key"),
+        (_edit(threshold=True), "guardians.threshold: expected an integer, got bool"),
+        (_edit(threshold=2.0), "guardians.threshold: expected an integer, got float"),
+        (_edit(threshold="2"), "guardians.threshold: expected an integer, got str"),
+        (_edit(threshold=0), "guardians: threshold 0 is outside 1..3"),
+        (_edit(threshold=4), "guardians: threshold 4 is outside 1..3"),
+        (_edit(enc_keys=[E1, E2]), "guardians: 3 wallets but 2 enc keys"),
+        (_edit(wallets=[], enc_keys=[], threshold=0), "guardians: 0 guardians"),
+        (_edit(wallets=[G1, G2, G1]), "guardians: wallet 2: duplicate guardian"),
+        (_edit(wallets=[G1, G2, ZERO_ADDRESS]), "guardians: wallet 2 is the zero address"),
+        (_edit(enc_keys=[E1, "0x" + "00" * 32, E3]), "guardians: enc key 1 is all zero"),
+        (
+            {
+                "wallets": ["0x" + f"{i + 1:040x}" for i in range(17)],
+                "enc_keys": ["0x" + f"{i + 1:064x}" for i in range(17)],
+                "threshold": 1,
+            },
+            "guardians: 17 guardians: at most 16",
+        ),
+    ],
+)
+def test_bad_guardians_are_rejected(guardians: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        StaticRegistry.from_json(with_guardians(guardians))
+
+
+async def test_guardian_mutators_bump_the_version_like_the_contract() -> None:
+    registry = StaticRegistry.from_json(with_guardians(good_guardians()))
+    replaced = registry.set_guardians([G3.upper().replace("0X", "0x")], [b"\x09" * 32], 1)
+    assert replaced == GuardianSet(wallets=(G3,), enc_keys=(b"\x09" * 32,), threshold=1, version=2)
+    assert await registry.guardian_set() == replaced
+    with pytest.raises(ValueError, match="duplicate guardian"):
+        registry.set_guardians([G1, G1], [b"\x01" * 32, b"\x02" * 32], 1)
+    with pytest.raises(ValueError, match="0 guardians"):
+        registry.set_guardians([], [], 0)
+    assert await registry.guardian_set() == replaced  # a refused set changes nothing
+    assert registry.clear_guardians() == no_guardians(3)
+    assert "guardians" not in registry.to_json()
+    assert registry.set_guardians([G1], [b"\x01" * 32], 1).version == 4
+    fresh = StaticRegistry()
+    assert fresh.clear_guardians() == no_guardians(1)
+
+
+def test_constructor_takes_a_guardian_set() -> None:
+    guardians = GuardianSet(wallets=(G1,), enc_keys=(b"\x05" * 32,), threshold=1, version=6)
+    assert StaticRegistry(guardians=guardians).describe()["guardian_set_version"] == 6
+    with pytest.raises(ValueError, match="must be a GuardianSet"):
+        StaticRegistry(guardians=good_guardians())  # type: ignore[arg-type]

@@ -84,3 +84,28 @@ def test_event_decoding() -> None:
         nova.decode_log({**log, "topics": log["topics"][:2]})
     with pytest.raises(ValueError):
         nova.decode_log({**log, "data": "0x12"})
+
+
+def test_custom_errors_are_named_from_the_abi() -> None:
+    kms = abi.kms_registry()
+
+    def error(signature: str, types: list[str], values: list[object]) -> bytes:
+        return keccak256(signature.encode())[:4] + encode(types, values)
+
+    assert kms.describe_error(error("NotOwner()", [], [])) == "NotOwner()"
+    wallet = "0x" + "Ab" * 20
+    assert (
+        kms.describe_error(error("DuplicateGuardian(address)", ["address"], [wallet]))
+        == f"DuplicateGuardian({wallet.lower()})"
+    )
+    assert (
+        kms.describe_error(
+            error("ThresholdOutOfRange(uint8,uint256)", ["uint8", "uint256"], [3, 2])
+        )
+        == "ThresholdOutOfRange(3, 2)"
+    )
+    assert kms.describe_error(None) is None
+    assert kms.describe_error(b"\x00\x00\x00") is None
+    assert kms.describe_error(b"\x08\xc3\x79\xa0" + encode(["string"], ["x"])) is None  # Error()
+    # a known selector with a payload that does not decode
+    assert kms.describe_error(keccak256(b"DuplicateGuardian(address)")[:4]) is None

@@ -206,6 +206,12 @@ KMS_FUNCTIONS = {
     "resetMasterSecretHash": "resetMasterSecretHash() -> ()",
     "addOperator": "addOperator(address,uint256,uint256,uint256) -> ()",
     "removeOperator": "removeOperator(address,uint256,uint256,uint256) -> ()",
+    "setGuardians": "setGuardians(address[],bytes32[],uint8) -> ()",
+    "clearGuardians": "clearGuardians() -> ()",
+    "guardians": "guardians() -> (address[],bytes32[],uint8,uint256)",
+    "isGuardian": "isGuardian(address) -> (bool)",
+    "guardianSetVersion": "guardianSetVersion() -> (uint256)",
+    "MAX_GUARDIANS": "MAX_GUARDIANS() -> (uint256)",
 }
 
 KMS_EVENTS = {
@@ -221,6 +227,10 @@ KMS_EVENTS = {
     "MasterSecretHashReset": "MasterSecretHashReset()",
     "KmsAppIdSet": "KmsAppIdSet(uint256 indexed appId)",
     "NovaAppRegistrySet": "NovaAppRegistrySet(address indexed registry)",
+    "GuardiansSet": (
+        "GuardiansSet(uint256 indexed version,address[] wallets,bytes32[] encKeys,uint8 threshold)"
+    ),
+    "GuardiansCleared": "GuardiansCleared(uint256 indexed version)",
 }
 
 
@@ -252,7 +262,11 @@ def test_view_functions_are_views() -> None:
         ("DevNovaAppRegistry", [f for f in REGISTRY_FUNCTIONS if f.startswith("get")] + ["owner"]),
         (
             "KMSRegistry",
-            [f for f in KMS_FUNCTIONS if not f.startswith(("set", "reset", "add", "remove"))],
+            [
+                f
+                for f in KMS_FUNCTIONS
+                if not f.startswith(("set", "reset", "add", "remove", "clear"))
+            ],
         ),
     ):
         mutability = {
