@@ -20,6 +20,7 @@ PURE = [
     "novakms.crypto.eth",
     "novakms.crypto.signer",
     "novakms.crypto.aead",
+    "novakms.crypto.shamir",
     "novakms.store.records",
     "novakms.store.kv",
     "novakms.cluster.bootstrap",
