@@ -1,4 +1,5 @@
-"""``novakms``: serve a node, run a development KMS, and talk to a node as a client.
+"""``novakms``: serve a node, run a development KMS, talk to a node as a client, and the
+offline guardian tools (``novakms guardian``, in :mod:`novakms.guardian_cli`).
 
 Machine-readable output goes to stdout as JSON; logs go to stderr. Client errors print
 ``{"error": {"code": …, "message": …}}`` and exit 1; usage errors exit 2.
@@ -7,9 +8,7 @@ Machine-readable output goes to stdout as JSON; logs go to stderr. Client errors
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
-import json
 import os
 import re
 import shutil
@@ -35,6 +34,9 @@ from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import ChainError, JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.chain.tx import TransactionFailed, TxSender
+from novakms.cli_common import CliError
+from novakms.cli_common import print_json as _print_json
+from novakms.cli_common import read_master_secret as _read_master_secret
 from novakms.client import Client
 from novakms.config import (
     Limits,
@@ -50,6 +52,7 @@ from novakms.devchain import clear_guardians, deploy_registries, set_guardians, 
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
 from novakms.devnodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
 from novakms.errors import NovaKMSError, TransportError, Unavailable
+from novakms.guardian_cli import add_guardian_parser
 from novakms.log import configure
 from novakms.net.addresses import parse_address
 from novakms.net.odyn import DEFAULT_ODYN_URL
@@ -66,25 +69,6 @@ NODE_STOP_GRACE = 20.0  # seconds `novakms dev` gives its nodes to drain on exit
 _WAIT_SAFE_CALL_TIMEOUT = 5.0  # seconds for one connect + status of `admin wait-safe`
 
 
-class CliError(Exception):
-    """A problem with what the user asked for; printed as an error and exit code 2."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(value), separators=(", ", ": ")) + "\n")
-    sys.stdout.flush()
-
-
 def _fail(code: str, message: str, exit_code: int = EXIT_ERROR, **details: Any) -> NoReturn:
     _print_json({"error": {"code": code, "message": message, **details}})
     sys.exit(exit_code)
@@ -95,23 +79,6 @@ def _listen(args: argparse.Namespace, default: str) -> tuple[str, ...]:
     if args.listen:
         return tuple(args.listen)
     return () if args.listen_proxy else (default,)
-
-
-def _read_master_secret(path: str) -> bytes:
-    try:
-        return _parse_master_secret(Path(path).read_text())
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _parse_master_secret(text: str) -> bytes:
-    raw = text.strip().removeprefix("0x")
-    if len(raw) != 2 * MASTER_SECRET_SIZE:
-        raise CliError("the master secret must be 64 hex characters")
-    try:
-        return bytes.fromhex(raw)
-    except ValueError:
-        raise CliError("the master secret must be 64 hex characters") from None
 
 
 def _limits(items: Sequence[str]) -> Limits:
@@ -1065,6 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between status calls (default 0.2)",
     )
     admin.set_defaults(func=_cmd_admin)
+    add_guardian_parser(commands)
     return parser
 
 
@@ -1089,7 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
-        _fail("bad_request", str(exc), EXIT_USAGE)
+        _fail("bad_request", str(exc), EXIT_USAGE, **exc.details)
     except NovaKMSError as exc:
         _fail(exc.code, exc.message, **exc.details)
     except KeyboardInterrupt:

@@ -982,12 +982,341 @@ def handshake() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# guardians.json (§9.3): GF(2^8) Shamir, the share plaintext and HPKE, each written out here
+
+
+def gf_mul(a: int, b: int) -> int:
+    """Carry-less multiplication reduced by x^8 + x^4 + x^3 + x + 1 (FIPS-197 §4.2)."""
+    product = 0
+    while b:
+        if b & 1:
+            product ^= a
+        a <<= 1
+        if a & 0x100:
+            a ^= 0x11B
+        b >>= 1
+    return product
+
+
+def gf_inv(a: int) -> int:
+    """a^254 = a^-1 (the multiplicative group has order 255)."""
+    result, power, exponent = 1, a, 254
+    while exponent:
+        if exponent & 1:
+            result = gf_mul(result, power)
+        power = gf_mul(power, power)
+        exponent >>= 1
+    return result
+
+
+def shamir_coefficients(seed: bytes, threshold: int, size: int) -> list[bytes]:
+    return [
+        hkdf_sha256(seed, b"novakms/1 shamir", bytes([threshold, i]), size)
+        for i in range(1, threshold)
+    ]
+
+
+def shamir_eval(secret: bytes, coefficients: list[bytes], x: int) -> bytes:
+    """f_b(x) = secret[b] + sum_i c_i[b] x^i for every byte position b (no Horner here)."""
+    out = bytearray(secret)
+    for i, coefficient in enumerate(coefficients, start=1):
+        x_pow = 1
+        for _ in range(i):
+            x_pow = gf_mul(x_pow, x)
+        for b, c in enumerate(coefficient):
+            out[b] ^= gf_mul(c, x_pow)
+    return bytes(out)
+
+
+def shamir_combine(points: list[tuple[int, bytes]]) -> bytes:
+    out = bytearray(len(points[0][1]))
+    for j, (xj, yj) in enumerate(points):
+        basis = 1
+        for m, (xm, _) in enumerate(points):
+            if m != j:
+                basis = gf_mul(basis, gf_mul(xm, gf_inv(xm ^ xj)))
+        for b, value in enumerate(yj):
+            out[b] ^= gf_mul(basis, value)
+    return bytes(out)
+
+
+# HPKE (RFC 9180), base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20Poly1305.
+KEM_SUITE = b"KEM" + u16be(0x0020)
+HPKE_SUITE = b"HPKE" + u16be(0x0020) + u16be(0x0001) + u16be(0x0003)
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    okm, block, counter = b"", b"", 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        okm, counter = okm + block, counter + 1
+    return okm[:length]
+
+
+def labeled_extract(suite: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return hkdf_extract(salt, b"HPKE-v1" + suite + label + ikm)
+
+
+def labeled_expand(suite: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    return hkdf_expand(prk, u16be(length) + b"HPKE-v1" + suite + label + info, length)
+
+
+def hpke_derive_key_pair(ikm: bytes) -> tuple[bytes, bytes]:
+    dkp_prk = labeled_extract(KEM_SUITE, b"", b"dkp_prk", ikm)
+    sk = labeled_expand(KEM_SUITE, dkp_prk, b"sk", b"", 32)
+    return sk, x25519_public(sk)
+
+
+def hpke_seal(pk_r: bytes, info: bytes, aad: bytes, plaintext: bytes, ikm_e: bytes) -> bytes:
+    """enc || ciphertext of the first message (sequence number 0) of a base-mode context."""
+    sk_e, enc = hpke_derive_key_pair(ikm_e)
+    dh = x25519_shared(sk_e, pk_r)
+    eae_prk = labeled_extract(KEM_SUITE, b"", b"eae_prk", dh)
+    shared = labeled_expand(KEM_SUITE, eae_prk, b"shared_secret", enc + pk_r, 32)
+    psk_id_hash = labeled_extract(HPKE_SUITE, b"", b"psk_id_hash", b"")
+    info_hash = labeled_extract(HPKE_SUITE, b"", b"info_hash", info)
+    context = b"\x00" + psk_id_hash + info_hash
+    secret = labeled_extract(HPKE_SUITE, shared, b"secret", b"")
+    key = labeled_expand(HPKE_SUITE, secret, b"key", context, 32)
+    base_nonce = labeled_expand(HPKE_SUITE, secret, b"base_nonce", context, 12)
+    return enc + ChaCha20Poly1305(key).encrypt(base_nonce, plaintext, aad)
+
+
+# RFC 9180 Appendix A.2.1 (this suite, base mode), first encryption: checked before use.
+RFC9180_A21 = {
+    "ikm_e": "909a9b35d3dc4713a5e72a4da274b55d3d3821a37e5d099e74a647db583a904b",
+    "sk_e": "f4ec9b33b792c372c1d2c2063507b684ef925b8c75a42dbcbf57d63ccd381600",
+    "ikm_r": "1ac01f181fdf9f352797655161c58b75c656a6cc2716dcb66372da835542e1df",
+    "sk_r": "8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb",
+    "pk_r": "4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a",
+    "enc": "1afa08d3dec047a643885163f1180476fa7ddb54c6a8029ea33f95796bf2ac4a",
+    "info": "4f6465206f6e2061204772656369616e2055726e",
+    "aad": "436f756e742d30",
+    "plaintext": "4265617574792069732074727574682c20747275746820626561757479",
+    "ciphertext": "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db"
+    "21993c62ce81883d2dd1b51a28",
+}
+
+
+def _self_check() -> None:
+    """FIPS-197 §4.2 products and the classic inverse, then RFC 9180 A.2.1."""
+    if (gf_mul(0x57, 0x83), gf_mul(0x57, 0x13), gf_inv(0x53)) != (0xC1, 0xFE, 0xCA):
+        raise AssertionError("GF(2^8) arithmetic disagrees with FIPS-197")
+    h = {k: bytes.fromhex(v) for k, v in RFC9180_A21.items()}
+    if hpke_derive_key_pair(h["ikm_r"]) != (h["sk_r"], h["pk_r"]):
+        raise AssertionError("DeriveKeyPair disagrees with RFC 9180 A.2.1")
+    if hpke_derive_key_pair(h["ikm_e"])[0] != h["sk_e"]:
+        raise AssertionError("DeriveKeyPair disagrees with RFC 9180 A.2.1")
+    if hpke_seal(h["pk_r"], h["info"], h["aad"], h["plaintext"], h["ikm_e"]) != (
+        h["enc"] + h["ciphertext"]
+    ):
+        raise AssertionError("HPKE seal disagrees with RFC 9180 A.2.1")
+
+
+def share_plaintext(fields: dict[str, Any]) -> bytes:
+    return cbor(fields)
+
+
+def guardian_info(wallet: str, set_version: int) -> bytes:
+    return b"novakms/1 guardian share" + bytes.fromhex(wallet[2:]) + u64be(set_version)
+
+
+def guardians() -> dict[str, Any]:
+    _self_check()
+    master = const("guardian master secret")
+    fingerprint = "0x" + keccak256(master).hex()
+    version, threshold = 1, 2
+    members = []
+    for i in range(3):
+        wallet_key = const(f"guardian {i} wallet")
+        enc_ikm = const(f"guardian {i} enc")
+        enc_private, enc_public = hpke_derive_key_pair(enc_ikm)
+        members.append(
+            {
+                "wallet_key": wallet_key.hex(),
+                "wallet": wallet_of(wallet_key),
+                "enc_ikm": enc_ikm.hex(),
+                "enc_private": enc_private.hex(),
+                "enc_public": enc_public.hex(),
+            }
+        )
+    wallets = [m["wallet"] for m in members]
+    seed_fields: list[str | int] = [version, threshold, *wallets]
+    seed_info = b"".join(u32be(len(str(p).encode())) + str(p).encode()
+                         for p in ["guardian-shares", *seed_fields])  # fmt: skip
+    seed = derive_internal(master, "guardian-shares", seed_fields, 32)
+    coefficients = shamir_coefficients(seed, threshold, 32)
+
+    def fields(x: int, y: bytes, wallet: str, **changes: Any) -> dict[str, Any]:
+        base = {"v": 1, "x": x, "y": y, "k": threshold, "n": 3, "set": version,
+                "fp": fingerprint, "wallet": wallet}  # fmt: skip
+        base.update(changes)
+        return base
+
+    shares = []
+    for i, member in enumerate(members):
+        x = i + 1
+        y = shamir_eval(master, coefficients, x)
+        plaintext = share_plaintext(fields(x, y, member["wallet"]))
+        ikm_e = const(f"guardian {i} ephemeral")
+        info = guardian_info(member["wallet"], version)
+        sealed = hpke_seal(bytes.fromhex(member["enc_public"]), info, b"", plaintext, ikm_e)
+        shares.append(
+            {
+                "x": x,
+                "y": y.hex(),
+                "wallet": member["wallet"],
+                "plaintext": plaintext.hex(),
+                "hpke_info": info.hex(),
+                "ephemeral_ikm": ikm_e.hex(),
+                "enc": sealed[:32].hex(),
+                "sealed": sealed.hex(),
+            }
+        )
+    ys = [bytes.fromhex(s["y"]) for s in shares]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        if shamir_combine([(a + 1, ys[a]), (b + 1, ys[b])]) != master:
+            raise AssertionError("a pair of shares does not recombine")
+
+    # A forged share: guardian 2's x with one bit of y flipped, well formed and well sealed
+    # (guardian 2 itself could send it). With share 1 it combines to a wrong secret.
+    forged_y = bytes([ys[1][0] ^ 0x01]) + ys[1][1:]
+    forged_plain = share_plaintext(fields(2, forged_y, wallets[1]))
+    forged_sealed = hpke_seal(
+        bytes.fromhex(members[1]["enc_public"]), guardian_info(wallets[1], version), b"",
+        forged_plain, const("guardian forged ephemeral"),
+    )  # fmt: skip
+    wrong = shamir_combine([(1, ys[0]), (2, forged_y)])
+    plain = [bytes.fromhex(s["plaintext"]) for s in shares]
+    recover_cases = [
+        {"name": "shares_1_2", "plaintexts": [plain[0].hex(), plain[1].hex()], "secret": master},
+        {"name": "shares_3_1", "plaintexts": [plain[2].hex(), plain[0].hex()], "secret": master},
+        {"name": "one_share", "plaintexts": [plain[0].hex()], "secret": None},
+        {"name": "forged_and_one_good", "plaintexts": [forged_plain.hex(), plain[0].hex()],
+         "secret": None},
+        {"name": "forged_first_then_two_good",
+         "plaintexts": [forged_plain.hex(), plain[0].hex(), plain[2].hex()], "secret": master},
+        {"name": "forged_between_two_good",
+         "plaintexts": [plain[0].hex(), forged_plain.hex(), plain[2].hex()], "secret": master},
+    ]  # fmt: skip
+    for case in recover_cases:
+        if case["secret"] is not None:
+            case["secret"] = case["secret"].hex()
+        case["threshold"] = threshold
+        case["pin_fingerprint"] = fingerprint
+
+    def bad(name: str, plaintext: bytes, reason: str, why: str) -> dict[str, Any]:
+        return {"name": name, "plaintext": plaintext.hex(), "reason": reason, "why": why}
+
+    good = fields(1, ys[0], wallets[0])
+    one_byte_x = cbor({**good, "x": 0}).replace(b"\x61x\x00", b"\x61x\x18\x01")
+    bad_plaintexts = [
+        bad("extra_key", cbor({**good, "note": "hi"}), "keys", "a ninth key"),
+        bad("missing_fp", cbor({k: v for k, v in good.items() if k != "fp"}), "keys",
+            "no fp"),
+        bad("version_2", cbor({**good, "v": 2}), "version", "v must be 1"),
+        bad("x_zero", cbor({**good, "x": 0}), "x", "x = 0 would be the secret itself"),
+        bad("x_above_n", cbor({**good, "x": 4}), "x", "x = 4 in a set of n = 3"),
+        bad("y_31_bytes", cbor({**good, "y": ys[0][:31]}), "y", "y must be 32 bytes"),
+        bad("y_as_text", cbor({**good, "y": ys[0].hex()}), "y", "y must be a byte string"),
+        bad("k_above_n", cbor({**good, "k": 4}), "threshold", "k = 4 in a set of n = 3"),
+        bad("n_256", cbor({**good, "n": 256}), "count", "at most 255 guardians"),
+        bad("set_negative", cbor({**good, "set": -1}), "set_version", "set must be unsigned"),
+        bad("fp_uppercase", cbor({**good, "fp": "0x" + fingerprint[2:].upper()}), "fingerprint",
+            "fp must be lowercase hex"),
+        bad("wallet_bytes", cbor({**good, "wallet": bytes.fromhex(wallets[0][2:])}), "wallet",
+            "wallet must be the text form"),
+        bad("not_a_map", cbor([1, ys[0]]), "not_a_map", "an array"),
+        bad("trailing_byte", cbor(good) + b"\x00", "not_cbor", "a byte after the map"),
+        bad("non_minimal_x", one_byte_x, "not_canonical",
+            "x = 1 written with a one-byte argument (0x18 0x01): valid CBOR, not deterministic"),
+    ]  # fmt: skip
+
+    tampered = bytearray(bytes.fromhex(shares[0]["sealed"]))
+    tampered[40] ^= 0x01
+    other_guardian_plain = hpke_seal(
+        bytes.fromhex(members[0]["enc_public"]), guardian_info(wallets[0], version), b"",
+        plain[1], const("guardian mislabelled ephemeral"),
+    )  # fmt: skip
+
+    def bad_sealed(name: str, sealed: bytes, wallet: str, set_version: int, reason: str,
+                   why: str, guardian: int = 0) -> dict[str, Any]:  # fmt: skip
+        return {"name": name, "sealed": sealed.hex(), "guardian": guardian, "wallet": wallet,
+                "set_version": set_version, "reason": reason, "why": why}  # fmt: skip
+
+    sealed0 = bytes.fromhex(shares[0]["sealed"])
+    bad_sealed_cases = [
+        bad_sealed("other_wallet", sealed0, wallets[1], version, "decrypt",
+                   "guardian 1's share opened as guardian 2's: the HPKE info differs"),
+        bad_sealed("other_set_version", sealed0, wallets[0], 2, "decrypt",
+                   "opened for set version 2: the HPKE info differs"),
+        bad_sealed("other_key", sealed0, wallets[0], version, "decrypt",
+                   "opened with guardian 2's private key", guardian=1),
+        bad_sealed("bit_flipped", bytes(tampered), wallets[0], version, "decrypt",
+                   "bit 0 of byte 40 (in the ciphertext) flipped"),
+        bad_sealed("low_order_enc", bytes(32) + sealed0[32:], wallets[0], version, "bad_key",
+                   "enc is the all-zero X25519 point: the shared secret would be zero"),
+        bad_sealed("truncated", sealed0[:47], wallets[0], version, "truncated",
+                   "shorter than enc (32) and the tag (16)"),
+        bad_sealed("plaintext_names_another_guardian", other_guardian_plain, wallets[0],
+                   version, "wrong_wallet",
+                   "sealed correctly to guardian 1 with its info, but the plaintext is "
+                   "guardian 2's share"),
+    ]  # fmt: skip
+
+    return {
+        "description": (
+            "PROTOCOL.md §9.3, guardian shares. A 2-of-3 guardian set, version 1: wallets "
+            "from fixed keys, X25519 encryption keys from HPKE DeriveKeyPair(enc_ikm) "
+            "(enc_private is DeriveKeyPair's raw output, before clamping; each fixed value is "
+            'sha256("novakms vector: <name>")). seed = internal key guardian-shares (§9.2, '
+            "info seed_info); coefficients[i-1] = c_i; share x = i+1 has y = f(x) byte-wise "
+            "in GF(2^8) mod 0x11B; plaintext = the deterministic CBOR share map; sealed = "
+            "enc || ciphertext of HPKE base mode (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, "
+            "ChaCha20Poly1305) to the guardian's enc_public with info = hpke_info, aad empty "
+            "and the ephemeral key DeriveKeyPair(ephemeral_ikm). `forged` is guardian 2's "
+            "share with bit 0 of y flipped: with share 1 it combines to `wrong_secret`. "
+            "`recover` lists share sets (plaintexts, in arrival order) and what recovery with "
+            "the pinned fingerprint returns (null: nothing). `bad_plaintexts` and "
+            "`bad_sealed` must be refused with the given reason (open with guardian "
+            "`guardian`'s enc_private, for `wallet` and `set_version`). `hpke_rfc9180_a21` "
+            "is the RFC 9180 A.2.1 test vector of the same suite (sequence number 0)."
+        ),
+        "master_secret": master.hex(),
+        "fingerprint": fingerprint,
+        "set": {"version": version, "threshold": threshold, "guardians": members},
+        "seed_info": seed_info.hex(),
+        "seed": seed.hex(),
+        "coefficients": [c.hex() for c in coefficients],
+        "shares": shares,
+        "forged": {
+            "x": 2,
+            "y": forged_y.hex(),
+            "plaintext": forged_plain.hex(),
+            "sealed": forged_sealed.hex(),
+            "ephemeral_ikm": const("guardian forged ephemeral").hex(),
+            "wrong_secret": wrong.hex(),
+            "wrong_fingerprint": "0x" + keccak256(wrong).hex(),
+        },
+        "recover": recover_cases,
+        "bad_plaintexts": bad_plaintexts,
+        "bad_sealed": bad_sealed_cases,
+        "hpke_rfc9180_a21": RFC9180_A21,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 
 
 FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "framing.json": framing,
     "handshake.json": handshake,
     "derive.json": derive,
+    "guardians.json": guardians,
 }
 
 

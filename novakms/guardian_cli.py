@@ -1,0 +1,273 @@
+"""``novakms guardian``: offline tools for guardians of the master secret (PROTOCOL.md §9.3).
+
+* ``keygen --out DIR`` writes a guardian's two key files, ``wallet.key`` (secp256k1, the
+  format of every novakms key file) and ``enc.key`` (X25519, ``0x`` + 64 hex), mode 0600 in a
+  0700 directory, and prints ``{"wallet", "enc_public_key"}``.
+* ``split`` splits a master secret the owner brings (a 64-hex file) for a guardian set and
+  writes one sealed share per guardian, ``DIR/share-<wallet>.bin``: exactly the HPKE output
+  ``enc || ciphertext`` (binary, as a node would hand it out). The plaintexts are the ones
+  :func:`~novakms.crypto.guardian_shares.make_shares` gives for the same set; the sealed
+  bytes differ from run to run (a fresh HPKE ephemeral key each time).
+* ``open`` opens a share file with a guardian's ``enc.key`` and prints its public fields, so
+  a guardian can check what they hold; never the share value.
+
+No network, no chain: these run on a guardian's own machine. Errors print the CLI's JSON
+error (``{"error": {"code", "message", "reason"?}}``) and exit 2; nothing printed, logged or
+raised ever contains a secret, a share value or a private key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from novakms.cli_common import CliError, print_json, read_master_secret
+from novakms.crypto import guardian_shares as gs
+from novakms.crypto.eth import (
+    format_private_key,
+    generate_private_key,
+    normalize_wallet,
+    wallet_from_private_key,
+)
+
+__all__ = ["add_guardian_parser"]
+
+WALLET_KEY_FILE = "wallet.key"
+ENC_KEY_FILE = "enc.key"
+_MAX_KEY_FILE_SIZE = 4096
+
+
+def _private_dir(path: str) -> Path:
+    """Create ``path`` (and parents) if needed and make it 0700."""
+    directory = Path(path)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)  # whatever the umask, and also an existing directory
+    except OSError as exc:
+        raise CliError(f"cannot use {path} as the output directory: {exc.strerror}") from None
+    return directory
+
+
+def _write_file(path: Path, data: bytes, *, exclusive: bool) -> None:
+    """Write ``data`` to ``path`` with mode 0600 (refusing an existing file if ``exclusive``)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise CliError(f"{path} exists; refusing to overwrite a key file") from None
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # also when an older file was readable
+        handle.write(data)
+
+
+# --- keygen -----------------------------------------------------------------------------------
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    directory = _private_dir(args.out)
+    wallet_path, enc_path = directory / WALLET_KEY_FILE, directory / ENC_KEY_FILE
+    for path in (wallet_path, enc_path):
+        if path.exists():
+            raise CliError(f"{path} exists; refusing to overwrite a key file")
+    wallet_key = generate_private_key(os.urandom)
+    enc_private, enc_public = gs.generate_enc_keypair()
+    _write_file(wallet_path, (format_private_key(wallet_key) + "\n").encode(), exclusive=True)
+    _write_file(enc_path, ("0x" + enc_private.hex() + "\n").encode(), exclusive=True)
+    print_json(
+        {"wallet": wallet_from_private_key(wallet_key), "enc_public_key": "0x" + enc_public.hex()}
+    )
+    return 0
+
+
+# --- split ------------------------------------------------------------------------------------
+
+
+def _hex32(text: str) -> bytes | None:
+    raw = text.strip().removeprefix("0x").removeprefix("0X")
+    if len(raw) != 2 * gs.ENC_KEY_SIZE:
+        return None
+    try:
+        return bytes.fromhex(raw)
+    except ValueError:
+        return None
+
+
+def _guardian(text: str) -> tuple[str, bytes]:
+    """argparse type of ``--guardian WALLET:ENCPUBHEX``."""
+    wallet, sep, public = text.partition(":")
+    try:
+        wallet = normalize_wallet(wallet)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected WALLET:ENCPUBHEX, WALLET being 0x + 40 hex digits"
+        ) from None
+    key = _hex32(public) if sep else None
+    if key is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected WALLET:ENCPUBHEX, ENCPUBHEX being 64 hex digits (0x optional)"
+        )
+    return wallet, key
+
+
+def share_file_name(wallet: str) -> str:
+    """The file ``split`` writes for a guardian: ``share-<wallet>.bin``."""
+    return f"share-{wallet}.bin"
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    secret = read_master_secret(args.secret_file)
+    guardians: list[tuple[str, bytes]] = args.guardian
+    try:
+        guardian_set = gs.GuardianSet(
+            tuple(wallet for wallet, _ in guardians),
+            tuple(key for _, key in guardians),
+            args.threshold,
+            args.set_version,
+        )
+    except ValueError as exc:
+        raise CliError(f"not a usable guardian set: {exc}") from None
+    shares = gs.make_shares(secret, guardian_set)
+    sealed = []
+    for share, key in zip(shares, guardian_set.enc_public_keys, strict=True):
+        try:
+            sealed.append(gs.seal_share(share, key))
+        except gs.GuardianShareError as exc:
+            raise CliError(
+                f"guardian {share.wallet}: its encryption key is unusable", reason=exc.reason
+            ) from None
+    directory = _private_dir(args.out)
+    listed = []
+    for share, data in zip(shares, sealed, strict=True):
+        path = directory / share_file_name(share.wallet)
+        _write_file(path, data, exclusive=False)
+        listed.append({"wallet": share.wallet, "file": str(path.resolve())})
+    print_json(
+        {
+            "fingerprint": shares[0].fingerprint,
+            "threshold": guardian_set.threshold,
+            "set_version": guardian_set.version,
+            "shares": listed,
+        }
+    )
+    return 0
+
+
+# --- open -------------------------------------------------------------------------------------
+
+
+def _read_enc_key(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_MAX_KEY_FILE_SIZE + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        key = _hex32(raw.decode("ascii")) if len(raw) <= _MAX_KEY_FILE_SIZE else None
+    except UnicodeDecodeError:
+        key = None
+    if key is None:
+        raise CliError(f"{path}: not an encryption key file (expected '0x' + 64 hex digits)")
+    return key
+
+
+def _cmd_open(args: argparse.Namespace) -> int:
+    key = _read_enc_key(args.enc_key)
+    try:
+        with open(args.share, "rb") as handle:
+            sealed = handle.read(gs.MAX_SEALED_SIZE + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.share}: {exc.strerror or exc}") from None
+    try:
+        share = gs.open_share(sealed, key, wallet=args.wallet, set_version=args.set_version)
+    except gs.GuardianShareError as exc:
+        raise CliError(f"{args.share}: {exc}", reason=exc.reason) from None
+    print_json(
+        {
+            "wallet": share.wallet,
+            "set_version": share.set_version,
+            "x": share.x,
+            "threshold": share.threshold,
+            "count": share.count,
+            "fingerprint": share.fingerprint,
+        }
+    )
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _wallet(text: str) -> str:
+    try:
+        return normalize_wallet(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a wallet (0x + 40 hex digits)") from None
+
+
+def _set_version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 2**64 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a set version (0 .. 2**64-1)")
+    return value
+
+
+def add_guardian_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``novakms guardian keygen | split | open`` on the top-level subparsers."""
+    guardian = commands.add_parser(
+        "guardian",
+        help="offline guardian tools: key files, splitting a secret into sealed shares, "
+        "checking a share",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ops = guardian.add_subparsers(dest="guardian_op", required=True)
+
+    keygen = ops.add_parser(
+        "keygen",
+        help=f"write {WALLET_KEY_FILE} and {ENC_KEY_FILE} (0600) into a new 0700 directory",
+        description=f"Write a guardian's {WALLET_KEY_FILE} (secp256k1) and {ENC_KEY_FILE} "
+        '(X25519) into DIR; print {"wallet", "enc_public_key"}. Existing key files are '
+        "never overwritten.",
+    )
+    keygen.add_argument("--out", required=True, metavar="DIR")
+    keygen.set_defaults(func=_cmd_keygen)
+
+    split = ops.add_parser(
+        "split",
+        help="split a master secret file into one sealed share per guardian",
+        description="Split the 64-hex master secret in FILE for a guardian set (guardians in "
+        "on-chain order) and write DIR/share-<wallet>.bin per guardian: the sealed share, "
+        'binary (HPKE enc || ciphertext). Prints {"fingerprint", "threshold", "set_version", '
+        '"shares": [{"wallet", "file"}]}.',
+    )
+    split.add_argument("--secret-file", required=True, metavar="FILE")
+    split.add_argument("--threshold", type=int, required=True, metavar="K")
+    split.add_argument(
+        "--guardian",
+        type=_guardian,
+        action="append",
+        required=True,
+        metavar="WALLET:ENCPUBHEX",
+        help="a guardian, in on-chain order (repeat for each)",
+    )
+    split.add_argument("--set-version", type=_set_version, default=1, metavar="V")
+    split.add_argument("--out", required=True, metavar="DIR")
+    split.set_defaults(func=_cmd_split)
+
+    open_ = ops.add_parser(
+        "open",
+        help="open a sealed share and print its public fields (never the share value)",
+        description='Open a share file with an enc.key; print {"wallet", "set_version", "x", '
+        '"threshold", "count", "fingerprint"}.',
+    )
+    open_.add_argument("--enc-key", required=True, metavar="FILE")
+    open_.add_argument("--share", required=True, metavar="FILE")
+    open_.add_argument("--wallet", type=_wallet, required=True)
+    open_.add_argument("--set-version", type=_set_version, required=True, metavar="V")
+    open_.set_defaults(func=_cmd_open)
