@@ -372,6 +372,14 @@ class Client:
         """``kv.list``: one page of keys; pass the returned ``cursor`` for the next page."""
         return await self.call("kv.list", optional_args(prefix=prefix, limit=limit, cursor=cursor))
 
+    async def guardian_share(self) -> Mapping[str, Any]:
+        """``guardian.share``: this guardian's share, sealed to its encryption key."""
+        return await self.call("guardian.share")
+
+    async def guardian_restore(self, share: bytes) -> Mapping[str, Any]:
+        """``guardian.restore``: hand an opened share to a node that lost the secret."""
+        return await self.call("guardian.restore", {"share": share})
+
     async def cert_ca(self, app_id: int) -> str:
         """``cert.ca``: an app's CA certificate (PEM)."""
         return str((await self.call("cert.ca", {"app_id": app_id}))["certificate"])

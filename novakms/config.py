@@ -101,6 +101,7 @@ class Limits:
             it serves ``degraded`` (``peer_unreachable``).
         flush_timeout: seconds a stopping node spends pushing its outboxes to its peers once its
             connections have drained.
+        share_ttl: seconds a node that lost the secret keeps a guardian's recovery share.
         max_clock_skew_ms: replicated records stamped further in the future are rejected.
         max_clock_entries: most vector-clock entries of one record (one per KMS node that ever
             wrote the key); a replicated record with more is rejected (``clock_too_large``).
@@ -156,6 +157,7 @@ class Limits:
     peer_backoff_max: float = 2.0
     catch_up_timeout: float = 15.0
     flush_timeout: float = 5.0
+    share_ttl: float = 600.0
     max_clock_skew_ms: int = 60_000
     max_clock_entries: int = 64
     ack_timeout: float = 5.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from novakms.cli_common import CliError, print_json, read_master_secret
 from novakms.crypto import guardian_shares as gs
@@ -197,6 +198,77 @@ def _cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- online: a guardian and a node ------------------------------------------------------------
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    from novakms.blocking import BlockingClient
+    from novakms.crypto.signer import LocalSigner
+
+    try:
+        signer = LocalSigner.from_file(args.key)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read the guardian wallet key {args.key}: {exc}") from None
+    return BlockingClient.connect(
+        args.node, signer=signer, role="guardian", expect_wallet=args.expect_wallet, timeout=30
+    )
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        answer = client.call("guardian.share")
+    sealed = answer["share"]
+    if not isinstance(sealed, bytes) or len(sealed) > gs.MAX_SEALED_SIZE:
+        raise CliError("the node's answer carries no sealed share")
+    _write_file(Path(args.out), sealed, exclusive=False)
+    print_json(
+        {
+            "node": args.node,
+            "file": args.out,
+            **{k: answer[k] for k in ("set_version", "x", "threshold", "count", "fingerprint")},
+        }
+    )
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    key = _read_enc_key(args.enc_key)
+    try:
+        with open(args.share, "rb") as handle:
+            sealed = handle.read(gs.MAX_SEALED_SIZE + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.share}: {exc.strerror or exc}") from None
+    with _connect(args) as client:
+        version = client.status().get("guardians", {}).get("set_version")
+        if not isinstance(version, int):
+            raise CliError(f"{args.node} reports no guardian set")
+        wallet = client.wallet
+        try:
+            share = gs.open_share(sealed, key, wallet=wallet, set_version=version)
+        except gs.GuardianShareError as exc:
+            raise CliError(f"{args.share}: {exc}", reason=exc.reason) from None
+        answer = client.call("guardian.restore", {"share": gs.encode_share(share)})
+    print_json({"node": args.node, **answer})
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from novakms.blocking import BlockingClient
+
+    with BlockingClient.connect(args.node, timeout=30) as client:
+        status = client.status()
+    print_json(
+        {
+            "node": args.node,
+            "ready": status.get("ready"),
+            "reason": status.get("reason"),
+            "fingerprint": status.get("secret", {}).get("fingerprint"),
+            "guardians": status.get("guardians"),
+        }
+    )
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -271,3 +343,34 @@ def add_guardian_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     open_.add_argument("--wallet", type=_wallet, required=True)
     open_.add_argument("--set-version", type=_set_version, required=True, metavar="V")
     open_.set_defaults(func=_cmd_open)
+
+    def online(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = ops.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--node", required=True, help="HOST:PORT, unix:///path or vsock://")
+        parser.add_argument("--key", required=True, help="the guardian's wallet key file")
+        parser.add_argument(
+            "--expect-wallet",
+            help="refuse a node that does not prove this wallet (check it is a KMS operator)",
+        )
+        return parser
+
+    fetch = online(
+        "fetch",
+        "fetch this guardian's share from a node that holds the pinned secret; it stays "
+        "sealed to the guardian's encryption key in SHARE_FILE",
+    )
+    fetch.add_argument("--out", required=True, metavar="SHARE_FILE")
+    fetch.set_defaults(func=_cmd_fetch)
+    restore = online(
+        "restore",
+        "open SHARE_FILE with the encryption key and hand the share to a node that reports "
+        "secret_lost, over the node's sealed channel",
+    )
+    restore.add_argument("--enc-key", required=True, metavar="ENC_KEY")
+    restore.add_argument("--share", required=True, metavar="SHARE_FILE")
+    restore.set_defaults(func=_cmd_restore)
+    status = ops.add_parser(
+        "status", help="a node's guardian set and recovery progress (shares received / k)"
+    )
+    status.add_argument("--node", required=True)
+    status.set_defaults(func=_cmd_status)

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from novakms.auth.guardians import GuardianSet, no_guardians
 from novakms.auth.model import Identity
 from novakms.cluster import replication, sync_messages
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
+from novakms.cluster.recovery import ShareRefused, check_share
 from novakms.cluster.sync_messages import SYNC_BUCKETS
+from novakms.crypto import guardian_shares
 from novakms.crypto.certs import sign_csr
 from novakms.crypto.kdf import derive_app_key
 from novakms.errors import (
@@ -28,6 +31,7 @@ from novakms.errors import (
     Unavailable,
     UnknownOp,
 )
+from novakms.log import get_logger
 from novakms.node import Node
 from novakms.wire.handshake import Role
 
@@ -124,7 +128,7 @@ class Args:
 
 
 Handler = Callable[[Node, Session, Mapping[str, Any], float], Awaitable[dict[str, Any]]]
-Auth = Literal["none", "app", "peer"]
+Auth = Literal["none", "app", "peer", "guardian"]
 
 
 async def authorize_app(node: Node, session: Session) -> Identity:
@@ -327,6 +331,118 @@ async def op_sync_pull(
     return {"records": records, "remaining": []}
 
 
+async def authorize_guardian(node: Node, session: Session) -> tuple[str, GuardianSet]:
+    """The caller's guardian wallet and the current guardian set.
+
+    Raises:
+        Unauthenticated: anonymous connection.
+        Forbidden: not a ``guardian`` connection (``wrong_role``), or not in the owner's
+            current guardian set (``not_guardian``).
+        Unavailable: the authorization source cannot say.
+    """
+    if session.wallet is None:
+        raise Unauthenticated("this operation needs an authenticated guardian wallet")
+    if session.role != "guardian":
+        raise Forbidden("this operation is for guardians", reason="wrong_role")
+    guardians = await _guardian_set(node)
+    if not guardians.is_guardian(session.wallet):
+        raise Forbidden("not a guardian of this cluster", reason="not_guardian")
+    return session.wallet, guardians
+
+
+async def _guardian_set(node: Node) -> GuardianSet:
+    read = getattr(node.auth, "guardian_set", None)
+    return no_guardians() if read is None else await read()
+
+
+def _share_set(guardians: GuardianSet) -> guardian_shares.GuardianSet:
+    return guardian_shares.GuardianSet(
+        wallets=guardians.wallets,
+        enc_public_keys=guardians.enc_keys,
+        threshold=guardians.threshold,
+        version=guardians.version,
+    )
+
+
+async def op_guardian_share(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    wallet, guardians = await authorize_guardian(node, session)
+    Args(args, set())
+    secret = node.require_secret()
+    if node.pin is None:
+        # Backing up a secret the owner has not pinned would let it come back unapproved.
+        raise Unavailable(
+            "the owner has not pinned this cluster's master secret; no share is handed out",
+            reason="unpinned",
+            fingerprint=node.fingerprint(),
+        )
+    index = guardians.wallets.index(wallet)
+    share = guardian_shares.make_shares(secret, _share_set(guardians))[index]
+    sealed = guardian_shares.seal_share(share, guardians.enc_keys[index])
+    get_logger("novakms.guardians", node=node.wallet).info(
+        "share_handed_out", guardian=wallet, set_version=guardians.version
+    )
+    return {
+        "share": sealed,
+        "set_version": guardians.version,
+        "x": share.x,
+        "threshold": share.threshold,
+        "count": share.count,
+        "fingerprint": share.fingerprint,
+    }
+
+
+async def op_guardian_restore(
+    node: Node, session: Session, args: Mapping[str, Any], now: float
+) -> dict[str, Any]:
+    wallet, guardians = await authorize_guardian(node, session)
+    raw = Args(args, {"share"}).blob("share", required=True)
+    assert raw is not None  # required=True
+    try:
+        share = guardian_shares.parse_share(raw)
+    except guardian_shares.GuardianShareError as exc:
+        raise BadRequest(f"not a guardian share: {exc}", reason=exc.reason) from None
+    if node.master_secret is not None and not node.pin_mismatch:
+        return {"recovered": True, "received": 0, "threshold": guardians.threshold}
+    pin = node.pin
+    if pin is None or node.master_secret is not None or node.not_ready.reason != "secret_lost":
+        raise Unavailable(
+            "this node is not waiting for a recovery (it accepts shares in secret_lost only)",
+            reason="not_secret_lost",
+        )
+    try:
+        check_share(
+            share,
+            sender=wallet,
+            wallets=guardians.wallets,
+            threshold=guardians.threshold,
+            set_version=guardians.version,
+            pin=pin,
+        )
+    except ShareRefused as exc:
+        raise BadRequest(str(exc), reason=exc.reason) from None
+    log = get_logger("novakms.guardians", node=node.wallet)
+    node.recovery.add(wallet, share, now)
+    log.info("share_received", guardian=wallet, held=len(node.recovery))
+    secret = node.recovery.try_recover(
+        now,
+        lambda shares: guardian_shares.recover(
+            shares, threshold=guardians.threshold, pin_fingerprint=pin
+        ),
+    )
+    if secret is not None and node.master_secret is None:
+        node.install_secret(secret)
+        log.warning(
+            "secret_recovered", fingerprint=node.fingerprint(), guardians=guardians.threshold
+        )
+    return {
+        "recovered": node.master_secret is not None,
+        "received": len(node.recovery.senders(now)),
+        "threshold": guardians.threshold,
+    }
+
+
 async def op_health(
     node: Node, session: Session, args: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -367,7 +483,29 @@ async def op_status(
         "auth": {"source": node.auth.name, **node.auth.describe()},
         "store": _store_status(node),
         "cluster": _cluster_status(node, now),
+        "guardians": await _guardians_status(node, now),
         "connections": node.connections,
+    }
+
+
+async def _guardians_status(node: Node, now: float) -> dict[str, Any]:
+    """The guardian set and recovery progress; never a share."""
+    try:
+        guardians = await _guardian_set(node)
+    except Unavailable:
+        return {"set_version": None, "wallets": [], "threshold": None, "recovery": None}
+    recovering = node.master_secret is None and node.not_ready.reason == "secret_lost"
+    return {
+        "set_version": guardians.version,
+        "wallets": list(guardians.wallets),
+        "threshold": guardians.threshold,
+        "recovery": {
+            "received": len(node.recovery.senders(now)),
+            "from": node.recovery.senders(now),
+            "threshold": guardians.threshold,
+        }
+        if recovering
+        else None,
     }
 
 
@@ -631,6 +769,8 @@ OPS: dict[str, tuple[Auth, Handler]] = {
     "sync.pull": ("peer", op_sync_pull),
     "sync.snapshot": ("peer", op_sync_snapshot),
     "sync.forget": ("peer", op_sync_forget),
+    "guardian.share": ("guardian", op_guardian_share),
+    "guardian.restore": ("guardian", op_guardian_restore),
 }
 
 
@@ -645,9 +785,9 @@ async def _take_token(node: Node, session: Session, auth: Auth, now: float) -> f
     decide now leaves the question open for the next request.
     """
     if auth != "none" and session.wallet is not None and REGISTERED not in session.state:
-        check = authorize_app if session.role == "app" else authorize_peer
+        checks = {"app": authorize_app, "peer": authorize_peer, "guardian": authorize_guardian}
         try:
-            await check(node, session)
+            await checks[session.role](node, session)
             session.state[REGISTERED] = True
         except (Forbidden, Unauthenticated):
             session.state[REGISTERED] = False

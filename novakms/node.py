@@ -15,9 +15,11 @@ from novakms.auth.ratelimit import KeyedRateLimiter
 from novakms.auth.source import AuthorizationSource
 from novakms.cluster import replication
 from novakms.cluster.readiness import State
+from novakms.cluster.recovery import RecoveryPool
 from novakms.config import Limits, Mode
 from novakms.crypto import aead
 from novakms.crypto.certs import ca_certificate_pem
+from novakms.crypto.guardian_shares import GuardianShare
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
 from novakms.crypto.signer import Signer
 from novakms.errors import QuotaExceeded, Unavailable
@@ -76,6 +78,7 @@ class Node:
     store: KVStore | None = field(init=False, default=None, repr=False)
     pin_mismatch: bool = field(default=False, init=False)
     pin: str | None = field(default=None, init=False)  # the owner's pin, as last read
+    recovery: RecoveryPool[GuardianShare] = field(init=False, repr=False)
     not_ready: Unavailable = field(
         init=False,
         default_factory=lambda: Unavailable(
@@ -90,6 +93,7 @@ class Node:
     _ca_pems: dict[int, str] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self.recovery = RecoveryPool(ttl=self.limits.share_ttl)
         if self.mode is Mode.ENCLAVE:
             self.require_pin = True  # production never serves an unpinned secret
         elif self.require_pin is None:

@@ -32,9 +32,9 @@ class ShareView(Protocol):
     @property
     def x(self) -> int: ...
     @property
-    def k(self) -> int: ...
+    def threshold(self) -> int: ...
     @property
-    def n(self) -> int: ...
+    def count(self) -> int: ...
     @property
     def set_version(self) -> int: ...
     @property
@@ -75,11 +75,11 @@ def check_share(
     """
     if share.wallet != sender or sender not in wallets or share.x != wallets.index(sender) + 1:
         raise ShareRefused("not_your_share", "this share is not the sending guardian's")
-    if share.set_version != set_version or share.n != len(wallets):
+    if share.set_version != set_version or share.count != len(wallets):
         raise ShareRefused("stale_set", "this share belongs to another guardian set")
     if share.fingerprint.lower() != pin.lower():
         raise ShareRefused("wrong_fingerprint", "this share is not of the pinned secret")
-    if share.k != threshold:
+    if share.threshold != threshold:
         raise ShareRefused("wrong_threshold", "this share's threshold is not the set's")
 
 
