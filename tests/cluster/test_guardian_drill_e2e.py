@@ -7,8 +7,11 @@ Shamir. Nothing is mocked; assertions are on answers and state, never on elapsed
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +190,64 @@ async def test_a_node_that_holds_an_unpinned_secret_hands_out_no_share(drill: An
         # A node that is not in secret_lost takes no shares either.
         with pytest.raises(BadRequest):
             await kms.guardian_restore(b"not a share")
+
+
+def reference_derive(master: bytes, app_id: int, path: str, context: str | None) -> bytes:
+    """The Nova KMS app-key derivation (PROTOCOL.md §9.1), computed here independently."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = path if not context else f"{path}:{context}"
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=f"nova-kms:app:{app_id}".encode(),
+        info=info.encode(),
+    ).derive(master)
+
+
+async def test_bring_your_own_secret_restores_a_new_cluster_with_every_app_key_unchanged(
+    drill: Any, tmp_path: Any
+) -> None:
+    cluster, members = drill
+    # A master secret from elsewhere (say, a reference Nova KMS cluster), split offline.
+    own = hashlib.sha256(b"novakms test: a reference cluster's master secret").digest()
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text(own.hex() + "\n")
+    secret_file.chmod(0o600)
+    out_dir = tmp_path / "shares"
+    guardians = [
+        f"{g.wallet}:0x{public.hex()}" for g, (_, public) in zip(GUARDIANS, ENC_KEYS, strict=True)
+    ]
+    argv = [sys.executable, "-m", "novakms.cli", "guardian", "split", "--secret-file"]
+    argv += [str(secret_file), "--threshold", str(THRESHOLD), "--out", str(out_dir)]
+    for guardian in guardians:
+        argv += ["--guardian", guardian]
+    split = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    assert split.returncode == 0, split.stdout + split.stderr
+    report = json.loads(split.stdout)
+    assert report["fingerprint"] == secret_fingerprint(own)
+    assert own.hex() not in split.stdout.decode() + split.stderr.decode()
+
+    # A new cluster, pinned to that fingerprint before it starts: it never generates a secret.
+    await cluster.pin(bytes.fromhex(secret_fingerprint(own)[2:]))
+    nodes = [await cluster.start(s, port, require_pin=True) for s, port in members]
+    await until(lambda: all(n.not_ready.reason == "secret_lost" for n in nodes), seconds=60)
+    for i in (0, 2):
+        entry = next(e for e in report["shares"] if e["wallet"] == GUARDIANS[i].wallet)
+        share = guardian_shares.open_share(
+            Path(entry["file"]).read_bytes(),
+            ENC_KEYS[i][0],
+            wallet=GUARDIANS[i].wallet,
+            set_version=1,
+        )
+        async with await as_guardian(members[0][1], i) as kms:
+            answer = await kms.guardian_restore(guardian_shares.encode_share(share))
+    assert answer["recovered"] is True
+    await until(lambda: all(n.serving_apps and not n.syncing for n in nodes), seconds=60)
+    for _, port in members:
+        for app_id, app in enumerate(APPS, start=1):
+            async with await Client.connect(f"127.0.0.1:{port}", signer=app) as kms:
+                for path, context in PATHS:
+                    got = (await kms.derive(path, context=context)).key
+                    assert got == reference_derive(own, app_id, path, context)
