@@ -23,7 +23,13 @@ from typing import Any, NoReturn
 import trio
 
 from novakms import __version__
-from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set, parse_enc_key
+from novakms.auth.guardians import (
+    MAX_GUARDIANS,
+    GuardianSet,
+    GuardianSetError,
+    guardian_set,
+    parse_enc_key,
+)
 from novakms.auth.model import ZERO_ADDRESS
 from novakms.auth.source import AuthorizationSource
 from novakms.auth.static import StaticRegistry
@@ -45,7 +51,13 @@ from novakms.config import (
     enclave_mode,
     parse_limit_overrides,
 )
-from novakms.crypto.eth import normalize_wallet, parse_private_key
+from novakms.crypto.eth import (
+    generate_private_key,
+    normalize_wallet,
+    parse_private_key,
+    wallet_from_private_key,
+)
+from novakms.crypto.guardian_shares import enc_public_key_of, generate_enc_keypair
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.devchain import clear_guardians, deploy_registries, set_guardians, setup_world
@@ -224,6 +236,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         raise CliError("--restart is for the node processes of the anvil cluster (--chain anvil)")
     if args.restart_delay < 0:
         raise CliError("--restart-delay must be at least 0")
+    if args.guardians and args.chain == "static":
+        raise CliError("--guardians needs the chain (--chain anvil): the set lives in KMSRegistry")
+    threshold = args.threshold if args.threshold is not None else args.guardians // 2 + 1
+    if args.guardians < 0 or args.guardians > MAX_GUARDIANS:
+        raise CliError(f"--guardians must be 0..{MAX_GUARDIANS}")
+    if args.guardians and not 1 <= threshold <= args.guardians:
+        raise CliError("--threshold must be 1..--guardians")
+    args.threshold = threshold if args.guardians else None
     if args.master_secret is not None:
         raise CliError(
             "--master-secret is gone: a secret on the command line is readable by every user "
@@ -308,6 +328,15 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                 ],
                 app_wallets=[a.wallet for a in state.apps],
             )
+            guardians = _dev_guardians(state.directory, args.guardians)
+            if guardians:
+                await set_guardians(
+                    TxSender(rpc, admin_key),
+                    world.kms_registry,
+                    [g["wallet"] for g in guardians],
+                    [g.pop("enc_public_key") for g in guardians],
+                    args.threshold,
+                )
         launch = NodeLaunch(
             log_level=args.log_level,
             chain_rpc=anvil.url,
@@ -336,6 +365,11 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                     ),
                 )
             await _await_cluster_ready(nodes)
+            for guardian in guardians:  # each guardian's share, sealed to its own key
+                await _fetch_share(nodes[0].address, guardian)
+            extra: dict[str, Any] = (
+                {"guardians": guardians, "threshold": args.threshold} if guardians else {}
+            )
             _print_json(
                 {
                     "nodes": [
@@ -349,6 +383,7 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
                         "kms_registry": world.kms_registry,
                         "admin_key_file": str(admin_key_file),
                     },
+                    **extra,
                 }
             )
             # From here on a node that exits is reported (and restarted with --restart); the
@@ -372,6 +407,41 @@ async def _dev_cluster(args: argparse.Namespace, state: DevState) -> None:
 def _pid(node: DevNode) -> int:
     assert node.process is not None
     return node.process.pid
+
+
+def _dev_guardians(directory: Path, count: int) -> list[dict[str, Any]]:
+    """``count`` guardians' key files in the state directory (kept when it is reused)."""
+    guardians: list[dict[str, Any]] = []
+    for i in range(count):
+        home = directory / f"guardian{i + 1}"
+        home.mkdir(mode=0o700, exist_ok=True)
+        wallet_file, enc_file = home / "wallet.key", home / "enc.key"
+        if not wallet_file.exists():
+            write_key_file(wallet_file, generate_private_key(os.urandom))
+        if not enc_file.exists():
+            write_key_file(enc_file, generate_enc_keypair()[0])
+        enc_private = parse_private_key(enc_file.read_text())
+        guardians.append(
+            {
+                "wallet": wallet_from_private_key(parse_private_key(wallet_file.read_text())),
+                "key_file": str(wallet_file.resolve()),
+                "enc_key_file": str(enc_file.resolve()),
+                "share_file": str((home / "share.bin").resolve()),
+                "enc_public_key": enc_public_key_of(enc_private),
+            }
+        )
+    return guardians
+
+
+async def _fetch_share(address: str, guardian: dict[str, Any]) -> None:
+    """``novakms guardian fetch`` for a dev guardian: its sealed share into its share file."""
+    signer = LocalSigner.from_file(guardian["key_file"])
+    async with await Client.connect(address, signer=signer, role="guardian", timeout=10) as kms:
+        answer = await kms.guardian_share()
+    path = Path(guardian["share_file"])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(answer["share"])
 
 
 async def _await_one_secret(nodes: Sequence[DevNode]) -> str:
@@ -868,6 +938,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="S",
         help="with --restart: seconds from a node's exit to its restart (default 1.0)",
+    )
+    dev.add_argument(
+        "--guardians",
+        type=int,
+        default=0,
+        metavar="N",
+        help="register N guardians on chain (key files in the state dir), fetch each one's "
+        "sealed share once the cluster is ready, and list them in the ready line",
+    )
+    dev.add_argument(
+        "--threshold",
+        type=int,
+        metavar="K",
+        help="with --guardians: shares needed to recover (default: a majority)",
     )
     dev.set_defaults(func=_cmd_dev)
 

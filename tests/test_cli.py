@@ -87,17 +87,20 @@ class StderrReader:
 
 
 @contextlib.contextmanager
-def dev_process(state: Path, *extra: str) -> Iterator[dict[str, Any]]:
-    """``novakms dev`` with the test's master secret; yields its ready line, then stops it.
+def dev_process(state: Path, *extra: str, secret: bool = True) -> Iterator[dict[str, Any]]:
+    """``novakms dev`` with the test's master secret (unless ``secret`` is False: the nodes
+    then agree on one); yields its ready line, then stops it.
 
     The ready line gets ``state``, ``dev_pid``, ``process`` (the Popen) and ``stderr`` (a
     :class:`StderrReader`).
     """
     env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
     argv = [sys.executable, "-m", "novakms.cli", "dev", "--port", "0"]
-    secret_file = state.parent / f"{state.name}.secret"
-    secret_file.write_text(SECRET)
-    argv += ["--master-secret-file", str(secret_file), "--state-dir", str(state), *extra]
+    if secret:
+        secret_file = state.parent / f"{state.name}.secret"
+        secret_file.write_text(SECRET)
+        argv += ["--master-secret-file", str(secret_file)]
+    argv += ["--state-dir", str(state), *extra]
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as proc:
@@ -129,7 +132,7 @@ def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any
                 proc.kill()
         text = stderr.text(join=10)
         assert SECRET not in text and SECRET not in line
-        for key_file in state.glob("*.key"):
+        for key_file in state.glob("**/*.key"):
             assert key_file.read_text().strip() not in text
         events = stderr.events()  # the command's own lines: one JSON object each
         assert all(e.get("event") in {"node_exited", "node_restarted"} for e in events), events
@@ -1057,3 +1060,51 @@ def test_a_node_that_exits_while_the_cluster_starts_is_an_error(tmp_path: Path) 
         )  # fmt: skip
     assert out.returncode == 2, out.stdout + out.stderr
     assert "a node exited while starting" in json.loads(out.stdout)["error"]["message"]
+
+
+def test_dev_guardians_and_the_recovery_drill_by_hand(tmp_path: Path) -> None:
+    options = ("--guardians", "3", "--threshold", "2", "--restart", "--restart-delay", "0.2")
+    with dev_process(tmp_path / "state", *options, secret=False) as ready:
+        nodes, app, guardians = ready["nodes"], ready["apps"][0], ready["guardians"]
+        assert ready["threshold"] == 2 and len(guardians) == 3
+        for guardian in guardians:
+            assert set(guardian) == {"wallet", "key_file", "enc_key_file", "share_file"}
+            for name in ("key_file", "enc_key_file", "share_file"):
+                assert Path(guardian[name]).stat().st_mode & 0o777 == 0o600
+            opened = novakms(
+                "guardian", "open", "--enc-key", guardian["enc_key_file"], "--share",
+                guardian["share_file"], "--wallet", guardian["wallet"], "--set-version", "1",
+            )  # fmt: skip
+            assert opened.returncode == 0, opened.stdout + opened.stderr
+            assert json.loads(opened.stdout)["threshold"] == 2
+        address = nodes[0]["address"]
+        expected = _derive(address, app["key_file"])
+        status = json.loads(novakms("guardian", "status", "--node", address).stdout)
+        assert status["guardians"]["threshold"] == 2 and status["guardians"]["recovery"] is None
+        fetched = novakms(
+            "guardian", "fetch", "--node", nodes[1]["address"], "--key", guardians[2]["key_file"],
+            "--out", str(tmp_path / "fetched.bin"),
+        )  # fmt: skip
+        assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+        assert json.loads(fetched.stdout)["x"] == 3
+
+        # Total loss: every node is killed; dev restarts them, and they find the pin but no
+        # secret anywhere: secret_lost, and no new secret.
+        for node in nodes:
+            os.kill(node["pid"], signal.SIGKILL)
+        ready["stderr"].wait_for("node_restarted", count=3)
+        deadline = time.monotonic() + 60
+        while not all((_status(n["address"]) or {}).get("reason") == "secret_lost" for n in nodes):
+            assert time.monotonic() < deadline, "the restarted nodes did not report secret_lost"
+            time.sleep(0.2)
+        # Two guardians restore it, each from its own files, with the CLI.
+        for guardian in guardians[:2]:
+            restored = novakms(
+                "guardian", "restore", "--node", address, "--key", guardian["key_file"],
+                "--enc-key", guardian["enc_key_file"], "--share", guardian["share_file"],
+            )  # fmt: skip
+            assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert json.loads(restored.stdout)["recovered"] is True
+        for node in nodes:
+            _wait_serving(node["address"])
+            assert _derive(node["address"], app["key_file"]) == expected
