@@ -6,6 +6,9 @@ This is an implementation of the derived values of PROTOCOL.md that is independe
 out with `hmac`, RFC 5869), `cryptography` (X25519, ChaCha20-Poly1305), `coincurve`
 (secp256k1 recoverable signatures with RFC 6979 nonces), pycryptodome's Keccak-256 and `cbor2`
 (for *encoding* only; the small strict decoder below exists only to check the framing vectors).
+The guardian vectors' GF(2^8) Shamir arithmetic and HPKE (RFC 9180) key schedule are written
+out here too (novakms uses tables and pyhpke); the HPKE code checks itself against RFC 9180
+A.2.1 before it is used.
 
 Every key, nonce and secret is a fixed constant, so the output is byte-stable:
 
