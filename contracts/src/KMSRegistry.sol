@@ -38,6 +38,7 @@ contract KMSRegistry is INovaAppInterface {
     error ZeroGuardianWallet(uint256 index);
     error ZeroGuardianEncKey(uint256 index);
     error DuplicateGuardian(address wallet);
+    error DuplicateGuardianEncKey(uint256 index);
 
     // ------------------------------------------------------------------ events
 
@@ -140,7 +141,8 @@ contract KMSRegistry is INovaAppInterface {
 
     /// @notice Replace the guardian set (and bump `guardianSetVersion`).
     /// @param wallets the guardians' addresses: 1..MAX_GUARDIANS, non-zero, no duplicates.
-    /// @param encKeys each guardian's X25519 HPKE public key (32 bytes, non-zero), same order.
+    /// @param encKeys each guardian's X25519 HPKE public key (32 bytes, non-zero, no two alike:
+    ///        one key holding two shares would lower the threshold), same order.
     /// @param threshold how many guardians recovery needs: 1..wallets.length.
     function setGuardians(address[] calldata wallets, bytes32[] calldata encKeys, uint8 threshold) external onlyOwner {
         uint256 n = wallets.length;
@@ -152,6 +154,9 @@ contract KMSRegistry is INovaAppInterface {
             address wallet = wallets[i];
             if (wallet == address(0)) revert ZeroGuardianWallet(i);
             if (encKeys[i] == bytes32(0)) revert ZeroGuardianEncKey(i);
+            for (uint256 j = 0; j < i; j++) {
+                if (encKeys[j] == encKeys[i]) revert DuplicateGuardianEncKey(i);
+            }
             // Marked with the new version as we go: a second occurrence is a duplicate.
             if (_guardianOf[wallet] == version) revert DuplicateGuardian(wallet);
             _guardianOf[wallet] = version;

@@ -553,6 +553,14 @@ contract KMSRegistryTest is TestBase {
         _assertNoGuardians(0);
     }
 
+    function test_setGuardians_rejectsDuplicateEncKey() public {
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.DuplicateGuardianEncKey.selector, 1));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K1, K3), 2);
+        vm.expectRevert(abi.encodeWithSelector(KMSRegistry.DuplicateGuardianEncKey.selector, 2));
+        kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K1), 2);
+        _assertNoGuardians(0);
+    }
+
     function test_setGuardians_failedCallChangesNothing() public {
         kms.setGuardians(_addrs(G1, G2, G3), _keys(K1, K2, K3), 2);
         recordLogs();

@@ -90,6 +90,7 @@ class GuardianSet:
         if self.version == 0:
             raise GuardianSetError("a guardian set has version 1 or more (0 means none)")
         seen: set[str] = set()
+        keys: set[bytes] = set()
         for i, (wallet, key) in enumerate(zip(self.wallets, self.enc_keys, strict=True)):
             if not isinstance(wallet, str) or _WALLET_RE.fullmatch(wallet) is None:
                 raise GuardianSetError(f"wallet {i}: {wallet!r} is not a lowercase 0x address")
@@ -102,6 +103,10 @@ class GuardianSet:
                 raise GuardianSetError(f"enc key {i}: expected {ENC_KEY_SIZE} bytes")
             if key == bytes(ENC_KEY_SIZE):
                 raise GuardianSetError(f"enc key {i} is all zero")
+            if key in keys:
+                # One key holder with two shares would need fewer than `threshold` others.
+                raise GuardianSetError(f"enc key {i}: the same key as another guardian's")
+            keys.add(key)
 
     @property
     def empty(self) -> bool:

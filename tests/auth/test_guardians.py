@@ -82,6 +82,7 @@ def test_size_bounds() -> None:
         ({"wallets": (W1, W2, W3.upper())}, "not a lowercase 0x address"),
         ({"wallets": (W1, W2, "0x1234")}, "not a lowercase 0x address"),
         ({"enc_keys": (K1, bytes(32), K3)}, "enc key 1 is all zero"),
+        ({"enc_keys": (K1, K2, K1)}, "enc key 2: the same key as another"),
         ({"enc_keys": (K1, K2, K3[:31])}, "enc key 2: expected 32 bytes"),
         ({"enc_keys": (K1, K2, K3 + b"\x00")}, "enc key 2: expected 32 bytes"),
         ({"enc_keys": (K1, K2, bytearray(K3))}, "enc key 2: expected 32 bytes"),
