@@ -215,9 +215,11 @@ class Replicator:
     def _returned(self, link: _Link) -> None:
         """The peer is back: push its backlog now and run anti-entropy with it next."""
         link.failures, link.next_try, link.hold_until = 0, 0.0, 0.0
-        if link.returned_round is None and link.outbox.pending():
+        # The backlog may already be on its way: a retry's dial is what noticed the return.
+        backlog = link.outbox.pending() + len(link.inflight)
+        if link.returned_round is None and backlog:
             link.returned_round = self._rounds
-            link.returned_backlog = link.outbox.pending()
+            link.returned_backlog = backlog
         self._push_now.set()
         self._priority.add(link.wallet)
         self._priority_now.set()

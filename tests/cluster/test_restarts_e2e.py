@@ -163,11 +163,10 @@ async def test_overlapping_restarts_end_in_a_reported_degraded_state(
         assert node.degraded == "no_caught_up_peer"
         report = await status(port)
         assert report["degraded"] == "no_caught_up_peer"
-        assert report["catch_up"] == {
-            "state": "degraded",
-            "reason": "no_caught_up_peer",
-            "unreachable": [a.wallet],
-        }
+        catch_up = report["catch_up"]
+        assert catch_up["state"] == "degraded" and catch_up["reason"] == "no_caught_up_peer"
+        # A for sure; the other joiner too if it was still starting when the retries ran out.
+        assert a.wallet in catch_up["unreachable"]
         async with await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms:
             answer = await kms.call("kv.list", {"limit": 1})
         assert answer["degraded"] == "no_caught_up_peer"  # every KV answer carries it
