@@ -929,8 +929,16 @@ def _wait_serving(address: str, timeout: float = 60) -> Any:
         time.sleep(0.2)
 
 
-def _cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+def _cmdline(pid: int, timeout: float = 30) -> list[str]:
+    """The node process's command line, once it is one: between fork and exec /proc shows
+    the parent's (novakms dev) or nothing, a window that load widens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+        if "serve" in argv:
+            return argv
+        assert time.monotonic() < deadline, f"process {pid} never became a node: {argv}"
+        time.sleep(0.01)
 
 
 def _derive(address: str, key_file: str) -> str:
