@@ -128,6 +128,7 @@ async def bootstrap_round(
             nursery.start_soon(ask, entry)
     pin_of = getattr(node.auth, "master_secret_pin", None)
     pin = None if pin_of is None else await pin_of()
+    node.check_pin(pin)  # the node's view of the pin is the one this round decides on
     decision = decide(
         self_wallet=node.wallet,
         self_instance_id=int(me["instance_id"]),
