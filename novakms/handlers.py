@@ -425,6 +425,7 @@ async def op_guardian_restore(
     log = get_logger("novakms.guardians", node=node.wallet)
     node.recovery.add(wallet, share, now)
     log.info("share_received", guardian=wallet, held=len(node.recovery))
+    received = len(node.recovery.senders(now))  # before a recovery forgets them
     secret = node.recovery.try_recover(
         now,
         lambda shares: guardian_shares.recover(
@@ -438,7 +439,7 @@ async def op_guardian_restore(
         )
     return {
         "recovered": node.master_secret is not None,
-        "received": len(node.recovery.senders(now)),
+        "received": received,
         "threshold": guardians.threshold,
     }
 

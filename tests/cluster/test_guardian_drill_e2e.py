@@ -164,7 +164,7 @@ async def test_two_of_three_guardians_restore_every_key_after_a_total_loss(drill
     started = time.perf_counter()
     async with await as_guardian(target, 2) as kms:
         answer = await kms.guardian_restore(guardian_shares.encode_share(shares[2]))
-    assert answer["recovered"] is True
+    assert answer == {"recovered": True, "received": 3, "threshold": THRESHOLD}
     await until(lambda: all(n.serving_apps and not n.syncing for n in nodes), seconds=60)
     print(f"second good share -> every node serving: {time.perf_counter() - started:.2f} s")
     assert {n.fingerprint() for n in nodes} == {fingerprint}
