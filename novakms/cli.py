@@ -64,7 +64,7 @@ from novakms.devchain import clear_guardians, deploy_registries, set_guardians, 
 from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
 from novakms.devnodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
 from novakms.errors import NovaKMSError, TransportError, Unavailable
-from novakms.guardian_cli import add_guardian_parser
+from novakms.guardian_cli import add_guardian_parser, write_private_file
 from novakms.log import configure
 from novakms.net.addresses import parse_address
 from novakms.net.odyn import DEFAULT_ODYN_URL
@@ -438,10 +438,7 @@ async def _fetch_share(address: str, guardian: dict[str, Any]) -> None:
     signer = LocalSigner.from_file(guardian["key_file"])
     async with await Client.connect(address, signer=signer, role="guardian", timeout=10) as kms:
         answer = await kms.guardian_share()
-    path = Path(guardian["share_file"])
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(answer["share"])
+    write_private_file(Path(guardian["share_file"]), answer["share"], exclusive=False)
 
 
 async def _await_one_secret(nodes: Sequence[DevNode]) -> str:

@@ -32,7 +32,7 @@ from novakms.crypto.eth import (
     wallet_from_private_key,
 )
 
-__all__ = ["add_guardian_parser"]
+__all__ = ["add_guardian_parser", "write_private_file"]
 
 WALLET_KEY_FILE = "wallet.key"
 ENC_KEY_FILE = "enc.key"
@@ -50,7 +50,7 @@ def _private_dir(path: str) -> Path:
     return directory
 
 
-def _write_file(path: Path, data: bytes, *, exclusive: bool) -> None:
+def write_private_file(path: Path, data: bytes, *, exclusive: bool) -> None:
     """Write ``data`` to ``path`` with mode 0600 (refusing an existing file if ``exclusive``)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
     try:
@@ -75,8 +75,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
             raise CliError(f"{path} exists; refusing to overwrite a key file")
     wallet_key = generate_private_key(os.urandom)
     enc_private, enc_public = gs.generate_enc_keypair()
-    _write_file(wallet_path, (format_private_key(wallet_key) + "\n").encode(), exclusive=True)
-    _write_file(enc_path, ("0x" + enc_private.hex() + "\n").encode(), exclusive=True)
+    write_private_file(
+        wallet_path, (format_private_key(wallet_key) + "\n").encode(), exclusive=True
+    )
+    write_private_file(enc_path, ("0x" + enc_private.hex() + "\n").encode(), exclusive=True)
     print_json(
         {"wallet": wallet_from_private_key(wallet_key), "enc_public_key": "0x" + enc_public.hex()}
     )
@@ -143,7 +145,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     listed = []
     for share, data in zip(shares, sealed, strict=True):
         path = directory / share_file_name(share.wallet)
-        _write_file(path, data, exclusive=False)
+        write_private_file(path, data, exclusive=False)
         listed.append({"wallet": share.wallet, "file": str(path.resolve())})
     print_json(
         {
@@ -174,13 +176,18 @@ def _read_enc_key(path: str) -> bytes:
     return key
 
 
+def _read_share_file(path: str) -> bytes:
+    """A sealed share file's bytes (at most one byte past the largest share: open refuses it)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(gs.MAX_SEALED_SIZE + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _cmd_open(args: argparse.Namespace) -> int:
     key = _read_enc_key(args.enc_key)
-    try:
-        with open(args.share, "rb") as handle:
-            sealed = handle.read(gs.MAX_SEALED_SIZE + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {args.share}: {exc.strerror or exc}") from None
+    sealed = _read_share_file(args.share)
     try:
         share = gs.open_share(sealed, key, wallet=args.wallet, set_version=args.set_version)
     except gs.GuardianShareError as exc:
@@ -220,7 +227,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     sealed = answer["share"]
     if not isinstance(sealed, bytes) or len(sealed) > gs.MAX_SEALED_SIZE:
         raise CliError("the node's answer carries no sealed share")
-    _write_file(Path(args.out), sealed, exclusive=False)
+    write_private_file(Path(args.out), sealed, exclusive=False)
     print_json(
         {
             "node": args.node,
@@ -233,11 +240,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_restore(args: argparse.Namespace) -> int:
     key = _read_enc_key(args.enc_key)
-    try:
-        with open(args.share, "rb") as handle:
-            sealed = handle.read(gs.MAX_SEALED_SIZE + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {args.share}: {exc.strerror or exc}") from None
+    sealed = _read_share_file(args.share)
     with _connect(args) as client:
         version = client.status().get("guardians", {}).get("set_version")
         if not isinstance(version, int):

@@ -495,18 +495,15 @@ async def _guardians_status(node: Node, now: float) -> dict[str, Any]:
         guardians = await _guardian_set(node)
     except Unavailable:
         return {"set_version": None, "wallets": [], "threshold": None, "recovery": None}
-    recovering = node.master_secret is None and node.not_ready.reason == "secret_lost"
+    recovery = None
+    if node.master_secret is None and node.not_ready.reason == "secret_lost":
+        senders = node.recovery.senders(now)
+        recovery = {"received": len(senders), "from": senders, "threshold": guardians.threshold}
     return {
         "set_version": guardians.version,
         "wallets": list(guardians.wallets),
         "threshold": guardians.threshold,
-        "recovery": {
-            "received": len(node.recovery.senders(now)),
-            "from": node.recovery.senders(now),
-            "threshold": guardians.threshold,
-        }
-        if recovering
-        else None,
+        "recovery": recovery,
     }
 
 

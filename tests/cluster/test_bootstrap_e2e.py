@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 from collections.abc import AsyncIterator
@@ -127,17 +128,22 @@ class Cluster:
         )
 
 
-@pytest.fixture
-async def world(
-    nursery: trio.Nursery, anvil: AnvilProcess
+@contextlib.asynccontextmanager
+async def open_world(
+    nursery: trio.Nursery,
+    anvil: AnvilProcess,
+    *,
+    app_wallets: list[str],
+    label: str = "node",
 ) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
-    members = [(signer(f"node{i}"), free_port()) for i in range(3)]
+    """Registries with three KMS operators (``<label>0..2``, not started) and these apps."""
+    members = [(signer(f"{label}{i}"), free_port()) for i in range(3)]
     admin_rpc = JsonRpcClient(anvil.url, timeout=10)
     chain = await setup_world(
         admin_rpc,
         anvil.private_keys[0],
         node_wallets=[(s.wallet, f"http://127.0.0.1:{port}") for s, port in members],
-        app_wallets=[signer("app").wallet],
+        app_wallets=app_wallets,
     )
     cluster = Cluster(nursery, anvil, chain, TxSender(admin_rpc, anvil.private_keys[0]))
     try:
@@ -145,6 +151,14 @@ async def world(
     finally:
         for client in [admin_rpc, *cluster.clients]:
             await client.aclose()
+
+
+@pytest.fixture
+async def world(
+    nursery: trio.Nursery, anvil: AnvilProcess
+) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
+    async with open_world(nursery, anvil, app_wallets=[signer("app").wallet]) as opened:
+        yield opened
 
 
 async def until(predicate: Any, seconds: float = 20) -> None:

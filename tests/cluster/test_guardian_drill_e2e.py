@@ -18,16 +18,14 @@ import pytest
 import trio
 
 from novakms.chain.anvil import AnvilProcess
-from novakms.chain.rpc import JsonRpcClient
-from novakms.chain.tx import TxSender
 from novakms.client import Client
 from novakms.crypto import guardian_shares
 from novakms.crypto.guardian_shares import GuardianShare
 from novakms.crypto.kdf import derive_app_key, secret_fingerprint
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import set_guardians, setup_world
+from novakms.devchain import set_guardians
 from novakms.errors import BadRequest, Forbidden, Unavailable
-from tests.cluster.test_bootstrap_e2e import Cluster, free_port, signer, until
+from tests.cluster.test_bootstrap_e2e import Cluster, open_world, signer, until
 
 APPS = [signer("drill app 1"), signer("drill app 2")]
 GUARDIANS = [signer(f"drill guardian {i}") for i in range(3)]
@@ -43,28 +41,17 @@ PATHS = [("disk", None), ("db/key", "ctx")]
 async def drill(
     nursery: trio.Nursery, anvil: AnvilProcess
 ) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
-    members = [(signer(f"drill node {i}"), free_port()) for i in range(3)]
-    admin_rpc = JsonRpcClient(anvil.url, timeout=10)
-    chain = await setup_world(
-        admin_rpc,
-        anvil.private_keys[0],
-        node_wallets=[(s.wallet, f"http://127.0.0.1:{port}") for s, port in members],
-        app_wallets=[a.wallet for a in APPS],
-    )
-    admin = TxSender(admin_rpc, anvil.private_keys[0])
-    await set_guardians(
-        admin,
-        chain.kms_registry,
-        [g.wallet for g in GUARDIANS],
-        [public for _, public in ENC_KEYS],
-        THRESHOLD,
-    )
-    cluster = Cluster(nursery, anvil, chain, admin)
-    try:
-        yield cluster, members
-    finally:
-        for client in [admin_rpc, *cluster.clients]:
-            await client.aclose()
+    wallets = [a.wallet for a in APPS]
+    async with open_world(nursery, anvil, app_wallets=wallets, label="drill node ") as opened:
+        cluster, _ = opened
+        await set_guardians(
+            cluster.admin,
+            cluster.chain.kms_registry,
+            [g.wallet for g in GUARDIANS],
+            [public for _, public in ENC_KEYS],
+            THRESHOLD,
+        )
+        yield opened
 
 
 async def keys_and_cas(port: int) -> list[Any]:

@@ -101,13 +101,8 @@ SMALL = dataclasses.replace(
 )
 
 
-async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
-    world: Any, proxies: list[ConnectProxy]
-) -> None:
-    cluster, members = world
-    nodes = [await cluster.start(s, port, limits=SMALL) for s, port in members]
-    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
-    pa = members[0][1]
+async def write_bulk(port: int) -> None:
+    """RECORDS values of 512 bytes (``bulk/00000`` …), 32 writes in flight on one connection."""
     writers = trio.CapacityLimiter(32)
 
     async def put(client: Client, i: int) -> None:
@@ -115,11 +110,20 @@ async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
             await client.kv_put(f"bulk/{i:05d}", bytes([i % 251]) * 512)
 
     async with (
-        await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a,
+        await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms,
         trio.open_nursery() as nursery,
     ):
         for i in range(RECORDS):
-            nursery.start_soon(put, a, i)
+            nursery.start_soon(put, kms, i)
+
+
+async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
+    world: Any, proxies: list[ConnectProxy]
+) -> None:
+    cluster, members = world
+    nodes = [await cluster.start(s, port, limits=SMALL) for s, port in members]
+    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
+    await write_bulk(members[0][1])
     await until(lambda: all(len(n.store.records()) == RECORDS for n in nodes))
 
     # The joiner dials through its own proxy, which cuts everything once ~40 KB came back:

@@ -17,7 +17,9 @@ import pytest
 import trio
 
 from novakms.client import Client
+from tests.cluster import test_partition_e2e as partition
 from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
+from tests.cluster.test_partition_e2e import RECORDS, write_bulk
 from tests.cluster.test_replication_e2e import APP, value_on
 from tests.net.connectproxy import ConnectProxy, connect_proxy
 
@@ -100,10 +102,7 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
             await trio.sleep(0.1)
 
 
-RECORDS = 1500
-SMALL = dataclasses.replace(
-    LIMITS, max_frame=16_384, max_value_bytes=1024, wallet_burst=4 * RECORDS, catch_up_timeout=2.0
-)
+SMALL = dataclasses.replace(partition.SMALL, catch_up_timeout=2.0)
 
 
 async def test_overlapping_restarts_end_in_a_reported_degraded_state(
@@ -117,18 +116,7 @@ async def test_overlapping_restarts_end_in_a_reported_degraded_state(
         for (s, port), proxy in zip(members, proxies, strict=True)
     ]
     await until(lambda: all(serving(n) for n in nodes))
-    writers = trio.CapacityLimiter(32)
-
-    async def write(client: Client, i: int) -> None:
-        async with writers:
-            await client.kv_put(f"bulk/{i:05d}", bytes([i % 251]) * 512)
-
-    async with (
-        await Client.connect(f"127.0.0.1:{pa}", signer=APP) as kms,
-        trio.open_nursery() as nursery,
-    ):
-        for i in range(RECORDS):
-            nursery.start_soon(write, kms, i)
+    await write_bulk(pa)
     await until(lambda: all(len(n.store.records()) == RECORDS for n in nodes), seconds=60)
 
     # B and C restart together; each loses its link ~40 KB into its snapshot from A.

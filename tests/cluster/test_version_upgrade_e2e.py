@@ -22,15 +22,13 @@ import trio
 
 from novakms.chain import abi
 from novakms.chain.anvil import AnvilProcess
-from novakms.chain.rpc import JsonRpcClient
-from novakms.chain.tx import TxSender
 from novakms.cli import wait_safe_to_stop
 from novakms.client import Client, KVItem
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import enroll_version, setup_world
+from novakms.devchain import enroll_version
 from novakms.errors import NotFound, NovaKMSError, Unavailable
 from novakms.node import Node
-from tests.cluster.test_bootstrap_e2e import LIMITS, Cluster, free_port, signer, until
+from tests.cluster.test_bootstrap_e2e import LIMITS, Cluster, open_world, signer, until
 from tests.cluster.test_replication_e2e import APP
 
 APP2 = signer("app2")
@@ -87,20 +85,9 @@ async def world(
     nursery: trio.Nursery, anvil: AnvilProcess
 ) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
     """Like ``test_bootstrap_e2e.world``, with two apps (ids 1 and 2; the KMS app is 3)."""
-    members = [(signer(f"node{i}"), free_port()) for i in range(3)]
-    admin_rpc = JsonRpcClient(anvil.url, timeout=10)
-    chain = await setup_world(
-        admin_rpc,
-        anvil.private_keys[0],
-        node_wallets=[(s.wallet, f"http://127.0.0.1:{port}") for s, port in members],
-        app_wallets=[APPS[1].wallet, APPS[2].wallet],
-    )
-    cluster = Cluster(nursery, anvil, chain, TxSender(admin_rpc, anvil.private_keys[0]))
-    try:
-        yield cluster, members
-    finally:
-        for client in [admin_rpc, *cluster.clients]:
-            await client.aclose()
+    wallets = [APPS[1].wallet, APPS[2].wallet]
+    async with open_world(nursery, anvil, app_wallets=wallets) as opened:
+        yield opened
 
 
 def serving(node: Node) -> bool:
