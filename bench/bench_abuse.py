@@ -50,10 +50,10 @@ from typing import Any
 
 import trio
 
-from novakms.client import Client, parse_derive_result
+from novakms.client.aio import Client, parse_derive_result
 from novakms.crypto import eth
 from novakms.crypto.signer import LocalSigner, Signer
-from novakms.devenv import DevState, prepare_state
+from novakms.dev.env import DevState, prepare_state
 from novakms.errors import NovaKMSError, TransportError
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.wire import cbor

@@ -44,12 +44,12 @@ from typing import Any
 
 import trio
 
+from novakms.admin.tx import TxSender
 from novakms.chain.rpc import JsonRpcClient
-from novakms.chain.tx import TxSender
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.crypto import eth
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import register_instance
+from novakms.dev.world import register_instance
 from novakms.errors import NotFound, NovaKMSError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

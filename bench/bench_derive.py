@@ -41,9 +41,9 @@ from typing import Any, Protocol
 import cbor2
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.crypto.signer import LocalSigner
-from novakms.devenv import prepare_state
+from novakms.dev.env import prepare_state
 from novakms.errors import NovaKMSError, TransportError
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -950,7 +950,7 @@ def run(settings: Settings) -> int:
             )
             echo = EchoTarget(pid=echo_server.process.pid, port=echo_port)
             info["server"] = {
-                "command": "novakms serve (python -m novakms.cli serve), IN_ENCLAVE=false",
+                "command": "novakms serve (python -m novakms.cli.main serve), IN_ENCLAVE=false",
                 "limits": list(SERVER_LIMITS),
                 "note": "per-wallet and handshake rate limiting disabled: not what is measured",
                 "baseline": "bench/echo.py",

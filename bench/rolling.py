@@ -35,7 +35,7 @@ from typing import Any
 
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.crypto.signer import LocalSigner
 from novakms.errors import NotFound, NovaKMSError, TransportError, Unavailable
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 from novakms.auth.static import StaticRegistry
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
-from novakms.node import Node
-from novakms.server import Server
+from novakms.server.node import Node
+from novakms.server.server import Server
 
 settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.config import Limits
 from novakms.crypto.signer import LocalSigner

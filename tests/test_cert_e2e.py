@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.errors import BadRequest, Forbidden, Unauthenticated
 from tests.conftest import Wallets
 

@@ -254,7 +254,7 @@ def test_a_given_state_dir_is_made_private_and_kept(tmp_path: Path) -> None:
 
 
 def test_state_dir_reuse_keeps_wallets(dev: dict[str, Any], tmp_path: Path) -> None:
-    from novakms.devenv import prepare_state
+    from novakms.dev.env import prepare_state
 
     first = prepare_state(tmp_path / "s")
     second = prepare_state(tmp_path / "s")
@@ -349,7 +349,7 @@ def test_client_key_file_refused_when_in_enclave(dev: dict[str, Any]) -> None:
 
 def test_serve_in_development_mode(tmp_path: Path) -> None:
     """`novakms serve` with IN_ENCLAVE=false and explicit development inputs serves derive."""
-    from novakms.devenv import prepare_state
+    from novakms.dev.env import prepare_state
 
     state = prepare_state(tmp_path / "s")
     (tmp_path / "secret").write_text(SECRET)
@@ -809,7 +809,7 @@ def _answers(*answers: Any) -> tuple[list[int], Any]:
 async def test_wait_safe_asks_again_until_the_node_reports_safe(autojump_clock: Any) -> None:
     import trio
 
-    from novakms.cli import wait_safe_to_stop
+    from novakms.cli.main import wait_safe_to_stop
     from novakms.errors import TransportError, Unavailable
 
     calls, fetch = _answers(
@@ -837,7 +837,7 @@ async def test_wait_safe_times_out_with_the_last_reason(
 ) -> None:
     import trio
 
-    from novakms.cli import wait_safe_to_stop
+    from novakms.cli.main import wait_safe_to_stop
     from novakms.errors import Unavailable
 
     calls, fetch = _answers(answer)
@@ -854,7 +854,7 @@ async def test_wait_safe_times_out_with_the_last_reason(
 async def test_wait_safe_cuts_off_a_call_that_hangs_at_the_timeout(autojump_clock: Any) -> None:
     import trio
 
-    from novakms.cli import wait_safe_to_stop
+    from novakms.cli.main import wait_safe_to_stop
     from novakms.errors import Unavailable
 
     async def hangs() -> Any:
@@ -908,7 +908,7 @@ def test_chain_admin_commands_need_rpc_and_key(given: list[str], missing: str) -
 
 def _status(address: str) -> Any:
     """The node's status over an anonymous connection, or None when it does not answer."""
-    from novakms.blocking import BlockingClient
+    from novakms.client.blocking import BlockingClient
     from novakms.errors import NovaKMSError
 
     try:
@@ -943,7 +943,7 @@ def _cmdline(pid: int, timeout: float = 30) -> list[str]:
 
 def _derive(address: str, key_file: str) -> str:
     """The app's key for path ``p`` from this node, base64 (as `client derive` prints it)."""
-    from novakms.blocking import BlockingClient
+    from novakms.client.blocking import BlockingClient
     from novakms.crypto.signer import LocalSigner
 
     signer = LocalSigner.from_file(key_file)
@@ -954,7 +954,7 @@ def _derive(address: str, key_file: str) -> str:
 def test_node_command_passes_the_secret_file_only_when_asked() -> None:
     import dataclasses
 
-    from novakms.devnodes import DevNode, NodeLaunch, node_command
+    from novakms.dev.nodes import DevNode, NodeLaunch, node_command
 
     launch = NodeLaunch(
         log_level="INFO",

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from novakms.cli.guardian import share_file_name
 from novakms.crypto import guardian_shares as gs
 from novakms.crypto.kdf import secret_fingerprint
 from novakms.crypto.signer import LocalSigner
-from novakms.guardian_cli import share_file_name
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.config import Limits
 from novakms.errors import BadRequest, Conflict, NotFound, QuotaExceeded, TooLarge, Unauthenticated
 from tests.conftest import Wallets

@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from novakms.auth.model import Identity
-from novakms.blocking import BlockingClient
-from novakms.client import Client
+from novakms.client.aio import Client
+from novakms.client.blocking import BlockingClient
 from novakms.config import Limits
 from novakms.errors import (
     BadRequest,
@@ -466,8 +466,8 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
 
     from novakms.auth.static import StaticRegistry
     from novakms.config import Mode, ServerConfig
-    from novakms.node import Node
-    from novakms.server import Server
+    from novakms.server.node import Node
+    from novakms.server.server import Server
     from tests.conftest import registry_json
 
     config = ServerConfig(listen=("tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"))

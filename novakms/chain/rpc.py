@@ -3,7 +3,7 @@
 Runs under **trio** (httpx reaches trio through anyio; ``AsyncWeb3`` is asyncio-only and is not
 used). KMS nodes only *read* the chain: ``eth_call`` and ``eth_getLogs``, at the ``finalized``
 block tag by default (DESIGN §3). Transactions are sent only by admin/dev tooling, in
-:mod:`novakms.chain.tx`.
+:mod:`novakms.admin.tx`.
 
 Every call is bounded twice: by httpx's per-phase timeouts (connect, read, write, pool) and by an
 overall trio deadline, so a node that accepts the connection and then trickles bytes, or never

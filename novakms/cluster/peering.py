@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster.bootstrap import (
     Decision,
     PeerReport,
@@ -29,7 +29,7 @@ from novakms.cluster.bootstrap import (
 )
 from novakms.errors import NovaKMSError
 from novakms.log import get_logger
-from novakms.node import Node
+from novakms.server.node import Node
 
 __all__ = ["bootstrap_round", "peer_address", "run_bootstrap"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from novakms.chain.anvil import AnvilProcess
 from novakms.chain.rpc import JsonRpcClient
+from novakms.dev.anvil import AnvilProcess
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 import trio
 from eth_account import Account
 
-from novakms.chain.anvil import (
+from novakms.chain.rpc import JsonRpcClient, RpcError
+from novakms.dev.anvil import (
     ANVIL_ENV,
     DEFAULT_MNEMONIC,
     AnvilError,
@@ -20,7 +21,6 @@ from novakms.chain.anvil import (
     AnvilProcess,
     find_anvil,
 )
-from novakms.chain.rpc import JsonRpcClient, RpcError
 from tests.chain import FORTY_TWO, PING_TOPIC, deploy_unsigned, send_unsigned
 
 StartAnvil = Callable[..., AnvilProcess]

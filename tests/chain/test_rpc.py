@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.chain.anvil import AnvilProcess
 from novakms.chain.rpc import (
     ChainError,
     ChainUnavailable,
@@ -19,6 +18,7 @@ from novakms.chain.rpc import (
     parse_data,
     parse_quantity,
 )
+from novakms.dev.anvil import AnvilProcess
 from novakms.errors import NovaKMSError
 from tests.chain import (
     FORTY_TWO,

@@ -13,19 +13,19 @@ from typing import Any
 import pytest
 import trio
 
+from novakms.admin.tx import TxSender
 from novakms.auth.model import Identity
 from novakms.chain import abi
-from novakms.chain.anvil import AnvilProcess
 from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
-from novakms.chain.tx import TxSender
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.config import Limits, Mode, ServerConfig
-from novakms.devchain import DevChain, register_instance, setup_world
+from novakms.dev.anvil import AnvilProcess
+from novakms.dev.world import DevChain, register_instance, setup_world
 from novakms.errors import Forbidden, NovaKMSError, Unavailable
-from novakms.node import Node
-from novakms.server import Server
+from novakms.server.node import Node
+from novakms.server.server import Server
 from tests.chain.faultproxy import Mode as ProxyMode
 from tests.chain.faultproxy import fault_proxy
 from tests.conftest import MASTER_SECRET, Wallets

@@ -9,9 +9,9 @@ import pytest
 import trio
 from eth_abi.abi import encode as abi_encode
 
-from novakms.chain.anvil import AnvilProcess
+from novakms.admin.tx import TransactionFailed, TransactionTimeout, TxSender, decode_revert_reason
 from novakms.chain.rpc import ChainError, JsonRpcClient, RpcError, parse_quantity
-from novakms.chain.tx import TransactionFailed, TransactionTimeout, TxSender, decode_revert_reason
+from novakms.dev.anvil import AnvilProcess
 from tests.chain import FORTY_TWO, NOPE_REVERT, TEST_CONTRACT
 from tests.chain.faultproxy import fault_proxy
 

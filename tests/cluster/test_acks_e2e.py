@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from novakms.chain import abi
-from novakms.client import Client
-from novakms.devchain import enroll_version
+from novakms.client.aio import Client
+from novakms.dev.world import enroll_version
 from novakms.errors import NotFound, Unavailable
 from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
 from tests.cluster.test_replication_e2e import APP, started, value_on, wait_everywhere

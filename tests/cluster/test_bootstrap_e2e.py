@@ -11,22 +11,22 @@ from typing import Any
 import pytest
 import trio
 
+from novakms.admin.tx import TxSender
 from novakms.chain import abi
-from novakms.chain.anvil import AnvilProcess
 from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
-from novakms.chain.tx import TxSender
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster.peering import bootstrap_round
 from novakms.cluster.proof import cluster_proof
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.kdf import secret_fingerprint
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import DevChain, enroll_version, register_instance, setup_world
+from novakms.dev.anvil import AnvilProcess
+from novakms.dev.world import DevChain, enroll_version, register_instance, setup_world
 from novakms.errors import Forbidden, Unavailable
-from novakms.node import Node
-from novakms.server import Server
+from novakms.server.node import Node
+from novakms.server.server import Server
 
 LIMITS = Limits(
     bootstrap_interval=0.2, peer_timeout=2.0, anti_entropy_interval=0.5, ack_timeout=1.0

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.chain.anvil import AnvilProcess
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.crypto import guardian_shares
 from novakms.crypto.guardian_shares import GuardianShare
 from novakms.crypto.kdf import derive_app_key, secret_fingerprint
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import set_guardians
+from novakms.dev.anvil import AnvilProcess
+from novakms.dev.world import set_guardians
 from novakms.errors import BadRequest, Forbidden, Unavailable
 from tests.cluster.test_bootstrap_e2e import Cluster, open_world, signer, until
 

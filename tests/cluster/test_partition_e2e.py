@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster import replication
 from novakms.errors import Unavailable
 from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster.peering import peer_address
 from novakms.errors import TransportError
 from tests.net.connectproxy import connect_proxy

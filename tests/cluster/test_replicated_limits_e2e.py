@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from novakms import handlers
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.cluster.replication import record_to_wire
 from novakms.errors import Unavailable
-from novakms.node import Node
+from novakms.server import handlers
+from novakms.server.node import Node
 from novakms.store.records import HLC_LOGICAL_BITS, Record
 from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
 from tests.cluster.test_replication_e2e import wait_everywhere

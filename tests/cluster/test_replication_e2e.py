@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.errors import Forbidden, NotFound, Unavailable
 from tests.cluster.test_bootstrap_e2e import signer, until, world
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from tests.cluster import test_partition_e2e as partition
 from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
 from tests.cluster.test_partition_e2e import RECORDS, write_bulk

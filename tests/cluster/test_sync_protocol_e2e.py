@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from novakms import handlers
-from novakms.client import Client
+from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.errors import BadRequest
-from novakms.node import Node
+from novakms.server import handlers
+from novakms.server.node import Node
 from tests.cluster.test_bootstrap_e2e import signer, until, world
 from tests.cluster.test_replication_e2e import wait_everywhere
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from novakms.client import Client
+from novakms.client.aio import Client
 from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
 from tests.cluster.test_partition_e2e import proxies
 from tests.cluster.test_replication_e2e import APP, value_on, wait_everywhere

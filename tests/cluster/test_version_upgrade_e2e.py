@@ -21,13 +21,13 @@ import pytest
 import trio
 
 from novakms.chain import abi
-from novakms.chain.anvil import AnvilProcess
-from novakms.cli import wait_safe_to_stop
-from novakms.client import Client, KVItem
+from novakms.cli.main import wait_safe_to_stop
+from novakms.client.aio import Client, KVItem
 from novakms.crypto.signer import LocalSigner
-from novakms.devchain import enroll_version
+from novakms.dev.anvil import AnvilProcess
+from novakms.dev.world import enroll_version
 from novakms.errors import NotFound, NovaKMSError, Unavailable
-from novakms.node import Node
+from novakms.server.node import Node
 from tests.cluster.test_bootstrap_e2e import LIMITS, Cluster, open_world, signer, until
 from tests.cluster.test_replication_e2e import APP
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.blocking import BlockingClient
-from novakms.client import Client
+from novakms.client.aio import Client
+from novakms.client.blocking import BlockingClient
 from novakms.errors import FrameTooLarge, TransportError
 from novakms.net.addresses import Address, parse_address
 from novakms.net.proxy import connect_request, open_via_proxy, split_reply

@@ -101,10 +101,10 @@ async def test_vsock_listener_binds_and_listens() -> None:
 )
 async def test_vsock_end_to_end_through_the_server(nursery: trio.Nursery, wallets: Any) -> None:
     from novakms.auth.static import StaticRegistry
-    from novakms.client import Client
+    from novakms.client.aio import Client
     from novakms.config import Mode, ServerConfig
-    from novakms.node import Node
-    from novakms.server import Server
+    from novakms.server.node import Node
+    from novakms.server.server import Server
     from tests.conftest import MASTER_SECRET, registry_json
 
     config = ServerConfig(listen=("vsock://1:0",))  # VMADDR_CID_LOCAL, any port

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from novakms.admin.tx import TxSender
 from novakms.chain import abi
 from novakms.chain.rpc import JsonRpcClient
-from novakms.chain.tx import TxSender
 
 __all__ = [
     "DevChain",

@@ -1,5 +1,5 @@
 """``novakms``: serve a node, run a development KMS, talk to a node as a client, and the
-offline guardian tools (``novakms guardian``, in :mod:`novakms.guardian_cli`).
+offline guardian tools (``novakms guardian``, in :mod:`novakms.cli.guardian`).
 
 Machine-readable output goes to stdout as JSON; logs go to stderr. Client errors print
 ``{"error": {"code": …, "message": …}}`` and exit 1; usage errors exit 2.
@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import trio
 
 from novakms import __version__
+from novakms.admin.tx import TransactionFailed, TxSender
 from novakms.auth.guardians import (
     MAX_GUARDIANS,
     GuardianSet,
@@ -33,17 +34,16 @@ from novakms.auth.guardians import (
 from novakms.auth.model import ZERO_ADDRESS
 from novakms.auth.source import AuthorizationSource
 from novakms.auth.static import StaticRegistry
-from novakms.blocking import BlockingClient
 from novakms.chain import abi
-from novakms.chain.anvil import AnvilError, AnvilProcess, find_anvil
 from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import ChainError, JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
-from novakms.chain.tx import TransactionFailed, TxSender
-from novakms.cli_common import CliError
-from novakms.cli_common import print_json as _print_json
-from novakms.cli_common import read_master_secret as _read_master_secret
-from novakms.client import Client
+from novakms.cli.common import CliError
+from novakms.cli.common import print_json as _print_json
+from novakms.cli.common import read_master_secret as _read_master_secret
+from novakms.cli.guardian import add_guardian_parser, write_private_file
+from novakms.client.aio import Client
+from novakms.client.blocking import BlockingClient
 from novakms.config import (
     Limits,
     Mode,
@@ -60,16 +60,16 @@ from novakms.crypto.eth import (
 from novakms.crypto.guardian_shares import enc_public_key_of, generate_enc_keypair
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner, SyncSigner
-from novakms.devchain import clear_guardians, deploy_registries, set_guardians, setup_world
-from novakms.devenv import DevState, in_nitro_enclave, prepare_state, write_key_file
-from novakms.devnodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
+from novakms.dev.anvil import AnvilError, AnvilProcess, find_anvil
+from novakms.dev.env import DevState, in_nitro_enclave, prepare_state, write_key_file
+from novakms.dev.nodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
+from novakms.dev.world import clear_guardians, deploy_registries, set_guardians, setup_world
 from novakms.errors import NovaKMSError, TransportError, Unavailable
-from novakms.guardian_cli import add_guardian_parser, write_private_file
 from novakms.log import configure
 from novakms.net.addresses import parse_address
 from novakms.net.odyn import DEFAULT_ODYN_URL
-from novakms.node import Node
-from novakms.server import Server
+from novakms.server.node import Node
+from novakms.server.server import Server
 
 __all__ = ["main"]
 
@@ -1143,7 +1143,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(exc.code, exc.message, **exc.details)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,7 +24,6 @@ from typing import Any
 
 import trio
 
-from novakms import handlers
 from novakms.auth.admission import ConnectionTable
 from novakms.cluster.peering import run_bootstrap
 from novakms.cluster.replicator import Replicator
@@ -46,7 +45,8 @@ from novakms.log import BoundLogger, get_logger
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.net.sockets import connection_source, listener_address, open_listener
-from novakms.node import Node
+from novakms.server import handlers
+from novakms.server.node import Node
 from novakms.wire import cbor
 from novakms.wire.handshake import HANDSHAKE_MAX_ITEMS, ServerHandshake
 from novakms.wire.messages import (
@@ -90,7 +90,7 @@ class Server:
         self._random = random_bytes
         self._clock = clock
         self.addresses: list[str] = []
-        self._log = get_logger("novakms.server", node=node.wallet)
+        self._log = get_logger("novakms.server.server", node=node.wallet)
         self._shutdown = trio.Event()
         self._closing = False
         self._next_id = 0

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from novakms.cli_common import CliError, print_json, read_master_secret
+from novakms.cli.common import CliError, print_json, read_master_secret
 from novakms.crypto import guardian_shares as gs
 from novakms.crypto.eth import (
     format_private_key,
@@ -209,7 +209,7 @@ def _cmd_open(args: argparse.Namespace) -> int:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-    from novakms.blocking import BlockingClient
+    from novakms.client.blocking import BlockingClient
     from novakms.crypto.signer import LocalSigner
 
     try:
@@ -256,7 +256,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from novakms.blocking import BlockingClient
+    from novakms.client.blocking import BlockingClient
 
     with BlockingClient.connect(args.node, timeout=30) as client:
         status = client.status()

@@ -32,7 +32,7 @@ from novakms.errors import (
     UnknownOp,
 )
 from novakms.log import get_logger
-from novakms.node import Node
+from novakms.server.node import Node
 from novakms.wire.handshake import Role
 
 __all__ = ["MAX_ACKS", "OPS", "REGISTERED", "SYNC_BUCKETS", "Args", "Session", "handle"]

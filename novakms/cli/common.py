@@ -1,9 +1,9 @@
 """What the ``novakms`` command and its command modules share: the usage error, JSON output,
 and reading a master secret file.
 
-Kept apart from :mod:`novakms.cli` so that command modules (e.g. :mod:`novakms.guardian_cli`)
+Kept apart from :mod:`novakms.cli.main` so that command modules (e.g. :mod:`novakms.cli.guardian`)
 can raise the same :class:`CliError` that ``novakms.cli.main`` catches, also when ``cli`` runs
-as ``python -m novakms.cli`` (where importing it back would create a second copy).
+as ``python -m novakms.cli.main`` (where importing it back would create a second copy).
 """
 
 from __future__ import annotations

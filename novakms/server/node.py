@@ -241,7 +241,7 @@ class Node:
             except replication.InvalidRecord as exc:
                 rejected.append(index)
                 self.replication_rejected += 1
-                get_logger("novakms.node", node=self.wallet).warning(
+                get_logger("novakms.server.node", node=self.wallet).warning(
                     "replicated_record_rejected", peer=source, reason=exc.reason
                 )
                 continue
@@ -259,7 +259,7 @@ class Node:
 
     def log_secret_served(self, wallet: str) -> None:
         """Record that the secret went to a peer (the wallet only, never the secret)."""
-        get_logger("novakms.node", node=self.wallet).info("secret_served", peer=wallet)
+        get_logger("novakms.server.node", node=self.wallet).info("secret_served", peer=wallet)
 
     def require_store(self) -> KVStore:
         """The KV store (exists once the node has its secret).

@@ -1,0 +1,1 @@
+"""The ``novakms`` command line (``novakms.cli.main:main``; ``python -m novakms.cli``)."""
