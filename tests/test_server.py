@@ -28,8 +28,8 @@ from novakms.errors import (
     UnknownOp,
 )
 from novakms.net.addresses import parse_address
+from novakms.net.dial import open_stream
 from novakms.net.framed import END_OF_STREAM, SealedStream
-from novakms.net.sockets import open_stream
 from novakms.wire import cbor
 from novakms.wire.messages import parse_close_notice
 from tests.conftest import MASTER_SECRET, Wallets

@@ -28,8 +28,8 @@ import trio
 from novakms.crypto.signer import Signer
 from novakms.errors import ChannelError, NovaKMSError, ProtocolError, TransportError
 from novakms.net.addresses import parse_address
+from novakms.net.dial import open_stream
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
-from novakms.net.sockets import open_stream
 from novakms.wire.framing import DEFAULT_MAX_FRAME
 from novakms.wire.handshake import ClientHandshake, Ready, Role
 from novakms.wire.messages import parse_close_notice, parse_response, request_message

@@ -31,10 +31,10 @@ from novakms.client.aio import (
 from novakms.crypto.signer import SyncSigner
 from novakms.errors import NovaKMSError, TransportError
 from novakms.net.addresses import Address, parse_address
-from novakms.net.proxy import connect_request, split_reply
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from novakms.wire.handshake import ClientHandshake, Role
+from novakms.wire.http_connect import connect_request, split_reply
 from novakms.wire.messages import parse_close_notice, parse_response, request_message
 
 __all__ = ["BlockingClient"]

@@ -1,4 +1,4 @@
-"""Listening and dialing over TCP, Unix sockets and AF_VSOCK with one code path.
+"""Listening on and connecting directly to TCP, Unix sockets and AF_VSOCK with one code path.
 
 ``trio.SocketListener`` accepts any stream socket, so the server needs no per-family code beyond
 creating the socket here.
@@ -15,7 +15,7 @@ import trio
 from novakms.errors import TransportError
 from novakms.net.addresses import Address
 
-__all__ = ["connection_source", "listener_address", "open_listener", "open_stream"]
+__all__ = ["connect_direct", "connection_source", "listener_address", "open_listener"]
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -92,20 +92,12 @@ def connection_source(stream: trio.abc.Stream) -> str:
     return str(peer[0])
 
 
-async def open_stream(address: Address, *, proxy: Address | None = None) -> trio.abc.Stream:
-    """Connect to ``address``, through the HTTP CONNECT ``proxy`` if one is given.
-
-    Only tcp targets go through the proxy: unix and vsock targets are local to the host or
-    enclave, so they are always dialed directly and ``proxy`` is ignored for them.
+async def connect_direct(address: Address) -> trio.abc.Stream:
+    """Connect to ``address`` directly (tcp, unix or vsock).
 
     Raises:
-        TransportError: the connection could not be made (or the proxy refused the tunnel).
+        TransportError: the connection could not be made.
     """
-    if proxy is not None and address.scheme == "tcp":
-        # Imported here: novakms.net.proxy dials the proxy itself with this function.
-        from novakms.net.proxy import open_via_proxy
-
-        return await open_via_proxy(proxy, address)
     try:
         if address.scheme == "tcp":
             return await trio.open_tcp_stream(address.host, address.port)

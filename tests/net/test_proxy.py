@@ -19,8 +19,10 @@ from novakms.client.aio import Client
 from novakms.client.blocking import BlockingClient
 from novakms.errors import FrameTooLarge, TransportError
 from novakms.net.addresses import Address, parse_address
-from novakms.net.proxy import connect_request, open_via_proxy, split_reply
-from novakms.net.sockets import connection_source, open_stream
+from novakms.net.dial import open_stream
+from novakms.net.proxy import open_via_proxy
+from novakms.net.sockets import connection_source
+from novakms.wire.http_connect import connect_request, split_reply
 from tests.conftest import Wallets
 from tests.net.connectproxy import connect_proxy
 

@@ -11,7 +11,8 @@ import trio
 
 from novakms.errors import TransportError
 from novakms.net.addresses import parse_address
-from novakms.net.sockets import listener_address, open_listener, open_stream
+from novakms.net.dial import open_stream
+from novakms.net.sockets import listener_address, open_listener
 
 
 @pytest.mark.parametrize(
