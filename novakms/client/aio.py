@@ -28,7 +28,7 @@ import trio
 from novakms.crypto.signer import Signer
 from novakms.errors import ChannelError, NovaKMSError, ProtocolError, TransportError
 from novakms.net.addresses import parse_address
-from novakms.net.dial import open_stream
+from novakms.net.dial import Dialer, open_stream
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.wire.framing import DEFAULT_MAX_FRAME
 from novakms.wire.handshake import ClientHandshake, Ready, Role
@@ -146,6 +146,7 @@ class Client:
         random_bytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
         proxy: str | None = None,
+        dial: Dialer | None = None,
     ) -> Client:
         """Connect and run the handshake.
 
@@ -158,6 +159,8 @@ class Client:
             max_frame: largest frame this client accepts.
             proxy: an HTTP CONNECT proxy to dial through (tcp targets only), in the same
                 address forms as ``address``.
+            dial: opens the stream instead of the network (then ``proxy`` is not used); tests
+                run clusters over in-memory streams with it.
 
         Raises:
             TransportError: cannot connect, or timed out.
@@ -167,7 +170,7 @@ class Client:
         target = parse_address(address)
         via = None if proxy is None else parse_address(proxy)
         with trio.move_on_after(timeout) as scope:
-            stream = await open_stream(target, proxy=via)
+            stream = await (open_stream(target, proxy=via) if dial is None else dial(target))
             framed = FramedStream(stream, max_frame=max_frame)
             try:
                 return await cls._handshake(

@@ -61,6 +61,7 @@ async def _peer_call(
         expect_wallet=str(entry["wallet"]),
         timeout=timeout,
         proxy=node.peer_proxy,
+        dial=node.dial,
     )
     async with client:
         return await client.call(op, timeout=timeout)

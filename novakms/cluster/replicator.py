@@ -426,6 +426,7 @@ class Replicator:
             timeout=self.limits.peer_timeout,
             max_frame=self.limits.max_frame,  # peers' answers are sized by the same limit
             proxy=self.node.peer_proxy,
+            dial=self.node.dial,
         )
         try:
             proof = cluster_proof(

@@ -7,13 +7,19 @@ has no cycle.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 
 from novakms.net.addresses import Address
 from novakms.net.proxy import open_via_proxy
 from novakms.net.sockets import connect_direct
 
-__all__ = ["open_stream"]
+__all__ = ["Dialer", "open_stream"]
+
+#: Opens a byte stream to an address: the network by default (:func:`open_stream`); an in-memory
+#: network in tests that run a cluster without sockets.
+Dialer = Callable[[Address], Awaitable[trio.abc.Stream]]
 
 
 async def open_stream(address: Address, *, proxy: Address | None = None) -> trio.abc.Stream:

@@ -24,6 +24,7 @@ from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
 from novakms.crypto.signer import Signer
 from novakms.errors import QuotaExceeded, Unavailable
 from novakms.log import get_logger
+from novakms.net.dial import Dialer
 from novakms.store.kv import KVStore
 from novakms.store.records import Record
 
@@ -64,6 +65,7 @@ class Node:
     master_secret: bytes | None = field(default=None, repr=False)
     random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
     peer_proxy: str | None = None
+    dial: Dialer | None = field(default=None, repr=False)  # peers: None dials the network
     require_pin: bool | None = None
     syncing: bool = False
     degraded: str | None = None

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -74,6 +74,8 @@ class Server:
         node: the state requests are served from.
         random_bytes: RNG for ephemeral keys and nonces (``os.urandom``; injectable for tests).
         clock: wall clock in unix seconds (``time.time``) for auth timestamps and rate limits.
+        listeners: listeners opened by the caller, each with the address it reports, served
+            besides ``config.listen`` (tests serve in-memory listeners with it).
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class Server:
         node: Node,
         random_bytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
+        listeners: Sequence[tuple[trio.abc.Listener[trio.abc.Stream], str]] = (),
     ) -> None:
         self.config = config
+        self._given = list(listeners)
         self.node = node
         self.limits = config.limits
         self._random = random_bytes
@@ -109,17 +113,19 @@ class Server:
 
         ``task_status.started`` receives the bound addresses (ports resolved).
         """
-        listeners: list[tuple[trio.SocketListener, bool]] = []
+        # (listener, its address, whether it reads a PROXY header first)
+        listeners: list[tuple[trio.abc.Listener[trio.abc.Stream], str, bool]] = []
         try:
-            for text in self.config.listen:
-                listeners.append((await open_listener(parse_address(text)), False))
-            for text in self.config.listen_proxy:
-                listeners.append((await open_listener(parse_address(text)), True))
+            for proxied, texts in ((False, self.config.listen), (True, self.config.listen_proxy)):
+                for text in texts:
+                    opened = await open_listener(parse_address(text))
+                    listeners.append((opened, listener_address(opened), proxied))
         except BaseException:
-            for listener, _ in listeners:
+            for listener, _, _ in listeners:
                 await listener.aclose()
             raise
-        self.addresses = [listener_address(listener) for listener, _ in listeners]
+        listeners += [(listener, address, False) for listener, address in self._given]
+        self.addresses = [address for _, address, _ in listeners]
         # Node-lifetime tasks outermost, connections inside them, listeners innermost: on
         # shutdown the listeners go first, then the connections drain while replication still
         # runs (a kv.put waiting for acknowledgements, an outbox to push), then replication
@@ -128,7 +134,7 @@ class Server:
             await self._start_node_tasks(node_tasks)
             async with trio.open_nursery() as connections:
                 async with trio.open_nursery() as listening:
-                    for listener, proxied in listeners:
+                    for listener, _, proxied in listeners:
                         listening.start_soon(
                             functools.partial(
                                 self._serve_listener, listener, connections, proxied=proxied
@@ -199,12 +205,16 @@ class Server:
                     self._log.debug("store_swept", purged=purged, forgotten=forgotten)
 
     async def _serve_listener(
-        self, listener: trio.SocketListener, connections: trio.Nursery, *, proxied: bool
+        self,
+        listener: trio.abc.Listener[trio.abc.Stream],
+        connections: trio.Nursery,
+        *,
+        proxied: bool,
     ) -> None:
         handler = functools.partial(self._handle, proxied=proxied)
         await trio.serve_listeners(handler, [listener], handler_nursery=connections)
 
-    async def _handle(self, stream: trio.SocketStream, *, proxied: bool = False) -> None:
+    async def _handle(self, stream: trio.abc.Stream, *, proxied: bool = False) -> None:
         self._next_id += 1
         framed = FramedStream(stream, max_frame=self.limits.max_frame)
         framed.set_receive_limit(self.limits.max_handshake_frame)
