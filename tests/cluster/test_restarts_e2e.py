@@ -17,13 +17,9 @@ import pytest
 import trio
 
 from novakms.client.aio import Client
-from tests.cluster import test_partition_e2e as partition
-from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
-from tests.cluster.test_partition_e2e import RECORDS, write_bulk
-from tests.cluster.test_replication_e2e import APP, value_on
+from tests.harness.world import APP, LIMITS, RECORDS, until, value_on, write_bulk
+from tests.harness.world import SMALL as BULK_LIMITS
 from tests.net.connectproxy import ConnectProxy, connect_proxy
-
-__all__ = ["world"]
 
 APP_ID = 1  # APP is the first (and only) app the world registers
 
@@ -102,7 +98,7 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
             await trio.sleep(0.1)
 
 
-SMALL = dataclasses.replace(partition.SMALL, catch_up_timeout=2.0)
+SMALL = dataclasses.replace(BULK_LIMITS, catch_up_timeout=2.0)
 
 
 async def test_overlapping_restarts_end_in_a_reported_degraded_state(
