@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from novakms.auth.model import Identity
+from novakms.auth.source import AuthorizationSource
 from novakms.client.aio import Client
 from novakms.client.blocking import BlockingClient
 from novakms.config import Limits
@@ -219,7 +220,7 @@ class GatedSource:
 
     name = "gated"
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: AuthorizationSource) -> None:
         self.inner = inner
         self.gate = trio.Event()
         self.calls = 0

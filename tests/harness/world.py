@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -32,6 +31,25 @@ from novakms.errors import NotFound, Unavailable
 from novakms.server.node import Node
 from novakms.server.server import Server
 from tests.harness.build import build_node, build_server
+from tests.harness.cluster import signer, until
+
+__all__ = [
+    "APP",
+    "LIMITS",
+    "RECORDS",
+    "SMALL",
+    "SYNCING",
+    "Cluster",
+    "World",
+    "free_port",
+    "open_world",
+    "signer",
+    "started",
+    "until",
+    "value_on",
+    "wait_everywhere",
+    "write_bulk",
+]
 
 World = tuple["Cluster", list[tuple[LocalSigner, int]]]
 
@@ -40,17 +58,16 @@ LIMITS = Limits(
 )
 
 
-def signer(label: str) -> LocalSigner:
-    return LocalSigner(hashlib.sha256(f"novakms cluster test {label}".encode()).digest())
-
-
 def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 class Cluster:
+    """Nodes on loopback TCP, authorized by the registries on the anvil chain."""
+
     def __init__(
         self, nursery: trio.Nursery, anvil: AnvilProcess, chain: DevChain, admin: TxSender
     ) -> None:
@@ -157,13 +174,6 @@ async def open_world(
     finally:
         for client in [admin_rpc, *cluster.clients]:
             await client.aclose()
-
-
-async def until(predicate: Callable[[], object], seconds: float = 20) -> None:
-    """Wait until ``predicate()`` is true; fail after ``seconds``."""
-    with trio.fail_after(seconds):
-        while not predicate():
-            await trio.sleep(0.05)
 
 
 APP = signer("app")
