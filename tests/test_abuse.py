@@ -26,7 +26,7 @@ from novakms.wire import cbor
 from novakms.wire.handshake import ClientHandshake
 from novakms.wire.messages import parse_close_notice
 from novakms.wire.proxy_header import encode_v2
-from tests.conftest import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, Wallets
 from tests.sessions import handshake
 
 

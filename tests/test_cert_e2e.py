@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from novakms.client.aio import Client
 from novakms.errors import BadRequest, Forbidden, Unauthenticated
-from tests.conftest import Wallets
+from tests.harness.registry import Wallets
 
 
 def make_csr(

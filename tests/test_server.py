@@ -33,7 +33,7 @@ from novakms.net.dial import open_stream
 from novakms.net.framed import END_OF_STREAM, SealedStream
 from novakms.wire import cbor
 from novakms.wire.messages import parse_close_notice
-from tests.conftest import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, Wallets
 from tests.sessions import handshake
 
 
@@ -469,7 +469,7 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
     from novakms.config import Mode, ServerConfig
     from novakms.server.node import Node
     from novakms.server.server import Server
-    from tests.conftest import registry_json
+    from tests.harness.registry import registry_json
 
     config = ServerConfig(listen=("tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"))
     node = Node(

@@ -34,7 +34,7 @@ from novakms.wire.messages import (
     parse_response,
 )
 from novakms.wire.proxy_header import ProxyHeader, encode_v2, parse_v2
-from tests.conftest import load_vectors
+from tests.harness.registry import load_vectors
 
 V: dict[str, Any] = load_vectors("handshake.json")
 
