@@ -61,8 +61,8 @@ from novakms.wire.framing import DEFAULT_MAX_FRAME, encode_frame
 from novakms.wire.handshake import ClientHandshake, Ready
 from novakms.wire.messages import parse_close_notice
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_derive import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
+from bench.bench_derive import (
     Spawned,
     free_port,
     git_info,

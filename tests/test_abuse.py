@@ -26,7 +26,7 @@ from novakms.wire import cbor
 from novakms.wire.handshake import ClientHandshake
 from novakms.wire.messages import parse_close_notice
 from novakms.wire.proxy_header import encode_v2
-from tests.conftest import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, Wallets
 from tests.sessions import handshake
 
 
@@ -251,8 +251,9 @@ async def test_a_client_that_never_reads_is_disconnected_and_its_answers_are_bou
     srv = await start_server(limits=Limits(send_timeout=0.5, max_queued_response_bytes=budget))
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         await kms.kv_put("big", b"v" * 1_048_576)
-    stuck = await handshake(await dial(srv.tcp), wallets.app1)
-    stuck.framed.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stream = await dial(srv.tcp)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck = await handshake(stream, wallets.app1)
     for i in range(40):
         await stuck.send({"id": i, "op": "kv.get", "args": {"key": "big"}})
     # While it is stuck, no connection holds more than its budget plus one answer.

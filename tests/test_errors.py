@@ -46,4 +46,5 @@ def test_fresh_copies_do_not_accumulate_tracebacks() -> None:
     assert len(set(depths)) == 1
     assert stored.__traceback__ is None
     assert Forbidden("no", reason="app_not_active").fresh().details["reason"] == "app_not_active"
-    assert Unavailable("x", reason="not_ready").fresh().reason == "not_ready"
+    fresh = Unavailable("x", reason="not_ready").fresh()
+    assert isinstance(fresh, Unavailable) and fresh.reason == "not_ready"

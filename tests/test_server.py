@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from novakms.auth.model import Identity
+from novakms.auth.source import AuthorizationSource
 from novakms.client.aio import Client
 from novakms.client.blocking import BlockingClient
 from novakms.config import Limits
@@ -32,7 +33,7 @@ from novakms.net.dial import open_stream
 from novakms.net.framed import END_OF_STREAM, SealedStream
 from novakms.wire import cbor
 from novakms.wire.messages import parse_close_notice
-from tests.conftest import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, Wallets
 from tests.sessions import handshake
 
 
@@ -219,7 +220,7 @@ class GatedSource:
 
     name = "gated"
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: AuthorizationSource) -> None:
         self.inner = inner
         self.gate = trio.Event()
         self.calls = 0
@@ -468,7 +469,7 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
     from novakms.config import Mode, ServerConfig
     from novakms.server.node import Node
     from novakms.server.server import Server
-    from tests.conftest import registry_json
+    from tests.harness.registry import registry_json
 
     config = ServerConfig(listen=("tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"))
     node = Node(
