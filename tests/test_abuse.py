@@ -229,18 +229,6 @@ async def test_one_source_cannot_fill_the_pool_with_silent_handshakes(
         await stream.aclose()
 
 
-async def test_anonymous_sessions_have_a_short_idle_timeout(
-    start_server: Any, wallets: Wallets
-) -> None:
-    srv = await start_server(limits=Limits(anonymous_idle_timeout=0.2))
-    async with await Client.connect(srv.tcp, signer=wallets.app1) as app:
-        anonymous = await handshake(await dial(srv.tcp))
-        notice = await closing_notice(anonymous)
-        assert notice is not None and notice.details["reason"] == "idle_timeout"
-        await anonymous.framed.aclose()
-        assert (await app.health())["status"] == "ok"  # the app's session outlives it
-
-
 # --- 4. clients that never read ----------------------------------------------------------------
 
 
