@@ -1,4 +1,5 @@
-"""The local development environment: dev keys, a static registry with two demo apps.
+"""The local development environment: dev keys, a static registry with two demo apps, and
+the key files of dev guardians.
 
 Everything here is development-only; ``novakms dev`` refuses to run inside an enclave.
 Key files are created with mode 0600 and reused when the state directory is reused, so app
