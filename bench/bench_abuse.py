@@ -50,7 +50,8 @@ from typing import Any
 
 import trio
 
-from novakms.client.aio import Client, parse_derive_result
+from novakms.client.aio import Client
+from novakms.client.results import parse_derive_result
 from novakms.crypto import eth
 from novakms.crypto.signer import LocalSigner, Signer
 from novakms.dev.env import DevState, prepare_state

@@ -21,8 +21,9 @@ import pytest
 import trio
 
 from novakms.chain import abi
-from novakms.cli.main import wait_safe_to_stop
-from novakms.client.aio import Client, KVItem
+from novakms.cli.admin import wait_safe_to_stop
+from novakms.client.aio import Client
+from novakms.client.results import KVItem
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import enroll_version
