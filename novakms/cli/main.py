@@ -32,7 +32,6 @@ from novakms.auth.guardians import (
     parse_enc_key,
 )
 from novakms.auth.model import ZERO_ADDRESS
-from novakms.auth.source import AuthorizationSource
 from novakms.auth.static import StaticRegistry
 from novakms.chain import abi
 from novakms.chain.registry import RegistryReader
@@ -168,7 +167,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secret = _read_master_secret(args.master_secret_file)
     try:
         signer = LocalSigner.from_file(args.key_file)
-        source: AuthorizationSource = (
+        source: StaticRegistry | ChainAuthorizationSource = (
             StaticRegistry.load(args.registry)
             if args.registry
             else _chain_source(args, args.chain_rpc)
@@ -183,7 +182,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     node = Node(
         signer=signer,
-        auth=source,
+        registry=source,
+        membership=source,
         limits=config.limits,
         mode=config.mode,
         master_secret=secret,
@@ -203,7 +203,12 @@ async def _serve_enclave(
     # The master secret comes from the cluster (peer bootstrap); until then the node serves
     # status and reports not_ready for everything that needs the secret.
     node = Node(
-        signer=signer, auth=auth, limits=config.limits, mode=config.mode, peer_proxy=peer_proxy
+        signer=signer,
+        registry=auth,
+        membership=auth,
+        limits=config.limits,
+        mode=config.mode,
+        peer_proxy=peer_proxy,
     )
     await _serve_until_signal(Server(config=config, node=node), None)
 
@@ -289,7 +294,14 @@ async def _dev_static(
         listen=(f"tcp://{args.host}:{args.port}",), mode=Mode.DEVELOPMENT, limits=limits
     )
     registry = StaticRegistry.load(state.registry_file)
-    node = Node(signer=signer, auth=registry, limits=limits, mode=config.mode, master_secret=secret)
+    node = Node(
+        signer=signer,
+        registry=registry,
+        membership=registry,
+        limits=limits,
+        mode=config.mode,
+        master_secret=secret,
+    )
 
     async def on_ready(addresses: list[str]) -> None:
         nodes = [{"address": addresses[0], "wallet": signer.wallet}]

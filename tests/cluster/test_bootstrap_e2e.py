@@ -19,13 +19,13 @@ from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.client.aio import Client
 from novakms.cluster.peering import bootstrap_round
 from novakms.cluster.proof import cluster_proof
-from novakms.config import Limits, Mode, ServerConfig
+from novakms.config import Limits, ServerConfig
 from novakms.crypto.kdf import secret_fingerprint
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import DevChain, enroll_version, register_instance, setup_world
 from novakms.errors import Forbidden, Unavailable
-from novakms.server.node import Node
+from novakms.server.node import Node, build_node
 from novakms.server.server import Server
 
 LIMITS = Limits(
@@ -71,16 +71,16 @@ class Cluster:
             kms_registry=self.chain.kms_registry,
         )
         source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=0.2))
-        node = Node(
+        config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=limits)
+        node = build_node(
+            config=config,
             signer=who,
-            auth=source,
-            limits=limits,
-            mode=Mode.DEVELOPMENT,
-            master_secret=secret,
+            registry=source,
+            membership=source,
+            secret=secret,
             peer_proxy=peer_proxy,
             require_pin=require_pin,
         )
-        config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=limits)
         await self.nursery.start(self._serve, Server(config=config, node=node))
         self.nodes.append(node)
         return node
@@ -288,7 +288,8 @@ async def test_a_refused_operator_that_may_hold_the_secret_stops_a_new_one(world
     # The three version-1 operators start fresh and all answer each other: without the holder
     # they would form a "fully answering fresh cluster" and generate a second secret.
     nodes = [await cluster.start(s, port) for s, port in members]
-    decision = await bootstrap_round(nodes[0], timeout=2.0, random_bytes=bytes)
+    assert nodes[0].bootstrap is not None
+    decision = await bootstrap_round(nodes[0].bootstrap, timeout=2.0, random_bytes=bytes)
     assert decision.action == "wait"
     assert all(n.master_secret is None for n in nodes)
 

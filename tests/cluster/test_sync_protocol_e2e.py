@@ -10,7 +10,7 @@ import pytest
 from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.errors import BadRequest
-from novakms.server import handlers
+from novakms.server import ops
 from novakms.server.node import Node
 from tests.cluster.test_bootstrap_e2e import signer, until, world
 from tests.cluster.test_replication_e2e import wait_everywhere
@@ -18,7 +18,7 @@ from tests.cluster.test_replication_e2e import wait_everywhere
 __all__ = ["world"]
 
 APP = signer("app")
-LYING_OPS = [op for op in handlers.OPS if op.startswith("sync.") and op != "sync.hello"]
+LYING_OPS = [op for op in ops.OPS if op.startswith("sync.") and op != "sync.hello"]
 
 
 @pytest.fixture
@@ -27,21 +27,16 @@ def liars(monkeypatch: pytest.MonkeyPatch) -> set[Node]:
     sync.* call, over their real server and peer channel."""
     lying: set[Node] = set()
     for op in LYING_OPS:
-        auth, honest = handlers.OPS[op]
+        auth, honest = ops.OPS[op]
 
         async def maybe_lie(
-            node: Node,
-            session: handlers.Session,
-            args: Mapping[str, Any],
-            now: float,
-            honest: handlers.Handler = honest,
+            ctx: ops.OpContext, args: Mapping[str, Any], honest: ops.Handler = honest
         ) -> dict[str, Any]:
-            if node in lying:
-                await handlers.require_proven_peer(node, session)
-                return {}
-            return await honest(node, session, args, now)
+            if ctx.wallet in {node.wallet for node in lying}:
+                return {}  # the auth column (proven_peer) was checked before
+            return await honest(ctx, args)
 
-        monkeypatch.setitem(handlers.OPS, op, (auth, maybe_lie))
+        monkeypatch.setitem(ops.OPS, op, ops.Op(auth, maybe_lie))
     return lying
 
 
