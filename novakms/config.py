@@ -267,7 +267,8 @@ class ServerConfig:
     """What one node needs to serve.
 
     Attributes:
-        listen: addresses to listen on (``tcp://HOST:PORT``, ``unix:///path``, ``vsock://CID:PORT``).
+        listen: addresses to listen on (``tcp://HOST:PORT``, ``unix:///path``, ``vsock://CID:PORT``);
+            may be empty when the server is handed pre-opened listeners (``serve(listeners=)``).
         listen_proxy: more addresses to listen on, where every connection must start with a
             PROXY protocol v2 header (PROTOCOL.md §2.1): for listeners behind a proxy, such as
             the parent instance's forwarder of an enclave.
@@ -275,11 +276,7 @@ class ServerConfig:
         limits: all limits.
     """
 
-    listen: tuple[str, ...]
+    listen: tuple[str, ...] = ()
     listen_proxy: tuple[str, ...] = ()
     mode: Mode = Mode.DEVELOPMENT
     limits: Limits = field(default_factory=Limits)
-
-    def __post_init__(self) -> None:
-        if not self.listen and not self.listen_proxy:
-            raise ValueError("at least one listen address is required")

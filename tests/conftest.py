@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ import trio
 from hypothesis import HealthCheck, settings
 
 from novakms.auth.static import StaticRegistry
-from novakms.config import Limits, Mode, ServerConfig
-from novakms.server.node import Node
-from novakms.server.server import Server
+from novakms.config import Limits, ServerConfig
+from novakms.server.node import Node, build_node
+from novakms.server.server import Server, serve
 from tests.harness.registry import MASTER_SECRET, VECTORS, Wallets, load_vectors, registry_json
 
 settings.register_profile(
@@ -39,6 +40,7 @@ class RunningServer:
     node: Node
     registry: StaticRegistry
     addresses: list[str]
+    stop: trio.Event
 
     @property
     def tcp(self) -> str:
@@ -68,7 +70,7 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
         master_secret: bytes | None = MASTER_SECRET,
         proxy: bool = False,
         registry_changes: dict[str, Any] | None = None,
-        **server_kwargs: Any,
+        **node_kwargs: Any,
     ) -> RunningServer:
         registry = StaticRegistry.from_json(registry_json(wallets) | (registry_changes or {}))
         sock = tmp_path / f"kms-{len(os.listdir(tmp_path))}.sock"
@@ -77,15 +79,21 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
             listen_proxy=("tcp://127.0.0.1:0",) if proxy else (),
             limits=limits or Limits(),
         )
-        node = Node(
+        node = build_node(
+            config=config,
             signer=wallets.node,
-            auth=registry,
-            limits=config.limits,
-            mode=Mode.DEVELOPMENT,
-            master_secret=master_secret,
+            registry=registry,
+            membership=registry,
+            secret=master_secret,
+            **node_kwargs,
         )
-        server = Server(config=config, node=node, **server_kwargs)
-        addresses = await nursery.start(server.run)
-        return RunningServer(server=server, node=node, registry=registry, addresses=addresses)
+        servers: list[Server] = []
+        stop = trio.Event()
+        addresses = await nursery.start(
+            functools.partial(serve, node, config, stop=stop, on_server=servers.append)
+        )
+        return RunningServer(
+            server=servers[0], node=node, registry=registry, addresses=addresses, stop=stop
+        )
 
     return start

@@ -6,7 +6,6 @@ import pytest
 
 from novakms.config import (
     Limits,
-    ServerConfig,
     enclave_mode,
     parse_in_enclave,
     parse_limit_overrides,
@@ -76,11 +75,6 @@ def test_the_nsm_device_wins_over_in_enclave_false() -> None:
     assert not enclave_mode({"IN_ENCLAVE": "false"}, nsm_present=False, default=True)
     assert enclave_mode({}, nsm_present=False, default=True)  # serve: unset is enclave
     assert not enclave_mode({}, nsm_present=False, default=False)  # dev tools
-
-
-def test_server_config_needs_a_listener() -> None:
-    with pytest.raises(ValueError):
-        ServerConfig(listen=())
 
 
 def test_every_limit_is_documented_in_protocol_section_10() -> None:

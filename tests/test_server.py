@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -417,26 +418,31 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
     import threading
 
     from novakms.auth.static import StaticRegistry
-    from novakms.config import Mode, ServerConfig
-    from novakms.server.node import Node
-    from novakms.server.server import Server
+    from novakms.config import ServerConfig
+    from novakms.server.node import build_node
+    from novakms.server.server import serve
     from tests.harness.registry import registry_json
 
     config = ServerConfig(listen=("tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"))
-    node = Node(
+    registry = StaticRegistry.from_json(registry_json(wallets))
+    node = build_node(
+        config=config,
         signer=wallets.node,
-        auth=StaticRegistry.from_json(registry_json(wallets)),
-        limits=config.limits,
-        mode=Mode.DEVELOPMENT,
-        master_secret=MASTER_SECRET,
+        registry=registry,
+        membership=registry,
+        secret=MASTER_SECRET,
     )
-    server = Server(config=config, node=node)
     started = threading.Event()
     token: list[Any] = []
+    stops: list[trio.Event] = []
+    addresses: list[str] = []
 
     async def main() -> None:
+        stops.append(trio.Event())
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
+            addresses.extend(
+                await nursery.start(functools.partial(serve, node, config, stop=stops[0]))
+            )
             token.append(trio.lowlevel.current_trio_token())
             started.set()
 
@@ -444,7 +450,7 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
     thread.start()
     assert started.wait(10)
     try:
-        for address in server.addresses:
+        for address in addresses:
             with BlockingClient.connect(
                 address, signer=wallets.app2, expect_wallet=wallets.node.wallet
             ) as kms:
@@ -453,12 +459,12 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
                 with pytest.raises(BadRequest):
                     kms.derive("")
                 assert kms.derive("c").app_id == 2  # still usable after an error response
-        with BlockingClient.connect(server.addresses[0]) as anon, pytest.raises(Unauthenticated):
+        with BlockingClient.connect(addresses[0]) as anon, pytest.raises(Unauthenticated):
             anon.derive("b")
         with pytest.raises(HandshakeError):
-            BlockingClient.connect(server.addresses[0], expect_wallet=wallets.app1.wallet)
+            BlockingClient.connect(addresses[0], expect_wallet=wallets.app1.wallet)
     finally:
-        trio.from_thread.run_sync(server.shutdown, trio_token=token[0])
+        trio.from_thread.run_sync(stops[0].set, trio_token=token[0])
         thread.join(15)
     assert not thread.is_alive()
 
@@ -504,3 +510,106 @@ async def test_a_request_too_large_for_a_frame_fails_locally_and_the_connection_
             assert blocking.derive("still/works").app_id == 1
 
     await trio.to_thread.run_sync(blocking_side)
+
+
+# --- the OPS table's auth column decides who may call each op ------------------------------------
+
+#: For each auth column, the refusal each kind of caller gets: (error class, reason) or None when
+#: the column admits it (the op may still refuse its arguments).
+_REFUSALS: dict[str, dict[str, tuple[type[NovaKMSError], str | None] | None]] = {
+    "none": {"anonymous": None, "app": None, "peer": None, "guardian": None},
+    "app": {
+        "anonymous": (Unauthenticated, None),
+        "app": None,
+        "peer": (Forbidden, "wrong_role"),
+        "guardian": (Forbidden, "wrong_role"),
+    },
+    "peer": {
+        "anonymous": (Unauthenticated, None),
+        "app": (Forbidden, "wrong_role"),
+        "peer": None,
+        "guardian": (Forbidden, "wrong_role"),
+    },
+    "proven_peer": {
+        "anonymous": (Unauthenticated, None),
+        "app": (Forbidden, "wrong_role"),
+        "peer": (Forbidden, "no_cluster_proof"),  # authorized, but no sync.hello on the channel
+        "guardian": (Forbidden, "wrong_role"),
+    },
+    "guardian": {
+        "anonymous": (Unauthenticated, None),
+        "app": (Forbidden, "wrong_role"),
+        "peer": (Forbidden, "wrong_role"),
+        "guardian": (Forbidden, "not_guardian"),  # the registry has no guardian set
+    },
+}
+_AUTH_REFUSALS = {"wrong_role", "no_cluster_proof", "not_guardian"}
+#: The policy itself: who may call what (PROTOCOL.md). A new op must be placed here too.
+_COLUMNS = {
+    **dict.fromkeys(["health", "status", "nodes", "cert.ca"], "none"),
+    **dict.fromkeys(["derive", "cert.sign", "kv.get", "kv.put", "kv.delete", "kv.list"], "app"),
+    **dict.fromkeys(["secret.status", "secret.get", "sync.hello"], "peer"),
+    **dict.fromkeys(
+        ["sync.push", "sync.digests", "sync.buckets", "sync.keys", "sync.pull"], "proven_peer"
+    ),
+    **dict.fromkeys(["sync.snapshot", "sync.forget"], "proven_peer"),
+    **dict.fromkeys(["guardian.share", "guardian.restore"], "guardian"),
+}
+
+
+async def test_every_op_is_refused_to_the_callers_its_auth_column_excludes(
+    start_server: Any, wallets: Wallets
+) -> None:
+    from novakms.server.ops import OPS
+
+    assert {name: op.auth for name, op in OPS.items()} == _COLUMNS
+    # app2's instance stands in for a KMS node: its app is the KMS app and it is an operator.
+    srv = await start_server(registry_changes={"kms_app_id": 2, "operators": [wallets.app2.wallet]})
+    callers = {
+        "anonymous": await Client.connect(srv.tcp),
+        "app": await Client.connect(srv.tcp, signer=wallets.app1),
+        "peer": await Client.connect(srv.tcp, signer=wallets.app2, role="peer"),
+        "guardian": await Client.connect(srv.tcp, signer=wallets.app1, role="guardian"),
+    }
+    try:
+        for op, (auth, _) in sorted(OPS.items()):
+            for who, client in callers.items():
+                expected = _REFUSALS[auth][who]
+                try:
+                    await client.call(op, {})
+                except NovaKMSError as exc:
+                    got: tuple[type[NovaKMSError], str | None] | None = (
+                        type(exc),
+                        exc.details.get("reason"),
+                    )
+                else:
+                    got = None
+                if expected is None:  # admitted: whatever it answers, it is no auth refusal
+                    assert got is None or (
+                        got[0] is not Unauthenticated and got[1] not in _AUTH_REFUSALS
+                    ), (op, who, got)
+                else:
+                    assert got is not None, (op, who, "admitted")
+                    assert issubclass(got[0], expected[0]), (op, who, got)
+                    if expected[1] is not None:
+                        assert got[1] == expected[1], (op, who, got)
+    finally:
+        for client in callers.values():
+            await client.aclose()
+
+
+async def test_a_server_with_nothing_to_listen_on_refuses_to_start(wallets: Wallets) -> None:
+    """No listen address and no listener handed over: a clear error, not a silent idle node."""
+    from novakms.auth.static import StaticRegistry
+    from novakms.config import ServerConfig
+    from novakms.server.node import build_node
+    from novakms.server.server import Server
+    from tests.harness.registry import registry_json
+
+    config = ServerConfig()
+    registry = StaticRegistry.from_json(registry_json(wallets))
+    node = build_node(
+        config=config, signer=wallets.node, registry=registry, membership=None, secret=MASTER_SECRET
+    )
+    with pytest.raises(ValueError, match="listen"):
+        await Server(config=config, node=node).run()

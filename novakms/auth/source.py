@@ -7,7 +7,18 @@ rules. Sources:
 
 * ``static`` — :class:`novakms.auth.static.StaticRegistry`, records from a JSON file (tests and
   development without a chain);
-* ``chain`` — the on-chain NovaAppRegistry / KMSRegistry behind a cache (added later).
+* ``chain`` — :class:`novakms.chain.source.ChainAuthorizationSource`, the on-chain
+  NovaAppRegistry / KMSRegistry behind a cache and a poller.
+
+Two declared roles, so the server never probes a source for attributes:
+
+* :class:`Registry` (alias :class:`AuthorizationSource`) — the request path: ``authorize_app``,
+  ``authorize_peer``, ``describe``. Every source is one.
+* :class:`Membership` — the cluster's view of the registry: the KMS operators (``peers``), the
+  owner's pin of the master secret (``pinned`` / ``master_secret_pin``), the guardian set, and
+  the poller that keeps them fresh (``run``, ``poll_interval``). Both sources are one (the
+  static file has no pin: always unset, and nothing to poll). A node built without a
+  membership (``Node.membership is None``) runs no replicator, no pin watch and no poller.
 
 Contract for implementations:
 
@@ -24,12 +35,13 @@ Contract for implementations:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from novakms.auth.guardians import GuardianSet
 from novakms.auth.model import Identity
 from novakms.errors import Forbidden
 
-__all__ = ["AuthorizationSource", "peer_refusal"]
+__all__ = ["AuthorizationSource", "Membership", "Registry", "peer_refusal"]
 
 
 async def peer_refusal(
@@ -94,5 +106,63 @@ class AuthorizationSource(Protocol):
 
         Returns:
             A map that includes at least ``{"source": name}``.
+        """
+        ...
+
+
+#: The request path's name for an authorization source.
+Registry = AuthorizationSource
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """The cluster's view of the registry: operators, the owner's pin, guardians, the poller."""
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between polls of the registry (the pin watch follows the same beat)."""
+        ...
+
+    async def peers(self) -> list[dict[str, Any]]:
+        """The KMS operators, each with its instance details and the peer policy's verdict.
+
+        Returns:
+            One map per operator wallet: ``wallet``, ``instance_id``, ``instance_url``,
+            ``status``, ``authorized`` (the same verdict its own peer requests get) and
+            ``reason`` (:func:`novakms.auth.model.peer_entry`).
+
+        Raises:
+            Unavailable: the source cannot say now.
+        """
+        ...
+
+    def pinned(self) -> str | None:
+        """The owner's pin (``"0x"`` + 64 hex of ``masterSecretHash``) as last read, or None.
+
+        Never reads the registry: the pin watch calls it every ``poll_interval``.
+        """
+        ...
+
+    async def master_secret_pin(self) -> str | None:
+        """The owner's pin, read fresh (the bootstrap decides on it).
+
+        Raises:
+            Unavailable: the registry cannot be read (the bootstrap waits; it never guesses).
+        """
+        ...
+
+    async def guardian_set(self) -> GuardianSet:
+        """The owner's guardian set (empty, version 0, when none was ever configured).
+
+        Raises:
+            Unavailable: ``reason="auth_source"``, the source cannot say now.
+        """
+        ...
+
+    async def run(self, *, task_status: Any) -> None:
+        """Keep the membership fresh until cancelled; ``task_status.started()`` at once.
+
+        ``task_status`` is trio's (``nursery.start``); typed loosely so that this module
+        stays free of trio.
         """
         ...

@@ -439,6 +439,21 @@ class StaticRegistry:
             result.append(peer_entry(wallet, self.instance_by_wallet(wallet), refusal))
         return result
 
+    # Membership (novakms.auth.source): a file has no pin and nothing to poll.
+    poll_interval = 1.0
+
+    def pinned(self) -> str | None:
+        """Always None: the static registry has no ``masterSecretHash``."""
+        return None
+
+    async def master_secret_pin(self) -> str | None:
+        """Always None (see :meth:`pinned`)."""
+        return None
+
+    async def run(self, *, task_status: Any) -> None:
+        """Nothing to poll: reports started and returns."""
+        task_status.started()
+
     def is_operator(self, wallet: str) -> bool:
         """Whether ``wallet`` is in the operator set.
 

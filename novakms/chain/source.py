@@ -299,6 +299,11 @@ class ChainAuthorizationSource:
 
     # -- the poller --------------------------------------------------------------------------
 
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between polls (``ChainSettings.poll_interval``)."""
+        return self.settings.poll_interval
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll forever. ``task_status.started()`` fires at once; the first poll follows."""
         task_status.started()

@@ -4,18 +4,15 @@ Holds the subcommand's arguments (and the chain options it shares with nothing e
 checks of what each mode accepts, and the two composition roots that build a node and serve it
 until SIGINT or SIGTERM: :func:`_serve_enclave` (Odyn signer, chain source, secret from the
 cluster) and :func:`_serve_development` (key file, static registry or chain, optional secret
-file). :func:`serve_until_signal` is the loop both (and ``novakms dev --chain static``) run.
+file). Both run :func:`novakms.server.server.serve_until_signal`.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
-from collections.abc import Awaitable, Callable
 
 import trio
 
-from novakms.auth.source import AuthorizationSource
 from novakms.auth.static import StaticRegistry
 from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import JsonRpcClient
@@ -33,15 +30,13 @@ from novakms.cli.common import (
 from novakms.config import Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
 from novakms.net.odyn import DEFAULT_ODYN_URL
-from novakms.server.node import Node
-from novakms.server.server import Server
+from novakms.server.node import build_node
+from novakms.server.server import serve_until_signal
 
-__all__ = ["ENCLAVE_CHAIN_RPC", "OnReady", "add_parser", "serve_until_signal"]
+__all__ = ["ENCLAVE_CHAIN_RPC", "add_parser"]
 
 _DEFAULT_CHAIN = ChainSettings()
 ENCLAVE_CHAIN_RPC = "http://127.0.0.1:18545"  # the in-enclave light client
-
-OnReady = Callable[[list[str]], Awaitable[None]]
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -153,7 +148,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         secret = read_master_secret(args.master_secret_file)
     try:
         signer = LocalSigner.from_file(args.key_file)
-        source: AuthorizationSource = (
+        source: StaticRegistry | ChainAuthorizationSource = (
             StaticRegistry.load(args.registry)
             if args.registry
             else _chain_source(args, args.chain_rpc)
@@ -174,20 +169,20 @@ async def _serve_development(
     args: argparse.Namespace,
     config: ServerConfig,
     signer: LocalSigner,
-    source: AuthorizationSource,
+    source: StaticRegistry | ChainAuthorizationSource,
     secret: bytes | None,
 ) -> None:
     """The development node: a local key, the given source, the secret file's secret if any."""
-    node = Node(
+    node = build_node(
+        config=config,
         signer=signer,
-        auth=source,
-        limits=config.limits,
-        mode=config.mode,
-        master_secret=secret,
+        registry=source,
+        membership=source,
+        secret=secret,
         peer_proxy=args.peer_proxy,
         require_pin=args.require_pin,
     )
-    await serve_until_signal(Server(config=config, node=node), None)
+    await serve_until_signal(node, config)
 
 
 async def _serve_enclave(
@@ -199,24 +194,7 @@ async def _serve_enclave(
     signer = await OdynSigner.connect(odyn_url)
     # The master secret comes from the cluster (peer bootstrap); until then the node serves
     # status and reports not_ready for everything that needs the secret.
-    node = Node(
-        signer=signer, auth=auth, limits=config.limits, mode=config.mode, peer_proxy=peer_proxy
+    node = build_node(
+        config=config, signer=signer, registry=auth, membership=auth, peer_proxy=peer_proxy
     )
-    await serve_until_signal(Server(config=config, node=node), None)
-
-
-async def serve_until_signal(server: Server, on_ready: OnReady | None) -> None:
-    """Run ``server`` until SIGINT or SIGTERM, then shut it down (draining its handlers).
-
-    Args:
-        server: the server to run.
-        on_ready: awaited with the bound addresses once the server listens, or None.
-    """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(server.run)
-            if on_ready is not None:
-                await on_ready(addresses)
-            async for _ in signals:
-                server.shutdown()
-                break
+    await serve_until_signal(node, config)

@@ -7,17 +7,27 @@ channel (with a timeout; no answer = unreachable), read the owner's pin, and act
 pin), generate (only the lowest instance id of a fully answering, fully fresh cluster), or wait
 and retry. ``split_brain`` and ``secret_lost`` are reported by the node, never resolved by
 picking a secret.
+
+Also here: :class:`PeerConnector`, how this node dials a peer (its signer, the enclave's egress
+proxy or an injected dialer), shared by the bootstrap and the replicator.
+
+The bootstrap touches the node only through :class:`Bootstrap`'s collaborators: the
+membership (operators, the pin), the keyring (install the secret, report ``not_ready``, record
+the pin it decided on) and the connector.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 
+from novakms.auth.source import Membership
 from novakms.client.aio import Client
 from novakms.cluster.bootstrap import (
     Decision,
@@ -27,11 +37,79 @@ from novakms.cluster.bootstrap import (
     generate_secret,
     unavailable_for,
 )
+from novakms.crypto.signer import Signer
 from novakms.errors import NovaKMSError
 from novakms.log import get_logger
-from novakms.server.node import Node
+from novakms.net.dial import Dialer
+from novakms.server.keyring import Keyring
+from novakms.wire.framing import DEFAULT_MAX_FRAME
 
-__all__ = ["bootstrap_round", "peer_address", "run_bootstrap"]
+__all__ = ["Bootstrap", "PeerConnector", "bootstrap_round", "peer_address", "run_bootstrap"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerConnector:
+    """How this node opens an authenticated ``peer`` channel to another node.
+
+    Attributes:
+        signer: this node's wallet signer (the handshake).
+        proxy: an HTTP CONNECT proxy (address) through which peers reachable over TCP are
+            dialed — an enclave's egress proxy; None dials them directly.
+        dial: opens the stream instead of the network (tests' in-memory network), or None.
+        clock: the node's wall clock in unix seconds (handshake timestamps, and every time the
+            replication layer stamps: record validation, queue and acknowledgement times).
+    """
+
+    signer: Signer
+    proxy: str | None = None
+    dial: Dialer | None = field(default=None, repr=False)
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+
+    def now_ms(self) -> int:
+        """Unix milliseconds now, by :attr:`clock`."""
+        return int(self.clock() * 1000)
+
+    async def connect(
+        self,
+        address: str,
+        *,
+        expect_wallet: str,
+        timeout: float,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> Client:
+        """Connect to the peer at ``address``, which must prove ``expect_wallet``.
+
+        Raises:
+            NovaKMSError: the connection or the handshake failed.
+        """
+        return await Client.connect(
+            address,
+            signer=self.signer,
+            role="peer",
+            expect_wallet=expect_wallet,
+            timeout=timeout,
+            proxy=self.proxy,
+            dial=self.dial,
+            max_frame=max_frame,
+            clock=self.clock,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bootstrap:
+    """What the bootstrap works with (see the module docstring).
+
+    Attributes:
+        wallet: this node's wallet.
+        membership: the operators and the owner's pin.
+        keyring: where the secret goes.
+        connector: dials the peers.
+    """
+
+    wallet: str
+    membership: Membership
+    keyring: Keyring
+    connector: PeerConnector
 
 
 def peer_address(instance_url: str) -> str:
@@ -52,22 +130,18 @@ def peer_address(instance_url: str) -> str:
 
 
 async def _peer_call(
-    node: Node, entry: Mapping[str, Any], op: str, timeout: float
+    node: Bootstrap, entry: Mapping[str, Any], op: str, timeout: float
 ) -> Mapping[str, Any]:
-    client = await Client.connect(
+    client = await node.connector.connect(
         peer_address(str(entry["instance_url"])),
-        signer=node.signer,
-        role="peer",
         expect_wallet=str(entry["wallet"]),
         timeout=timeout,
-        proxy=node.peer_proxy,
-        dial=node.dial,
     )
     async with client:
         return await client.call(op, timeout=timeout)
 
 
-async def _report(node: Node, entry: Mapping[str, Any], timeout: float) -> PeerReport:
+async def _report(node: Bootstrap, entry: Mapping[str, Any], timeout: float) -> PeerReport:
     try:
         with trio.fail_after(timeout):
             status = await _peer_call(node, entry, "secret.status", timeout)
@@ -91,14 +165,24 @@ async def _report(node: Node, entry: Mapping[str, Any], timeout: float) -> PeerR
 
 
 async def bootstrap_round(
-    node: Node, *, timeout: float, random_bytes: Callable[[int], bytes]
+    node: Bootstrap, *, timeout: float, random_bytes: Callable[[int], bytes]
 ) -> Decision:
-    """One round of the bootstrap; installs the secret when the decision allows it."""
+    """One round of the bootstrap; installs the secret when the decision allows it.
+
+    Args:
+        node: the bootstrap's collaborators (``Node.bootstrap``).
+        timeout: seconds for each peer's answer.
+        random_bytes: the RNG a generated secret comes from.
+
+    Returns:
+        The round's decision.
+
+    Raises:
+        NovaKMSError: the membership could not be read (the caller retries).
+    """
     log = get_logger("novakms.bootstrap", node=node.wallet)
-    peers = getattr(node.auth, "peers", None)
-    if peers is None:
-        return Decision(action="wait", reason="the authorization source lists no peers")
-    entries = await peers()
+    keyring = node.keyring
+    entries = await node.membership.peers()
     me = next((e for e in entries if e["wallet"] == node.wallet), None)
     if me is None or me.get("authorized") is not True or me["instance_id"] is None:
         return Decision(action="wait", reason="this node is not an authorized KMS operator")
@@ -127,9 +211,8 @@ async def bootstrap_round(
     async with trio.open_nursery() as nursery:
         for entry in others:
             nursery.start_soon(ask, entry)
-    pin_of = getattr(node.auth, "master_secret_pin", None)
-    pin = None if pin_of is None else await pin_of()
-    node.check_pin(pin)  # the node's view of the pin is the one this round decides on
+    pin = await node.membership.master_secret_pin()
+    keyring.check_pin(pin)  # the node's view of the pin is the one this round decides on
     decision = decide(
         self_wallet=node.wallet,
         self_instance_id=int(me["instance_id"]),
@@ -138,8 +221,8 @@ async def bootstrap_round(
         peers=reports,
     )
     if decision.action == "generate":
-        node.install_secret(generate_secret(random_bytes))
-        log.info("secret_generated", fingerprint=node.fingerprint())
+        keyring.install_secret(generate_secret(random_bytes))
+        log.info("secret_generated", fingerprint=keyring.fingerprint())
     elif decision.action == "fetch":
         assert decision.fingerprint is not None
         by_wallet = {e["wallet"]: e for e in others}
@@ -158,31 +241,32 @@ async def bootstrap_round(
                 )
                 continue
             # The cluster has data this node lacks: serve KV only once a snapshot arrived.
-            node.install_secret(bytes(secret), syncing=True)
-            log.info("secret_fetched", peer=wallet, fingerprint=node.fingerprint())
+            keyring.install_secret(bytes(secret), syncing=True)
+            log.info("secret_fetched", peer=wallet, fingerprint=keyring.fingerprint())
             break
     return decision
 
 
 async def run_bootstrap(
-    node: Node,
+    node: Bootstrap,
     *,
     interval: float,
     timeout: float,
     random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> None:
-    """Rounds until the node has a secret; the node reports each round's state meanwhile."""
+    """Rounds until the node has a secret; the keyring reports each round's state meanwhile."""
     log = get_logger("novakms.bootstrap", node=node.wallet)
-    while node.master_secret is None:
+    keyring = node.keyring
+    while not keyring.initialized:
         try:
             decision = await bootstrap_round(node, timeout=timeout, random_bytes=random_bytes)
         except NovaKMSError as exc:  # e.g. the chain cannot be read: try again later
             log.warning("bootstrap_round_failed", error=exc.message)
         else:
             error = unavailable_for(decision)
-            if error is not None and node.master_secret is None:
-                if error.reason != node.not_ready.reason:
+            if error is not None and not keyring.initialized:
+                if error.reason != keyring.not_ready.reason:
                     log.info("bootstrap_state", action=decision.action, reason=decision.reason)
-                node.not_ready = error
-        if node.master_secret is None:
+                keyring.set_not_ready(error)
+        if not keyring.initialized:
             await trio.sleep(interval)

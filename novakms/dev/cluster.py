@@ -31,7 +31,6 @@ from novakms.admin.tx import TxSender
 from novakms.auth.static import StaticRegistry
 from novakms.chain import abi
 from novakms.cli.common import CliError, fingerprint_bytes, print_json, write_private_file
-from novakms.cli.serve import serve_until_signal
 from novakms.client.aio import Client
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
@@ -40,8 +39,8 @@ from novakms.dev.env import DevState, prepare_guardians, write_key_file
 from novakms.dev.nodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
 from novakms.dev.world import set_guardians, setup_world
 from novakms.errors import NovaKMSError
-from novakms.server.node import Node
-from novakms.server.server import Server
+from novakms.server.node import build_node
+from novakms.server.server import serve_until_signal
 
 __all__ = ["NODE_STOP_GRACE", "ClusterPlan", "run_cluster", "run_static"]
 
@@ -81,13 +80,15 @@ async def run_static(
     """One in-process node on the static registry file (no chain), until SIGINT or SIGTERM."""
     config = ServerConfig(listen=(f"tcp://{host}:{port}",), mode=Mode.DEVELOPMENT, limits=limits)
     registry = StaticRegistry.load(state.registry_file)
-    node = Node(signer=signer, auth=registry, limits=limits, mode=config.mode, master_secret=secret)
+    node = build_node(
+        config=config, signer=signer, registry=registry, membership=registry, secret=secret
+    )
 
     async def on_ready(addresses: list[str]) -> None:
         nodes = [{"address": addresses[0], "wallet": signer.wallet}]
         print_json({"nodes": nodes, "apps": _apps_line(state), "chain": None})
 
-    await serve_until_signal(Server(config=config, node=node), on_ready)
+    await serve_until_signal(node, config, on_ready=on_ready)
 
 
 async def run_cluster(plan: ClusterPlan, state: DevState) -> None:

@@ -1,314 +1,282 @@
-"""The state one KMS node serves from: identity, secret, store, authorization source, limits.
+"""One KMS node, composed: who owns what, and the one place that builds it.
 
-No network I/O here; the server and the handlers share one :class:`Node`.
+A :class:`Node` is the composition root of a node's collaborators; it holds no serving state of
+its own. Each piece of state has one owner, and only the owner changes it:
+
+=================  ============================================================================
+collaborator       owns
+=================  ============================================================================
+``keyring``        the master secret, ``not_ready``, the pin and ``pin_mismatch``,
+                   ``require_pin``, the guardian recovery pool, data keys, CA cache
+                   (:mod:`novakms.server.keyring`)
+``gate``           the KV store, ``syncing`` / ``degraded``, the replicated-record intake and
+                   its counters (:mod:`novakms.server.store_gate`)
+``registry``       the request path's authorization (``authorize_app`` / ``authorize_peer`` /
+                   ``describe``; :class:`novakms.auth.source.Registry`)
+``membership``     operators, the owner's pin, guardians, the poller
+                   (:class:`novakms.auth.source.Membership`), or None: a node without one runs
+                   no replicator, no pin watch, no poller and no bootstrap
+``replicator``     peer links, outboxes, catch-up (:mod:`novakms.cluster.replicator`); present
+                   exactly when ``membership`` is; ops and ``status`` read it through
+                   :class:`~novakms.cluster.replicator.ReplicationView` where they only read
+``connector``      how peers are dialed (signer, egress proxy, injected dialer)
+limiters           the token buckets (per wallet, per source for handshakes and anonymous calls)
+=================  ============================================================================
+
+The server (:mod:`novakms.server.server`) owns the connections and runs the node's tasks; the
+ops (:mod:`novakms.server.ops`) see a node only through an
+:class:`~novakms.server.ops.context.OpContext`.
+
+:func:`build_node` is the one way to make a node from configuration.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from novakms import __version__
 from novakms.auth.ratelimit import KeyedRateLimiter
-from novakms.auth.source import AuthorizationSource
-from novakms.cluster import replication
-from novakms.cluster.readiness import State
-from novakms.cluster.recovery import RecoveryPool
-from novakms.config import Limits, Mode
-from novakms.crypto import aead
-from novakms.crypto.certs import ca_certificate_pem
-from novakms.crypto.guardian_shares import GuardianShare
-from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
+from novakms.auth.source import Membership, Registry
+from novakms.cluster.peering import Bootstrap, PeerConnector
+from novakms.cluster.replicator import Replicator
+from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.signer import Signer
-from novakms.errors import QuotaExceeded, Unavailable
-from novakms.log import get_logger
+from novakms.errors import Unavailable
 from novakms.net.dial import Dialer
+from novakms.server.keyring import Keyring
+from novakms.server.store_gate import StoreGate
 from novakms.store.kv import KVStore
-from novakms.store.records import Record
 
-__all__ = ["Node"]
-
-_CA_CACHE_SIZE = 1024
+__all__ = ["Node", "build_node"]
 
 
-@dataclass(eq=False, kw_only=True)
 class Node:
-    """One node's serving state.
+    """A node's collaborators (see the module docstring for who owns what).
 
-    Attributes:
+    Args:
         signer: the node's wallet signer (local key in development, Odyn in an enclave).
-        auth: where app and peer authorization comes from.
+        registry: where app and peer authorization comes from.
         limits: all limits.
         mode: development or enclave.
-        master_secret: the cluster master secret, None until the node has one.
-        random_bytes: the RNG for value nonces and certificate serials.
-        peer_proxy: an HTTP CONNECT proxy (address) through which peers reachable over TCP are
-            dialed — an enclave's egress proxy; None dials them directly.
-        syncing: the node fetched the secret from the cluster and is still catching up with
-            its peers (a snapshot, then anti-entropy against every peer); the KV operations
-            answer ``unavailable: syncing`` until it has.
-        degraded: why the node serves without having confirmed it holds everything its peers
-            hold (``no_caught_up_peer``, ``peer_unreachable``; ``cluster.readiness``), or None.
-            KV answers carry it.
-        replica_listener: called with (record, the record it merged into or None, the peer)
-            for every replicated record stored (the replicator's bookkeeping of who holds what).
-        require_pin: serve app operations only under a secret the owner pinned
-            (``KMSRegistry.masterSecretHash``); always on in enclave mode (None: by the mode).
+        membership: the cluster's view of the registry, or None (a lone node).
+        master_secret: the cluster master secret when configured; None gets it from the
+            cluster (the bootstrap) or from the guardians.
+        random_bytes: the RNG for value nonces, certificate serials, handshakes.
+        clock: wall clock in unix seconds, for auth timestamps, rate limits and ``now``.
+        peer_proxy: an HTTP CONNECT proxy through which TCP peers are dialed (enclave egress).
+        dial: opens peer streams instead of the network (tests' in-memory network).
+        require_pin: serve app operations only under a secret the owner pinned; always on in
+            enclave mode (None: by the mode).
+        version: the version ``status`` reports.
+
+    Raises:
+        ValueError: ``master_secret`` is not 32 bytes.
     """
 
-    signer: Signer
-    auth: AuthorizationSource
-    limits: Limits
-    mode: Mode
-    master_secret: bytes | None = field(default=None, repr=False)
-    random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
-    peer_proxy: str | None = None
-    dial: Dialer | None = field(default=None, repr=False)  # peers: None dials the network
-    require_pin: bool | None = None
-    syncing: bool = False
-    degraded: str | None = None
-    connections: int = 0
-    replication_rejected: int = 0
-    replication_deferred: int = 0  # valid replicated records refused by the quota (retried)
-    replicator: Any = field(default=None, repr=False)  # the cluster's Replicator, when running
-    replica_listener: Callable[[Record, Record | None, str], None] | None = field(
-        default=None, repr=False
-    )
-    version: str = __version__
-    store: KVStore | None = field(init=False, default=None, repr=False)
-    pin_mismatch: bool = field(default=False, init=False)
-    pin: str | None = field(default=None, init=False)  # the owner's pin, as last read
-    recovery: RecoveryPool[GuardianShare] = field(init=False, repr=False)
-    not_ready: Unavailable = field(
-        init=False,
-        default_factory=lambda: Unavailable(
-            "this node has no master secret yet", reason="not_ready"
-        ),
-        repr=False,
-    )
-    wallet_limiter: KeyedRateLimiter = field(init=False, repr=False)
-    handshake_limiter: KeyedRateLimiter = field(init=False, repr=False)
-    anonymous_limiter: KeyedRateLimiter = field(init=False, repr=False)
-    _data_keys: dict[int, bytes] = field(init=False, default_factory=dict, repr=False)
-    _ca_pems: dict[int, str] = field(init=False, default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self.recovery = RecoveryPool(ttl=self.limits.share_ttl)
-        if self.mode is Mode.ENCLAVE:
-            self.require_pin = True  # production never serves an unpinned secret
-        elif self.require_pin is None:
-            self.require_pin = False
-        self.wallet_limiter = KeyedRateLimiter(
-            rate=self.limits.wallet_rate, burst=self.limits.wallet_burst
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        registry: Registry,
+        limits: Limits,
+        mode: Mode,
+        membership: Membership | None = None,
+        master_secret: bytes | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+        peer_proxy: str | None = None,
+        dial: Dialer | None = None,
+        require_pin: bool | None = None,
+        version: str = __version__,
+    ) -> None:
+        self.signer = signer
+        self.limits = limits
+        self.mode = mode
+        self.version = version
+        self.random_bytes = random_bytes
+        self.clock = clock
+        self._registry = registry
+        self.membership = membership
+        self.connector = PeerConnector(signer=signer, proxy=peer_proxy, dial=dial, clock=clock)
+        # Production never serves an unpinned secret.
+        pinned_only = True if mode is Mode.ENCLAVE else bool(require_pin)
+        self.keyring = Keyring(require_pin=pinned_only, share_ttl=limits.share_ttl)
+        self.gate = StoreGate(
+            wallet=signer.wallet, limits=limits, keyring=self.keyring, random_bytes=random_bytes
         )
+        self.replicator: Replicator | None = None
+        if membership is not None:
+            self.replicator = Replicator(
+                wallet=signer.wallet,
+                limits=limits,
+                keyring=self.keyring,
+                gate=self.gate,
+                membership=membership,
+                connector=self.connector,
+            )
+        elif master_secret is None:
+            self.keyring.set_not_ready(
+                Unavailable(
+                    "bootstrapping the master secret: the authorization source lists no peers",
+                    reason="not_ready",
+                )
+            )
+        self.wallet_limiter = KeyedRateLimiter(rate=limits.wallet_rate, burst=limits.wallet_burst)
         self.handshake_limiter = KeyedRateLimiter(
-            rate=self.limits.handshake_rate, burst=self.limits.handshake_burst
+            rate=limits.handshake_rate, burst=limits.handshake_burst
         )
         self.anonymous_limiter = KeyedRateLimiter(
-            rate=self.limits.anonymous_rate, burst=self.limits.anonymous_burst
+            rate=limits.anonymous_rate, burst=limits.anonymous_burst
         )
-        if self.master_secret is not None:
-            secret, self.master_secret = self.master_secret, None
-            self.install_secret(secret)
+        self._connection_count: Callable[[], int] = lambda: 0
+        if master_secret is not None:
+            self.keyring.install_secret(master_secret)
 
-    def install_secret(self, secret: bytes, *, syncing: bool = False) -> None:
-        """Take the cluster master secret and open the store keyed by it.
+    def __repr__(self) -> str:
+        return f"Node(wallet={self.wallet!r}, mode={self.mode.value!r})"
 
-        Args:
-            secret: the 32-byte master secret.
-            syncing: the secret came from the cluster, whose data this node must receive (a
-                snapshot) before it serves the KV store.
-
-        Raises:
-            ValueError: not 32 bytes, or the node already has a (different) secret.
-        """
-        if len(secret) != MASTER_SECRET_SIZE:
-            raise ValueError("the master secret must be 32 bytes")
-        if self.master_secret is not None:
-            raise ValueError("this node already has a master secret")
-        self.master_secret = secret
-        self.syncing = syncing
-        self.store = KVStore(
-            node=self.wallet,
-            limits=self.limits,
-            data_key=self.data_key,
-            random_bytes=self.random_bytes,
-        )
+    # -- the registry (swappable: tests wrap it to slow or count authorizations) ---------------
 
     @property
-    def catch_up_state(self) -> State:
-        """``syncing`` (catching up: KV refused), ``degraded`` (serving, unconfirmed) or
-        ``serving`` (``cluster.readiness``)."""
-        if self.syncing:
-            return "syncing"
-        return "degraded" if self.degraded is not None else "serving"
+    def registry(self) -> Registry:
+        """The authorization source of the request path."""
+        return self._registry
+
+    @property
+    def auth(self) -> Registry:
+        """The registry (the older name)."""
+        return self._registry
+
+    @auth.setter
+    def auth(self, registry: Registry) -> None:
+        # Requests read the registry when they start: a swap applies to the next request.
+        self._registry = registry
+
+    @property
+    def bootstrap(self) -> Bootstrap | None:
+        """The bootstrap's collaborators (None without a membership: nobody to ask)."""
+        if self.membership is None:
+            return None
+        return Bootstrap(
+            wallet=self.wallet,
+            membership=self.membership,
+            keyring=self.keyring,
+            connector=self.connector,
+        )
+
+    # -- the server's count of open connections ------------------------------------------------
+
+    def count_connections_with(self, count: Callable[[], int]) -> None:
+        """Where ``status`` reads the number of open connections (the server binds it)."""
+        self._connection_count = count
+
+    @property
+    def connections(self) -> int:
+        """Open connections (as the serving server counts them)."""
+        return self._connection_count()
+
+    # -- read-only views of the collaborators' state (status, tests) ---------------------------
 
     @property
     def wallet(self) -> str:
         """This node's wallet."""
         return self.signer.wallet
 
-    def require_secret(self) -> bytes:
-        """The master secret, for serving apps and peers.
+    @property
+    def master_secret(self) -> bytes | None:
+        """The keyring's secret, or None."""
+        return self.keyring.master_secret
 
-        Raises:
-            Unavailable: ``not_ready`` while the node has no secret (or the bootstrap's reason:
-                ``split_brain``, ``secret_lost``); ``secret_mismatch`` while the secret it holds
-                does not match the owner's pin (see :meth:`check_pin`).
-        """
-        if self.master_secret is None:
-            raise self.not_ready.fresh()
-        if self.pin_mismatch:
-            raise Unavailable(
-                "this node's master secret does not match the owner's pin (masterSecretHash); "
-                "it serves nothing with it",
-                reason="secret_mismatch",
-            )
-        return self.master_secret
+    @property
+    def not_ready(self) -> Unavailable:
+        """Why the node has no secret (the keyring's bootstrap verdict)."""
+        return self.keyring.not_ready
 
-    def check_pin(self, pin: str | None) -> bool:
-        """Compare the held secret with the owner's pin; return whether the verdict changed.
-
-        Called on every poll of the chain (pin events included). While the fingerprint of the
-        held secret differs from a set pin, the node serves no app operation and never gives
-        the secret (or a proof of it) to a peer; once the pin matches again, or is reset, it
-        serves again: the secret itself never changes (DESIGN §6).
-
-        Args:
-            pin: ``"0x"`` + 64 hex of ``KMSRegistry.masterSecretHash``, or None when unset.
-        """
-        mismatch = (
-            pin is not None
-            and self.master_secret is not None
-            and secret_fingerprint(self.master_secret) != pin.lower()
-        )
-        changed = mismatch != self.pin_mismatch
-        self.pin_mismatch = mismatch
-        self.pin = None if pin is None else pin.lower()
-        return changed
-
-    def require_pinned(self) -> None:
-        """For app operations: the secret must be held and, when required, pinned by the owner.
-
-        Raises:
-            Unavailable: as :meth:`require_secret`; ``unpinned`` while the owner has not pinned
-                the held secret's fingerprint (``status`` shows it; ``novakms admin
-                pin-secret``), when ``require_pin``.
-        """
-        self.require_secret()
-        if self.require_pin and self.pin is None:
-            raise Unavailable(
-                "the owner has not pinned this cluster's master secret yet "
-                "(KMSRegistry.masterSecretHash); app operations wait for the pin",
-                reason="unpinned",
-                fingerprint=self.fingerprint(),
-            )
+    @property
+    def pin_mismatch(self) -> bool:
+        """Whether the held secret differs from the owner's pin."""
+        return self.keyring.pin_mismatch
 
     @property
     def serving_apps(self) -> bool:
-        """Whether app operations would be served now (secret held, matching, pinned if so)."""
-        if self.master_secret is None or self.pin_mismatch:
-            return False
-        return not (self.require_pin and self.pin is None)
+        """Whether app operations would be served now (the keyring's verdict)."""
+        return self.keyring.serving_apps
 
-    def apply_replicated(
-        self, items: list[Any], *, now_ms: int, source: str
-    ) -> tuple[int, list[int], list[int]]:
-        """Validate and merge records a peer sent.
+    @property
+    def store(self) -> KVStore | None:
+        """The store gate's KV store, or None."""
+        return self.gate.store
 
-        Each record must be well-formed, within the size limits (``max_clock_entries``
-        included), not from the future beyond ``max_clock_skew_ms``, and decryptable under this
-        node's data key for its app and key; anything else is rejected, counted and logged
-        (reason only), never stored. A valid record whose merge would exceed the app quota or
-        the global cap is deferred: not stored now, for the sender to keep and retry.
+    @property
+    def syncing(self) -> bool:
+        """Whether the node is still catching up with the cluster."""
+        return self.gate.syncing
 
-        Returns:
-            (accepted, indexes of the rejected, indexes of the deferred).
-        """
-        store = self.require_store()
-        accepted = 0
-        rejected: list[int] = []
-        deferred: list[int] = []
-        for index, item in enumerate(items):
-            try:
-                record = replication.record_from_wire(
-                    item,
-                    limits=self.limits,
-                    now_ms=now_ms,
-                    max_skew_ms=self.limits.max_clock_skew_ms,
-                )
-                replication.check_decryptable(record, self.data_key)
-            except replication.InvalidRecord as exc:
-                rejected.append(index)
-                self.replication_rejected += 1
-                get_logger("novakms.server.node", node=self.wallet).warning(
-                    "replicated_record_rejected", peer=source, reason=exc.reason
-                )
-                continue
-            previous = store.record(record.app_id, record.key)
-            try:
-                store.merge(record)
-            except QuotaExceeded:
-                deferred.append(index)
-                self.replication_deferred += 1
-                continue
-            accepted += 1
-            if self.replica_listener is not None:
-                self.replica_listener(record, previous, source)
-        return accepted, rejected, deferred
+    @property
+    def degraded(self) -> str | None:
+        """Why the node serves unconfirmed, or None."""
+        return self.gate.degraded
 
-    def log_secret_served(self, wallet: str) -> None:
-        """Record that the secret went to a peer (the wallet only, never the secret)."""
-        get_logger("novakms.server.node", node=self.wallet).info("secret_served", peer=wallet)
+    @property
+    def replication_rejected(self) -> int:
+        """Replicated records refused as invalid (the gate's count)."""
+        return self.gate.rejected
 
-    def require_store(self) -> KVStore:
-        """The KV store (exists once the node has its secret).
-
-        Raises:
-            Unavailable: reason ``not_ready``.
-        """
-        if self.store is None:
-            raise self.not_ready.fresh()
-        return self.store
-
-    def serving_store(self) -> KVStore:
-        """The KV store for app operations: only once the node has caught up with the cluster.
-
-        Raises:
-            Unavailable: ``not_ready`` without a secret; ``syncing`` while the first snapshot
-                is still arriving.
-        """
-        store = self.require_store()
-        self.require_secret()  # the pin may have turned against the held secret
-        if self.syncing:
-            raise Unavailable(
-                "this node is still receiving the cluster's data; try another node or retry",
-                reason="syncing",
-            )
-        return store
-
-    def data_key(self, app_id: int) -> bytes:
-        """The app's internal data key (cached)."""
-        key = self._data_keys.get(app_id)
-        if key is None:
-            key = self._data_keys[app_id] = aead.data_key(
-                master_secret=self.require_secret(), app_id=app_id
-            )
-        return key
-
-    def ca_pem(self, app_id: int) -> str:
-        """The app's CA certificate in PEM (deterministic; cached)."""
-        secret = self.require_secret()  # also when cached: the pin may have turned against it
-        pem = self._ca_pems.get(app_id)
-        if pem is None:
-            pem = ca_certificate_pem(master_secret=secret, app_id=app_id)
-            if len(self._ca_pems) >= _CA_CACHE_SIZE:  # anyone may ask for any app id: stay bounded
-                del self._ca_pems[next(iter(self._ca_pems))]
-            self._ca_pems[app_id] = pem
-        return pem
+    @property
+    def replication_deferred(self) -> int:
+        """Valid replicated records refused by the quota (the gate's count)."""
+        return self.gate.deferred
 
     def fingerprint(self) -> str | None:
-        """Keccak-256 fingerprint of the master secret (safe to publish), or None."""
-        return None if self.master_secret is None else secret_fingerprint(self.master_secret)
+        """The master secret's fingerprint, or None."""
+        return self.keyring.fingerprint()
+
+
+def build_node(
+    *,
+    config: ServerConfig,
+    signer: Signer,
+    registry: Registry,
+    membership: Membership | None,
+    secret: bytes | None = None,
+    peer_proxy: str | None = None,
+    dial: Dialer | None = None,
+    require_pin: bool | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+    clock: Callable[[], float] = time.time,
+) -> Node:
+    """Compose a node from its configuration (the one composition root).
+
+    Args:
+        config: the mode and limits (the listen addresses are :func:`serve`'s).
+        signer: the node's wallet signer.
+        registry: the authorization source.
+        membership: the cluster's view of the registry (usually the same source), or None.
+        secret: the master secret, when configured (development, bring your own secret).
+        peer_proxy: an HTTP CONNECT proxy for dialing TCP peers (enclave egress).
+        dial: opens peer streams instead of the network (tests).
+        require_pin: serve app operations only under a pinned secret (on in enclave mode).
+        random_bytes: the RNG.
+        clock: the wall clock (unix seconds).
+
+    Returns:
+        The node, ready for :func:`novakms.server.server.serve`.
+
+    Raises:
+        ValueError: ``secret`` is not 32 bytes.
+    """
+    return Node(
+        signer=signer,
+        registry=registry,
+        membership=membership,
+        limits=config.limits,
+        mode=config.mode,
+        master_secret=secret,
+        random_bytes=random_bytes,
+        clock=clock,
+        peer_proxy=peer_proxy,
+        dial=dial,
+        require_pin=require_pin,
+    )

@@ -1,13 +1,34 @@
-"""The trio server: listeners, one handler task per connection, bounded in-flight requests.
+"""The trio server: a built node behind its listeners; one handler task per connection.
 
-Topology (hypercorn / trio style)::
+Theory of operation
+-------------------
 
-    run()
-      node-task nursery       poller, pin watch, replication, bootstrap, sweeper: cancelled last,
-                              after replication pushed its outboxes once more (drain)
-        connection nursery    one task per connection; drained with a deadline on shutdown
-          listener nursery    trio.serve_listeners per listener, cancelled first on shutdown
-        per connection:       handshake (deadline) -> reader loop -> request tasks (<= max_inflight)
+:func:`~novakms.server.node.build_node` composes a node (keyring, store gate, registry,
+membership, replicator: who owns what is in :mod:`novakms.server.node`); :func:`serve` runs it
+behind its listeners until told to stop. The nurseries, outermost first::
+
+    serve() / Server.run()
+      node-task nursery       membership poller (started first: ``membership.run``), pin watch,
+                              replicator, bootstrap (while there is no secret), store sweeper;
+                              cancelled last, after the replicator pushed its outboxes once
+                              more (``Replicator.drain``, within ``flush_timeout``)
+        connection nursery    one task per connection (``_handle``); on shutdown readers stop
+                              and in-flight requests finish within ``drain_timeout``
+          listener nursery    ``trio.serve_listeners`` per listener; cancelled first
+        per connection:       [PROXY header] -> admission -> handshake (one deadline) ->
+                              reader loop -> request tasks (<= max_inflight) -> ops.handle
+
+A node without a membership (``Node.membership is None``) starts only the sweeper.
+
+Shutdown (``stop`` set, or :meth:`Server.shutdown`): the listeners close; every connection
+stops reading and answers ``shutting_down`` once its in-flight requests are done (a ``kv.put``
+waiting for acknowledgements still gets them: replication runs until the connections are
+drained); then the outboxes are pushed once more; then the node's tasks are cancelled.
+Cancelling the caller instead stops everything at once.
+
+Who writes what: the server owns the connections (the admission table, the count ``status``
+reads through ``Node.connections``) and nothing else; each request reaches the node only
+through :func:`novakms.server.ops.handle`, whose auth column decides authorization.
 
 Every connection handler catches ``Exception`` at its top: one bad client is logged and closed,
 never crashes the server; ``BaseException`` (cancellation, KeyboardInterrupt) passes through.
@@ -17,16 +38,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import time
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from novakms.auth.admission import ConnectionTable
+from novakms.auth.source import Membership
 from novakms.cluster.peering import run_bootstrap
-from novakms.cluster.replicator import Replicator
 from novakms.config import Limits, ServerConfig
 from novakms.errors import (
     BadRequest,
@@ -45,7 +65,7 @@ from novakms.log import BoundLogger, get_logger
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.net.sockets import connection_source, listener_address, open_listener
-from novakms.server import handlers
+from novakms.server import ops
 from novakms.server.node import Node
 from novakms.wire import cbor
 from novakms.wire.handshake import HANDSHAKE_MAX_ITEMS, ServerHandshake
@@ -59,7 +79,7 @@ from novakms.wire.messages import (
 )
 from novakms.wire.proxy_header import MAX_HEADER, parse_v2
 
-__all__ = ["Server"]
+__all__ = ["Server", "serve"]
 
 _NOTICE_TIMEOUT = 1.0
 #: The longest a connection's reading pauses after a rate_limited answer (PROTOCOL.md §10).
@@ -71,9 +91,10 @@ class Server:
 
     Args:
         config: listen addresses and limits.
-        node: the state requests are served from.
-        random_bytes: RNG for ephemeral keys and nonces (``os.urandom``; injectable for tests).
-        clock: wall clock in unix seconds (``time.time``) for auth timestamps and rate limits.
+        node: the node requests are served from (:func:`~novakms.server.node.build_node`).
+        random_bytes: RNG for ephemeral keys and nonces (default: the node's).
+        clock: wall clock in unix seconds for auth timestamps and rate limits (default: the
+            node's).
         listeners: listeners opened by the caller, each with the address it reports, served
             besides ``config.listen`` (tests serve in-memory listeners with it).
     """
@@ -83,22 +104,23 @@ class Server:
         *,
         config: ServerConfig,
         node: Node,
-        random_bytes: Callable[[int], bytes] = os.urandom,
-        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] | None = None,
+        clock: Callable[[], float] | None = None,
         listeners: Sequence[tuple[trio.abc.Listener[trio.abc.Stream], str]] = (),
     ) -> None:
         self.config = config
         self._given = list(listeners)
         self.node = node
         self.limits = config.limits
-        self._random = random_bytes
-        self._clock = clock
+        self._random = node.random_bytes if random_bytes is None else random_bytes
+        self._clock = node.clock if clock is None else clock
         self.addresses: list[str] = []
         self._log = get_logger("novakms.server.server", node=node.wallet)
         self._shutdown = trio.Event()
         self._closing = False
         self._next_id = 0
         self._connections: dict[int, _Connection] = {}
+        node.count_connections_with(self.connection_count)
         self._table = ConnectionTable(
             max_connections=self.limits.max_connections,
             max_per_source=self.limits.max_connections_per_source,
@@ -106,13 +128,23 @@ class Server:
             max_unproven_per_source=self.limits.max_unproven_per_source,
         )
 
+    def connection_count(self) -> int:
+        """Connections admitted and not yet closed."""
+        return len(self._connections)
+
     async def run(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Listen and serve until :meth:`shutdown` (graceful) or cancellation (immediate).
 
         ``task_status.started`` receives the bound addresses (ports resolved).
+
+        Raises:
+            ValueError: nothing to listen on (no address in the config, no listener given).
+            OSError: a listen address cannot be bound.
         """
+        if not (self.config.listen or self.config.listen_proxy or self._given):
+            raise ValueError("at least one listen address (or listener) is required")
         # (listener, its address, whether it reads a PROXY header first)
         listeners: list[tuple[trio.abc.Listener[trio.abc.Stream], str, bool]] = []
         try:
@@ -156,20 +188,20 @@ class Server:
 
     async def _start_node_tasks(self, nursery: trio.Nursery) -> None:
         """The tasks that live as long as the node: poller, pin watch, replication, bootstrap."""
+        node = self.node
         nursery.start_soon(self._sweep_store)
-        poller = getattr(self.node.auth, "run", None)
-        if poller is not None:  # the chain source's poller
-            await nursery.start(poller)
-        if getattr(self.node.auth, "pinned", None) is not None:
-            nursery.start_soon(self._watch_pin)
-        if getattr(self.node.auth, "peers", None) is not None:
-            self.node.replicator = Replicator(self.node)
-            nursery.start_soon(self.node.replicator.run)
-        if self.node.master_secret is None:  # get it from the cluster (DESIGN §6)
+        membership, bootstrap = node.membership, node.bootstrap
+        if membership is None or bootstrap is None:  # a lone node: nobody to poll or to ask
+            return
+        await nursery.start(membership.run)
+        nursery.start_soon(self._watch_pin, membership)
+        if node.replicator is not None:
+            nursery.start_soon(node.replicator.run)
+        if not node.keyring.initialized:  # get it from the cluster (DESIGN §6)
             nursery.start_soon(
                 functools.partial(
                     run_bootstrap,
-                    self.node,
+                    bootstrap,
                     interval=self.limits.bootstrap_interval,
                     timeout=self.limits.peer_timeout,
                     random_bytes=self._random,
@@ -180,29 +212,25 @@ class Server:
         """Begin a graceful shutdown (idempotent)."""
         self._shutdown.set()
 
-    async def _watch_pin(self) -> None:
+    async def _watch_pin(self, membership: Membership) -> None:
         """Check the held secret against the owner's pin as each poll brings it (issue 9.7)."""
-        settings = getattr(self.node.auth, "settings", None)
-        interval = float(getattr(settings, "poll_interval", 1.0))
+        keyring = self.node.keyring
         while True:
-            pin = self.node.auth.pinned()  # type: ignore[attr-defined]
-            if self.node.check_pin(pin):
-                if self.node.pin_mismatch:
-                    self._log.warning(
-                        "secret_mismatch", fingerprint=self.node.fingerprint(), pin=pin
-                    )
+            pin = membership.pinned()
+            if keyring.check_pin(pin):
+                if keyring.pin_mismatch:
+                    self._log.warning("secret_mismatch", fingerprint=keyring.fingerprint(), pin=pin)
                 else:
-                    self._log.info("secret_matches_pin", fingerprint=self.node.fingerprint())
-            await trio.sleep(interval)
+                    self._log.info("secret_matches_pin", fingerprint=keyring.fingerprint())
+            await trio.sleep(membership.poll_interval)
 
     async def _sweep_store(self) -> None:
         """Purge expired values and forget old tombstones, every ``sweep_interval`` seconds."""
         while True:
             await trio.sleep(self.limits.sweep_interval)
-            if self.node.store is not None:
-                purged, forgotten = self.node.store.sweep(int(self._clock() * 1000))
-                if purged or forgotten:
-                    self._log.debug("store_swept", purged=purged, forgotten=forgotten)
+            purged, forgotten = self.node.gate.sweep(int(self._clock() * 1000))
+            if purged or forgotten:
+                self._log.debug("store_swept", purged=purged, forgotten=forgotten)
 
     async def _serve_listener(
         self,
@@ -220,7 +248,7 @@ class Server:
         framed.set_receive_limit(self.limits.max_handshake_frame)
         conn = _Connection(self._next_id, framed, connection_source(stream), self.limits)
         log = self._log.bind(source=conn.source)
-        session: handlers.Session | None = None
+        session: ops.Session | None = None
         try:
             with conn.scope:
                 # The PROXY header and the handshake share the handshake deadline.
@@ -248,7 +276,6 @@ class Server:
             for closer in () if session is None else session.on_close:
                 closer()
             self._connections.pop(conn.id, None)
-            self.node.connections = len(self._connections)
             self._table.release(conn.id)
             await framed.aclose()
 
@@ -306,7 +333,6 @@ class Server:
                     Unavailable("closing an idle anonymous session for a new one", reason="evicted")
                 )
         self._connections[conn.id] = conn
-        self.node.connections = len(self._connections)
         return None
 
     async def _send_plain_notice(self, framed: FramedStream, error: NovaKMSError) -> None:
@@ -345,7 +371,7 @@ class Server:
         conn.scope.cancel()  # a client that does not read: nothing more can be sent
         return False
 
-    async def _handshake(self, conn: _Connection, log: BoundLogger) -> handlers.Session | None:
+    async def _handshake(self, conn: _Connection, log: BoundLogger) -> ops.Session | None:
         framed = conn.framed
         hs = ServerHandshake(
             wallet=self.node.wallet, eph_private=self._random(32), nonce=self._random(32)
@@ -391,10 +417,10 @@ class Server:
         framed.set_receive_limit(max_frame)
         conn.sealed = sealed
         # A key pair proves nothing by itself: the session stays unproven (evictable when idle)
-        # until its wallet passes authorization (handlers.REGISTERED, see _run_request).
+        # until its wallet passes authorization (ops.REGISTERED, see _run_request).
         self._table.established(conn.id, proven=False)
         assert hs.role is not None  # set by receive_hello
-        return handlers.Session(
+        return ops.Session(
             role=hs.role,
             wallet=wallet,
             source=conn.source,
@@ -403,7 +429,7 @@ class Server:
         )
 
     async def _request_loop(
-        self, conn: _Connection, session: handlers.Session, log: BoundLogger
+        self, conn: _Connection, session: ops.Session, log: BoundLogger
     ) -> None:
         inflight: set[int] = set()
         slots = trio.Semaphore(self.limits.max_inflight)
@@ -426,17 +452,17 @@ class Server:
             with trio.move_on_after(_NOTICE_TIMEOUT):
                 await self._send_sealed_quietly(conn.sealed, close_notice(notice))
 
-    def _decode_budget(self, session: handlers.Session) -> int | None:
+    def _decode_budget(self, session: ops.Session) -> int | None:
         if session.wallet is None:
             return self.limits.max_anonymous_items
-        if session.role == "peer" and session.state.get(handlers.REGISTERED) is True:
+        if session.role == "peer" and session.state.get(ops.REGISTERED) is True:
             return None  # an authorized KMS peer: bounded by max_frame alone
         return self.limits.max_request_items
 
     async def _read_requests(
         self,
         conn: _Connection,
-        session: handlers.Session,
+        session: ops.Session,
         inflight: set[int],
         slots: trio.Semaphore,
         requests: trio.Nursery,
@@ -445,7 +471,7 @@ class Server:
         assert conn.sealed is not None
         sealed = conn.sealed
         while True:
-            unregistered = session.wallet is None or session.state.get(handlers.REGISTERED) is False
+            unregistered = session.wallet is None or session.state.get(ops.REGISTERED) is False
             idle_timeout = (
                 self.limits.anonymous_idle_timeout if unregistered else self.limits.idle_timeout
             )
@@ -505,7 +531,7 @@ class Server:
     async def _run_request(
         self,
         conn: _Connection,
-        session: handlers.Session,
+        session: ops.Session,
         request: Request,
         inflight: set[int],
         slots: trio.Semaphore,
@@ -514,8 +540,13 @@ class Server:
         self._table.busy(conn.id, +1)
         try:
             try:
-                result = await handlers.handle(
-                    self.node, session, request.op, request.args, self._clock()
+                result = await ops.handle(
+                    self.node,
+                    session,
+                    request.op,
+                    request.args,
+                    self._clock(),
+                    connections=len(self._connections),
                 )
                 message = ok_response(request.id, result)
             except RequestError as exc:
@@ -527,7 +558,7 @@ class Server:
             except Exception:
                 log.exception("request_crashed")
                 message = error_response(request.id, InternalError("internal error"))
-            if session.state.get(handlers.REGISTERED) is True:
+            if session.state.get(ops.REGISTERED) is True:
                 self._table.prove(conn.id)
             # Before answering: the next request may already be awaited by the reader, and it
             # is decoded (with this budget) when it arrives, after the client read this answer.
@@ -545,6 +576,69 @@ class Server:
             self._table.busy(conn.id, -1)
             inflight.discard(request.id)
             slots.release()
+
+
+async def serve(
+    node: Node,
+    config: ServerConfig,
+    *,
+    listeners: Sequence[tuple[trio.abc.Listener[trio.abc.Stream], str]] = (),
+    stop: trio.Event | None = None,
+    on_server: Callable[[Server], None] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a built node (:func:`~novakms.server.node.build_node`) until ``stop`` or cancel.
+
+    The one way to run a node: the CLI (``serve`` in both modes, ``dev --chain static``) and
+    the tests' fixtures go through it.
+
+    Args:
+        node: the node.
+        config: the listen addresses (``listen``, ``listen_proxy``) and limits.
+        listeners: pre-opened listeners with the address each reports, served besides
+            ``config``'s (tests' in-memory listeners, a socket handed over by a supervisor).
+        stop: set it to shut down gracefully (listeners closed, connections drained within
+            ``drain_timeout``, outboxes pushed within ``flush_timeout``); cancellation stops
+            at once.
+        on_server: receives the :class:`Server` before it listens (tests inspect it).
+        task_status: ``started`` with the bound addresses (ports resolved) once listening.
+
+    Raises:
+        OSError: a listen address cannot be bound.
+    """
+    server = Server(config=config, node=node, listeners=listeners)
+    if on_server is not None:
+        on_server(server)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(server.run)
+        task_status.started(addresses)
+        if stop is not None:
+            await stop.wait()
+            server.shutdown()
+
+
+async def serve_until_signal(
+    node: Node,
+    config: ServerConfig,
+    *,
+    on_ready: Callable[[list[str]], Awaitable[None]] | None = None,
+) -> None:
+    """:func:`serve` until SIGINT or SIGTERM, then shut down gracefully (the CLI's runner).
+
+    Args:
+        node: the built node.
+        config: its listen addresses and limits.
+        on_ready: awaited with the bound addresses once the node listens, or None.
+    """
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(functools.partial(serve, node, config, stop=stop))
+            if on_ready is not None:
+                await on_ready(addresses)
+            async for _ in signals:
+                stop.set()
+                break
 
 
 def _shutting_down() -> Unavailable:

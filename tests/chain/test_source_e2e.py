@@ -20,12 +20,12 @@ from novakms.chain.registry import RegistryReader
 from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.client.aio import Client
-from novakms.config import Limits, Mode, ServerConfig
+from novakms.config import Limits, ServerConfig
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import DevChain, register_instance, setup_world
 from novakms.errors import Forbidden, NovaKMSError, Unavailable
-from novakms.server.node import Node
-from novakms.server.server import Server
+from novakms.server.node import build_node
+from novakms.server.server import serve
 from tests.chain.faultproxy import Mode as ProxyMode
 from tests.chain.faultproxy import fault_proxy
 from tests.harness.registry import MASTER_SECRET, Wallets
@@ -79,14 +79,14 @@ async def start_world(
     )
     source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=POLL, **settings))
     config = ServerConfig(listen=("tcp://127.0.0.1:0",), limits=Limits())
-    node = Node(
+    node = build_node(
+        config=config,
         signer=wallets.node,
-        auth=source,
-        limits=config.limits,
-        mode=Mode.DEVELOPMENT,
-        master_secret=MASTER_SECRET,
+        registry=source,
+        membership=source,
+        secret=MASTER_SECRET,
     )
-    [address] = await nursery.start(Server(config=config, node=node).run)
+    [address] = await nursery.start(serve, node, config)
     with trio.fail_after(10):
         await source.ready.wait()
     return World(

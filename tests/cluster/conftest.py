@@ -11,7 +11,7 @@ import trio.testing
 
 from novakms.dev.anvil import AnvilProcess
 from tests.chain.conftest import anvil, start_anvil
-from tests.harness.clock import follow_trio_clock, unix_clock
+from tests.harness.clock import unix_clock
 from tests.harness.cluster import MemoryCluster
 from tests.harness.world import World, open_world, signer
 from tests.net.connectproxy import ConnectProxy, connect_proxy
@@ -21,12 +21,10 @@ __all__ = ["anvil", "memory_cluster", "proxies", "start_anvil", "world"]
 
 @pytest.fixture
 async def memory_cluster(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> MemoryCluster:
     """Three registered (not started) operators over a memory network, on virtual time."""
-    clock = unix_clock()
-    follow_trio_clock(monkeypatch, clock)
-    return MemoryCluster(nursery, clock)
+    return MemoryCluster(nursery, unix_clock())
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from novakms.chain import abi
 from novakms.client.aio import Client
 from novakms.dev.world import enroll_version
 from novakms.errors import NotFound, Unavailable
+from tests.harness.build import replicator
 from tests.harness.world import APP, LIMITS, signer, started, until, value_on, wait_everywhere
 
 
 async def connected(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
     cluster, members, nodes = await started(world)
-    await until(lambda: all(n.replicator.peer_count() == 2 for n in nodes))
+    await until(lambda: all(replicator(n).peer_count() == 2 for n in nodes))
     return cluster, members, nodes
 
 
@@ -73,7 +74,7 @@ async def test_acks_timeout_reports_the_count_and_keeps_the_write(world: Any) ->
     assert peers[c.wallet]["pending"] >= 1 and peers[c.wallet]["lag_ms"] >= 1000
     # C comes back (empty, as after a crash): the pending change reaches it and the lag clears.
     await cluster.start(c, pc)
-    link = nodes[0].replicator.links[c.wallet]
+    link = replicator(nodes[0]).links[c.wallet]
     await until(lambda: link.outbox.pending() == 0 and link.inflight_since is None)
     peers = await peer_status(pa)
     assert peers[c.wallet]["lag_ms"] == 0 and peers[c.wallet]["pending"] == 0
@@ -89,7 +90,7 @@ async def test_a_revoked_kms_version_is_no_longer_a_peer(world: Any) -> None:
     )
     d = signer("node-v2")
     await cluster.join(d, version_id=2)
-    await until(lambda: nodes[0].replicator.peer_count() == 3)
+    await until(lambda: replicator(nodes[0]).peer_count() == 3)
     async with await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a:
         assert (await a.kv_put("before", b"v", acks=3))["acked"] == 3
         # The owner revokes version 2: within a poll D is out of A's dial / push / ack set.
@@ -97,8 +98,8 @@ async def test_a_revoked_kms_version_is_no_longer_a_peer(world: Any) -> None:
             cluster.chain.nova_app_registry,
             abi.nova_app_registry().encode_call("revokeVersion", cluster.chain.kms_app_id, 2),
         )
-        await until(lambda: nodes[0].replicator.peer_count() == 2)
-        assert d.wallet not in nodes[0].replicator.links
+        await until(lambda: replicator(nodes[0]).peer_count() == 2)
+        assert d.wallet not in replicator(nodes[0]).links
         with pytest.raises(Unavailable) as info:
             await a.kv_put("after", b"v", acks=3)
         assert info.value.reason == "not_enough_peers"

@@ -137,7 +137,8 @@ async def test_a_refused_operator_that_may_hold_the_secret_stops_a_new_one(world
     # The three version-1 operators start fresh and all answer each other: without the holder
     # they would form a "fully answering fresh cluster" and generate a second secret.
     nodes = [await cluster.start(s, port) for s, port in members]
-    decision = await bootstrap_round(nodes[0], timeout=2.0, random_bytes=bytes)
+    assert nodes[0].bootstrap is not None
+    decision = await bootstrap_round(nodes[0].bootstrap, timeout=2.0, random_bytes=bytes)
     assert decision.action == "wait"
     assert all(n.master_secret is None for n in nodes)
 

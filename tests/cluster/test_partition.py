@@ -13,6 +13,7 @@ from trio.testing import MockClock
 
 from novakms.client.aio import Client
 from novakms.errors import Unavailable
+from tests.harness.build import replicator
 from tests.harness.cluster import (
     MEMORY_LIMITS,
     MemoryCluster,
@@ -100,7 +101,7 @@ async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
     await trio.sleep(2 * MEMORY_LIMITS.anti_entropy_interval)
     # Cut off mid-snapshot: still syncing, and saying so to apps.
     assert joiner.syncing
-    snapshot = joiner.replicator.snapshot_status()
+    snapshot = replicator(joiner).snapshot_status()
     assert snapshot["state"] == "syncing"
     assert 0 < snapshot["records"] < RECORDS
     async with await cluster.connect(address) as kms:
@@ -112,7 +113,7 @@ async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
 
     cluster.network.heal()
     await until(lambda: not joiner.syncing, seconds=40)
-    snapshot = joiner.replicator.snapshot_status()
+    snapshot = replicator(joiner).snapshot_status()
     assert snapshot["state"] == "done"
     assert snapshot["resumed"] >= 1
     # Resumed after the last chunk received, not restarted: every record arrived exactly once.

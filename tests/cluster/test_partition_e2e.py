@@ -15,6 +15,7 @@ import trio
 
 from novakms.client.aio import Client
 from novakms.cluster import replication
+from tests.harness.build import replicator
 from tests.harness.world import APP, LIMITS, until, value_on, wait_everywhere
 from tests.net.connectproxy import ConnectProxy
 
@@ -38,7 +39,7 @@ async def test_a_cut_off_node_converges_after_the_partition_heals(
     ]
     await until(
         lambda: all(
-            n.master_secret is not None and not n.syncing and n.replicator.peer_count() == 2
+            n.master_secret is not None and not n.syncing and replicator(n).peer_count() == 2
             for n in nodes
         )
     )

@@ -35,7 +35,7 @@ from novakms.cluster.replication import ENVELOPE_BYTES, app_digests, record_to_w
 from novakms.errors import NotFound, QuotaExceeded
 from novakms.server.node import Node
 from novakms.store.records import Clock, Record, clock_join
-from tests.harness.clock import follow_trio_clock
+from tests.harness.build import replicator
 from tests.harness.cluster import MemoryCluster, replace_limits, until
 
 SECRET = bytes(range(32))
@@ -95,12 +95,15 @@ class Cluster:
                 random_bytes=random_bytes,
             )
             self.nodes.append(node)
-        # Every replicator knows both peers; a first (empty) round opens every channel.
+        # Every replicator knows both peers; a first (empty) round opens every channel. A node
+        # that dialed a peer not yet listening backs off (at most peer_backoff_max, with
+        # jitter): wait that out first, in virtual time, so the round never meets a backoff.
         await until(
             lambda: all(
-                n.replicator is not None and n.replicator.peer_count() == 2 for n in self.nodes
+                n.replicator is not None and replicator(n).peer_count() == 2 for n in self.nodes
             )
         )
+        await trio.sleep(2 * LIMITS.peer_backoff_max)
         await self.anti_entropy(max_rounds=1)
         for node in self.nodes:
             store = self.store(node)
@@ -124,7 +127,7 @@ class Cluster:
         return self.wall(index) / 1000
 
     def link(self, local: int, remote: int) -> Any:
-        return self.nodes[local].replicator.links[self.nodes[remote].wallet]
+        return replicator(self.nodes[local]).links[self.nodes[remote].wallet]
 
     # -- local operations ---------------------------------------------------------------------
 
@@ -155,7 +158,7 @@ class Cluster:
     async def push(self, local: int, remote: int) -> None:
         """The replicator's push to one peer (``sync.push`` of its whole outbox)."""
         if local != remote:
-            assert await self.nodes[local].replicator.push(self.link(local, remote))
+            assert await replicator(self.nodes[local]).pusher.push(self.link(local, remote))
 
     def hold(self, local: int, remote: int, budget: int) -> None:
         """Take one batch out of an outbox: a push the network holds back (or loses)."""
@@ -170,8 +173,7 @@ class Cluster:
             return
         pick %= len(self.in_flight)
         local, remote, batch = self.in_flight[pick] if duplicate else self.in_flight.pop(pick)
-        replicator = self.nodes[local].replicator
-        client = await replicator._channel(self.link(local, remote))
+        client = await replicator(self.nodes[local]).channel(self.link(local, remote))
         answer = await client.call("sync.push", {"records": [record_to_wire(r) for r in batch]})
         if answer.get("deferred"):
             event("deliver: the receiver's quota deferred records")
@@ -185,7 +187,7 @@ class Cluster:
         if local != remote:
             link = self.link(local, remote)
             before = link.pulled
-            assert await self.nodes[local].replicator.anti_entropy(link)
+            assert await replicator(self.nodes[local]).anti_entropy.anti_entropy(link)
             self.pulled += link.pulled - before
 
     async def anti_entropy(self, max_rounds: int = 3) -> int:
@@ -234,11 +236,9 @@ def on_a_cluster(body: Callable[[Cluster], Awaitable[None]]) -> None:
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            with pytest.MonkeyPatch.context() as monkeypatch:
-                cluster = Cluster(MemoryCluster(nursery, clock=lambda: cluster.now / 1000))
-                follow_trio_clock(monkeypatch, lambda: cluster.now / 1000)
-                await cluster.start()
-                await body(cluster)
+            cluster = Cluster(MemoryCluster(nursery, clock=lambda: cluster.now / 1000))
+            await cluster.start()
+            await body(cluster)
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -13,9 +13,9 @@ from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.cluster.replication import record_to_wire
 from novakms.errors import Unavailable
-from novakms.server import handlers
-from novakms.server.node import Node
+from novakms.server import ops
 from novakms.store.records import HLC_LOGICAL_BITS, Record
+from tests.harness.build import replicator
 from tests.harness.world import LIMITS, signer, until, wait_everywhere
 
 APP = signer("app")
@@ -76,21 +76,17 @@ def paused(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """While ``paused[0]``, every node answers sync.* calls (but sync.hello) ``unavailable``:
     no replication, so two nodes can each take a write the other has not seen."""
     flag = [False]
-    for op in [op for op in handlers.OPS if op.startswith("sync.") and op != "sync.hello"]:
-        auth, honest = handlers.OPS[op]
+    for op in [op for op in ops.OPS if op.startswith("sync.") and op != "sync.hello"]:
+        auth, honest = ops.OPS[op]
 
         async def maybe_pause(
-            node: Node,
-            session: handlers.Session,
-            args: Mapping[str, Any],
-            now: float,
-            honest: handlers.Handler = honest,
+            ctx: ops.OpContext, args: Mapping[str, Any], honest: ops.Handler = honest
         ) -> dict[str, Any]:
             if flag[0]:
                 raise Unavailable("replication paused by the test", reason="paused")
-            return await honest(node, session, args, now)
+            return await honest(ctx, args)
 
-        monkeypatch.setitem(handlers.OPS, op, (auth, maybe_pause))
+        monkeypatch.setitem(ops.OPS, op, ops.Op(auth, maybe_pause))
     return flag
 
 
@@ -109,8 +105,8 @@ async def test_merges_obey_the_app_quota_and_stay_queued_at_the_sender(
     paused[0] = False
 
     # Each node refuses the second value: the app never holds more than its quota on a node.
-    to_b = a.replicator.links[b.wallet]
-    to_a = b.replicator.links[a.wallet]
+    to_b = replicator(a).links[b.wallet]
+    to_a = replicator(b).links[a.wallet]
     await until(lambda: to_b.deferred >= 1 and to_a.deferred >= 1)
     for node in nodes:
         assert node.store is not None and node.store.usage(1) <= QUOTA

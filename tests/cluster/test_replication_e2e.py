@@ -9,6 +9,7 @@ import trio
 
 from novakms.client.aio import Client
 from novakms.errors import Forbidden
+from tests.harness.build import replicator
 from tests.harness.cluster import stored
 from tests.harness.world import APP, LIMITS, signer, started, until, value_on, wait_everywhere
 
@@ -54,7 +55,7 @@ async def test_a_delete_stays_deleted(world: Any) -> None:
         await c.kv_delete("temp")
     await wait_everywhere(members, "temp", None)
     # Several more anti-entropy rounds later it is still deleted on every node.
-    rounds = [n.replicator.links for n in nodes]
+    rounds = [replicator(n).links for n in nodes]
     await until(
         lambda: all(
             link.pulled >= 0 and link.last_ok for links in rounds for link in links.values()

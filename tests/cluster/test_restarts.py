@@ -14,6 +14,7 @@ import trio
 from trio.testing import MockClock
 
 from novakms.server.node import Node
+from tests.harness.build import replicator
 from tests.harness.cluster import MEMORY_LIMITS, MemoryCluster, replace_limits, stored, until
 
 OUTAGE = 45.0
@@ -36,7 +37,7 @@ async def test_a_peer_back_from_a_45_s_outage_gets_its_backlog_within_a_push_rou
     for i in range(writes):
         await cluster.put(address_a, f"while-down/{i:02d}", b"v", acks=1)
         await trio.sleep(OUTAGE / writes)
-    link = nodes[0].replicator.links[c.wallet]
+    link = replicator(nodes[0]).links[c.wallet]
     assert link.outbox.pending() == writes and link.failures >= 5
     restarted = await cluster.start(c, address_c)
 
@@ -76,7 +77,7 @@ async def test_a_graceful_shutdown_pushes_the_outbox_before_exiting(
     first = await cluster.start(a, address_a, limits=replace_limits(QUIET, push_interval=60.0))
     others = [await cluster.start(s, address, limits=QUIET) for s, address in rest]
     nodes = [first, *others]
-    await until(lambda: all(serving(n) and n.replicator.peer_count() == 2 for n in nodes))
+    await until(lambda: all(serving(n) and replicator(n).peer_count() == 2 for n in nodes))
     await trio.sleep(1.0)  # the joiners' first anti-entropy pass (after catching up) is over
     async with await cluster.connect(address_a) as kms:
         for i in range(50):

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from novakms.client.aio import Client
+from tests.harness.build import replicator
 from tests.harness.world import APP, LIMITS, RECORDS, until, value_on, write_bulk
 from tests.harness.world import SMALL as BULK_LIMITS
 from tests.net.connectproxy import ConnectProxy, connect_proxy
@@ -53,11 +54,11 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
         await cluster.start(s, port, peer_proxy=proxy.address)
         for (s, port), proxy in zip(members, proxies, strict=True)
     ]
-    await until(lambda: all(serving(n) and n.replicator.peer_count() == 2 for n in nodes))
+    await until(lambda: all(serving(n) and replicator(n).peer_count() == 2 for n in nodes))
     c, pc = members[2]
     # "B" is the peer C asks last (a snapshot from the first one alone would miss its data).
     index = {n.wallet: i for i, n in enumerate(nodes)}
-    ia, ib = (index[w] for w in nodes[2].replicator.links)
+    ia, ib = (index[w] for w in replicator(nodes[2]).links)
     pa, pb = members[ia][1], members[ib][1]
     await put(pa, "everywhere", b"1", acks=2)
     # B is cut off: it cannot dial out, and nobody can dial it.
@@ -79,7 +80,7 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
     with trio.fail_after(60):
         while not serving(restarted):
             await trio.sleep(0)  # catch the moment it starts serving
-    assert list(restarted.replicator.links) == list(nodes[2].replicator.links)
+    assert list(replicator(restarted).links) == list(replicator(nodes[2]).links)
     # The first moment C serves, it holds what each of its peers held, not just one of them.
     held = restarted.store.record(APP_ID, "only-on-b")
     assert held is not None and held.sealed is not None

@@ -10,12 +10,13 @@ import pytest
 from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.errors import BadRequest
-from novakms.server import handlers
+from novakms.server import ops
 from novakms.server.node import Node
+from tests.harness.build import replicator
 from tests.harness.world import signer, until, wait_everywhere
 
 APP = signer("app")
-LYING_OPS = [op for op in handlers.OPS if op.startswith("sync.") and op != "sync.hello"]
+LYING_OPS = [op for op in ops.OPS if op.startswith("sync.") and op != "sync.hello"]
 
 
 @pytest.fixture
@@ -24,21 +25,16 @@ def liars(monkeypatch: pytest.MonkeyPatch) -> set[Node]:
     sync.* call, over their real server and peer channel."""
     lying: set[Node] = set()
     for op in LYING_OPS:
-        auth, honest = handlers.OPS[op]
+        auth, honest = ops.OPS[op]
 
         async def maybe_lie(
-            node: Node,
-            session: handlers.Session,
-            args: Mapping[str, Any],
-            now: float,
-            honest: handlers.Handler = honest,
+            ctx: ops.OpContext, args: Mapping[str, Any], honest: ops.Handler = honest
         ) -> dict[str, Any]:
-            if node in lying:
-                await handlers.require_proven_peer(node, session)
-                return {}
-            return await honest(node, session, args, now)
+            if ctx.wallet in {node.wallet for node in lying}:
+                return {}  # the auth column (proven_peer) was checked before
+            return await honest(ctx, args)
 
-        monkeypatch.setitem(handlers.OPS, op, (auth, maybe_lie))
+        monkeypatch.setitem(ops.OPS, op, ops.Op(auth, maybe_lie))
     return lying
 
 
@@ -60,9 +56,9 @@ async def test_a_peer_answering_empty_maps_is_a_counted_protocol_error(
     await wait_everywhere([(a, port_a), (b, port_b)], "first", b"1")
 
     # Pushes and anti-entropy rounds to the liar fail as protocol errors, again and again.
-    await until(lambda: node_a.replicator.links[liar.wallet].protocol_errors >= 3)
-    await until(lambda: node_b.replicator.links[liar.wallet].protocol_errors >= 3)
-    to_liar = node_a.replicator.links[liar.wallet]
+    await until(lambda: replicator(node_a).links[liar.wallet].protocol_errors >= 3)
+    await until(lambda: replicator(node_b).links[liar.wallet].protocol_errors >= 3)
+    to_liar = replicator(node_a).links[liar.wallet]
     assert to_liar.acked == 0  # `{}` is no acknowledgement
     assert to_liar.error is not None
 
@@ -71,11 +67,11 @@ async def test_a_peer_answering_empty_maps_is_a_counted_protocol_error(
         await kms.kv_put("second", b"2")
         status = await kms.status()
     await wait_everywhere([(a, port_a), (b, port_b)], "second", b"2")
-    await until(lambda: node_a.replicator.links[b.wallet].acked >= 2)
+    await until(lambda: replicator(node_a).links[b.wallet].acked >= 2)
     peers = {p["wallet"]: p for p in status["cluster"]["peers"]}
     assert peers[liar.wallet]["protocol_errors"] >= 3
     assert peers[b.wallet]["protocol_errors"] == 0
-    assert node_a.replicator.links[b.wallet].protocol_errors == 0
+    assert replicator(node_a).links[b.wallet].protocol_errors == 0
     assert node_b.store is not None and node_b.store.record(1, "second") is not None
 
 

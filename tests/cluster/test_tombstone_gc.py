@@ -6,6 +6,7 @@ from __future__ import annotations
 import trio
 from trio.testing import MockClock
 
+from tests.harness.build import replicator
 from tests.harness.cluster import MemoryCluster, grave, replace_limits, signer, until
 
 GC = replace_limits(tombstone_gc_delay=0.3)
@@ -26,7 +27,7 @@ async def test_a_tombstone_every_peer_holds_is_forgotten_everywhere(
         assert grave(nodes[0], "doomed") is not None and grave(nodes[0], "doomed").tombstone
     await cluster.wait_everywhere("doomed", None)
     await until(lambda: all(grave(n, "doomed") is None for n in nodes))
-    assert nodes[0].replicator.tombstones_collected == 1
+    assert replicator(nodes[0]).tombstones_collected == 1
     async with await cluster.connect(a, signer=None) as kms:
         assert (await kms.status())["cluster"]["tombstones_collected"] == 1
     # Several anti-entropy rounds later nothing came back, and the key stays deleted.
@@ -49,7 +50,7 @@ async def test_a_tombstone_is_kept_for_the_gc_delay(
     deleted = trio.current_time()
     await trio.sleep(20 * slow.anti_entropy_interval)  # 10 s: acknowledged, digests equal
     assert all(grave(n, "doomed").tombstone for n in nodes)
-    assert nodes[0].replicator.tombstones_collected == 0
+    assert replicator(nodes[0]).tombstones_collected == 0
     await until(lambda: all(grave(n, "doomed") is None for n in nodes), seconds=60)
     assert trio.current_time() - deleted >= slow.tombstone_gc_delay
 
@@ -69,11 +70,11 @@ async def test_a_tombstone_waits_for_a_peer_that_is_down(
     )
     await trio.sleep(GC.tombstone_gc_delay + 4 * GC.anti_entropy_interval)
     assert grave(nodes[0], "doomed").tombstone and grave(nodes[1], "doomed").tombstone
-    assert nodes[0].replicator.tombstones_collected == 0
+    assert replicator(nodes[0]).tombstones_collected == 0
     # C returns (empty); the tombstone reaches it, is acknowledged, and only then collected.
     restarted = await cluster.start(c, address_c, limits=GC)
     await until(lambda: all(grave(n, "doomed") is None for n in (*nodes[:2], restarted)))
-    assert nodes[0].replicator.tombstones_collected == 1
+    assert replicator(nodes[0]).tombstones_collected == 1
     await cluster.wait_everywhere("doomed", None)
 
 
@@ -93,15 +94,15 @@ async def test_a_peer_with_an_older_change_still_queued_keeps_the_tombstone(
         await trio.sleep(0.05)
         await on_a.kv_delete("k")  # newer than B's write; B and C acknowledge it
     await until(lambda: all(grave(n, "k").tombstone for n in nodes))
-    assert nodes[1].replicator.has_pending(grave(nodes[1], "k").app_id, "k")
+    assert replicator(nodes[1]).has_pending(grave(nodes[1], "k").app_id, "k")
     # A's GC rounds ask first: B still has its older write queued, so nobody forgets.
     await trio.sleep(GC.tombstone_gc_delay + 4 * GC.anti_entropy_interval)
     assert all(grave(n, "k").tombstone for n in nodes)
-    assert nodes[0].replicator.tombstones_collected == 0
+    assert replicator(nodes[0]).tombstones_collected == 0
     # Healed: B's stale write reaches A, loses to the tombstone, and only then is it collected.
     cluster.network.heal()
     await until(lambda: all(grave(n, "k") is None for n in nodes))
-    assert nodes[0].replicator.tombstones_collected == 1
+    assert replicator(nodes[0]).tombstones_collected == 1
     await cluster.wait_everywhere("k", None)
 
 
@@ -121,5 +122,5 @@ async def test_a_node_that_joined_after_the_delete_does_not_hold_up_the_collecti
     await until(lambda: not joiner.syncing and joiner.master_secret is not None)
     assert grave(joiner, "doomed").tombstone
     await until(lambda: all(grave(n, "doomed") is None for n in (*nodes, joiner)))
-    assert nodes[0].replicator.tombstones_collected == 1
+    assert replicator(nodes[0]).tombstones_collected == 1
     assert await cluster.value_on(address, "doomed") is None

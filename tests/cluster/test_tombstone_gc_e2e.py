@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from novakms.client.aio import Client
+from tests.harness.build import replicator
 from tests.harness.world import APP, LIMITS, until, value_on, wait_everywhere
 
 GC = dataclasses.replace(LIMITS, tombstone_gc_delay=0.3)
@@ -28,7 +29,7 @@ async def start_all(world: Any, limits: Any = GC) -> tuple[Any, list[tuple[Any, 
     nodes = [await cluster.start(s, port, limits=limits) for s, port in members]
     await until(
         lambda: all(
-            n.master_secret is not None and not n.syncing and n.replicator.peer_count() == 2
+            n.master_secret is not None and not n.syncing and replicator(n).peer_count() == 2
             for n in nodes
         )
     )
@@ -45,7 +46,7 @@ async def test_a_tombstone_every_peer_holds_is_forgotten_everywhere(world: Any) 
         assert grave(nodes[0], "doomed") is not None and grave(nodes[0], "doomed").tombstone
     await wait_everywhere(members, "doomed", None)
     await until(lambda: all(grave(n, "doomed") is None for n in nodes))
-    assert nodes[0].replicator.tombstones_collected == 1
+    assert replicator(nodes[0]).tombstones_collected == 1
     async with await Client.connect(f"127.0.0.1:{members[0][1]}") as kms:
         assert (await kms.status())["cluster"]["tombstones_collected"] == 1
     # Several anti-entropy rounds later nothing came back, and the key stays deleted.

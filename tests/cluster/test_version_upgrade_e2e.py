@@ -29,6 +29,7 @@ from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import enroll_version
 from novakms.errors import NotFound, NovaKMSError, Unavailable
 from novakms.server.node import Node
+from tests.harness.build import replicator
 from tests.harness.world import APP, LIMITS, Cluster, open_world, signer, until
 
 APP2 = signer("app2")
@@ -263,7 +264,7 @@ async def peers_are(running: list[Member]) -> None:
     wallets = {m.node.wallet for m in running}
 
     def settled() -> bool:
-        return all(set(m.node.replicator.links) == wallets - {m.node.wallet} for m in running)
+        return all(set(replicator(m.node).links) == wallets - {m.node.wallet} for m in running)
 
     await until(settled, seconds=60)
 
@@ -294,7 +295,7 @@ async def test_a_rolling_upgrade_to_a_new_kms_version_changes_nothing_apps_see(
     old = [
         Member(s, port, await cluster.start(s, port, limits=UPGRADE_LIMITS)) for s, port in signers
     ]
-    await until(lambda: all(serving(m.node) and m.node.replicator.peer_count() == 2 for m in old))
+    await until(lambda: all(serving(m.node) and replicator(m.node).peer_count() == 2 for m in old))
     fingerprint = (await status(old[0]))["secret"]["fingerprint"]
     await cluster.pin(bytes.fromhex(fingerprint[2:]))
     with trio.fail_after(60):
@@ -376,7 +377,7 @@ async def test_a_rolling_upgrade_to_a_new_kms_version_changes_nothing_apps_see(
     view = await nodes_view(new[0])
     assert sorted(view) == sorted(m.node.wallet for m in new)  # stopped: no longer operators
     assert all(n["authorized"] and n["version_id"] == 2 for n in view.values()), view
-    assert all(m.node.replicator.peer_count() == 2 for m in new)
+    assert all(replicator(m.node).peer_count() == 2 for m in new)
     for member in new:
         await check_serving(member)
     await check_unchanged(new, before, "after version 1 was revoked")

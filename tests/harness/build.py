@@ -7,40 +7,50 @@ Every in-process ``Node`` and ``Server`` of the harness is built by :func:`build
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
-from novakms.auth.source import AuthorizationSource
+from novakms.auth.source import Membership, Registry
+from novakms.cluster.replicator import Replicator
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.signer import Signer
 from novakms.net.dial import Dialer
+from novakms.server import node as composition
 from novakms.server.node import Node
 from novakms.server.server import Server
 
-__all__ = ["build_node", "build_server"]
+__all__ = ["build_node", "build_server", "replicator"]
 
 
 def build_node(
     *,
     signer: Signer,
-    auth: AuthorizationSource,
+    auth: Registry,
     limits: Limits,
     master_secret: bytes | None = None,
     dial: Dialer | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
+    clock: Callable[[], float] = time.time,
     **options: Any,
 ) -> Node:
-    """A development-mode node (``options``: further ``Node`` fields, e.g. ``peer_proxy``)."""
-    return Node(
+    """A development-mode node through the composition root (``novakms.server.node.build_node``).
+
+    ``auth`` is the registry, and the membership too when it is one (a test's gated wrapper is
+    not: such a node runs no replicator); ``options`` are further ``build_node`` arguments.
+    """
+    config = ServerConfig(listen=(), limits=limits, mode=Mode.DEVELOPMENT)
+    return composition.build_node(
+        config=config,
         signer=signer,
-        auth=auth,
-        limits=limits,
-        mode=Mode.DEVELOPMENT,
-        master_secret=master_secret,
+        registry=auth,
+        membership=auth if isinstance(auth, Membership) else None,
+        secret=master_secret,
         dial=dial,
         random_bytes=random_bytes,
+        clock=clock,
         **options,
     )
 
@@ -53,13 +63,11 @@ def build_server(
     clock: Callable[[], float] | None = None,
 ) -> Server:
     """A server for ``node`` on pre-opened ``listeners`` and/or real ``listen`` addresses."""
-    if listen:
-        config = ServerConfig(listen=tuple(listen), limits=node.limits)
-    else:
-        # ServerConfig insists on a listen address even when the server is handed listeners;
-        # a memory-only server has none (reported: the composition root should allow it).
-        config = ServerConfig(listen=("tcp://127.0.0.1:0",), limits=node.limits)
-        object.__setattr__(config, "listen", ())
-    if clock is None:
-        return Server(config=config, node=node, listeners=listeners)
+    config = ServerConfig(listen=tuple(listen), limits=node.limits)
     return Server(config=config, node=node, listeners=listeners, clock=clock)
+
+
+def replicator(node: Node) -> Replicator:
+    """The node's replicator (a node built with a membership has one)."""
+    assert node.replicator is not None, "this node runs no replicator (no membership)"
+    return node.replicator

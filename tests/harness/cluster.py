@@ -4,8 +4,9 @@
 :class:`~novakms.auth.static.StaticRegistry`, starts each node's server on a
 :class:`~tests.harness.memory.MemoryListener` and lets its peers dial it through the node's own
 :meth:`~tests.harness.memory.MemoryNetwork.dialer`. Run it under
-``MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock`` fixture) with
-:func:`tests.harness.clock.follow_trio_clock`: intervals and timeouts then cost no real time.
+``MockClock(autojump_threshold=0)`` (pytest-trio's ``autojump_clock`` fixture) with a
+:func:`tests.harness.clock.unix_clock` as every node's clock: intervals and timeouts then cost
+no real time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from novakms.errors import NotFound, Unavailable
 from novakms.server.node import Node
 from novakms.server.server import Server
 from novakms.store.records import Record
-from tests.harness.build import build_node, build_server
+from tests.harness.build import build_node, build_server, replicator
 from tests.harness.memory import MemoryNetwork
 
 __all__ = [
@@ -45,15 +46,13 @@ __all__ = [
 
 APP_ID = 1
 KMS_APP_ID = 2
-#: The cluster tests' intervals (as on the anvil world), and room for virtual time: every
-#: connection comes from the ``unknown`` source, and peers' handshakes are stamped with the
-#: wall clock while the servers read the virtual one.
+#: The cluster tests' intervals (as on the anvil world), and room for the memory network: every
+#: connection comes from the ``unknown`` source, so the per-source bounds are raised.
 MEMORY_LIMITS = Limits(
     bootstrap_interval=0.2,
     peer_timeout=2.0,
     anti_entropy_interval=0.5,
     ack_timeout=1.0,
-    timestamp_window=10**9,
     handshake_burst=10**6,
     max_unproven_per_source=10**4,
     max_connections_per_source=10**4,
@@ -176,10 +175,11 @@ class MemoryCluster:
             limits=limits,
             master_secret=secret,
             dial=self.network.dialer(who.wallet),
+            clock=clock or self.clock,
             **options,
         )
         listener = self.network.listen(address)
-        server = build_server(node=node, listeners=[(listener, address)], clock=clock or self.clock)
+        server = build_server(node=node, listeners=[(listener, address)])
         await self.nursery.start(self._serve, server)
         self.nodes[who.wallet] = node
         return node
@@ -192,7 +192,7 @@ class MemoryCluster:
                 n.master_secret is not None
                 and not n.syncing
                 and n.replicator is not None
-                and n.replicator.peer_count() == len(nodes) - 1
+                and replicator(n).peer_count() == len(nodes) - 1
                 for n in nodes
             )
         )

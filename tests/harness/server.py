@@ -87,8 +87,12 @@ async def start_memory_server(
     """Start a node's server on a fresh memory network; returns once it serves."""
     network = MemoryNetwork()
     node = build_node(
-        signer=signer, auth=auth, limits=limits or Limits(), master_secret=master_secret
+        signer=signer,
+        auth=auth,
+        limits=limits or Limits(),
+        master_secret=master_secret,
+        clock=clock,
     )
-    server = build_server(node=node, listeners=[(network.listen(ADDRESS), ADDRESS)], clock=clock)
+    server = build_server(node=node, listeners=[(network.listen(ADDRESS), ADDRESS)])
     await nursery.start(server.run)
     return MemoryServer(server=server, node=node, network=network, address=ADDRESS, clock=clock)

@@ -103,19 +103,20 @@ async def test_vsock_listener_binds_and_listens() -> None:
 async def test_vsock_end_to_end_through_the_server(nursery: trio.Nursery, wallets: Any) -> None:
     from novakms.auth.static import StaticRegistry
     from novakms.client.aio import Client
-    from novakms.config import Mode, ServerConfig
-    from novakms.server.node import Node
-    from novakms.server.server import Server
+    from novakms.config import ServerConfig
+    from novakms.server.node import build_node
+    from novakms.server.server import serve
     from tests.harness.registry import MASTER_SECRET, registry_json
 
     config = ServerConfig(listen=("vsock://1:0",))  # VMADDR_CID_LOCAL, any port
-    node = Node(
+    registry = StaticRegistry.from_json(registry_json(wallets))
+    node = build_node(
+        config=config,
         signer=wallets.node,
-        auth=StaticRegistry.from_json(registry_json(wallets)),
-        limits=config.limits,
-        mode=Mode.DEVELOPMENT,
-        master_secret=MASTER_SECRET,
+        registry=registry,
+        membership=registry,
+        secret=MASTER_SECRET,
     )
-    [address] = await nursery.start(Server(config=config, node=node).run)
+    [address] = await nursery.start(serve, node, config)
     async with await Client.connect(address, signer=wallets.app1) as kms:
         assert (await kms.derive("over/vsock")).app_id == 1
