@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from novakms.crypto.eth import normalize_wallet
+from novakms.errors import GuardianSetError
 
 __all__ = [
     "ENC_KEY_SIZE",
@@ -40,10 +41,6 @@ _UINT256_MAX = 2**256 - 1
 _ZERO_WALLET = "0x" + "00" * 20
 _WALLET_RE = re.compile(r"0x[0-9a-f]{40}")
 _ENC_KEY_RE = re.compile(r"0[xX][0-9a-fA-F]{64}")
-
-
-class GuardianSetError(ValueError):
-    """A guardian set that breaks the rules (KMSRegistry would refuse it); a ``ValueError``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -84,6 +84,7 @@ from novakms.auth.model import (
 )
 from novakms.auth.source import peer_refusal
 from novakms.crypto.eth import normalize_wallet
+from novakms.errors import RegistryFormatError
 
 __all__ = ["RegistryFormatError", "StaticRegistry"]
 
@@ -96,10 +97,6 @@ _TOP_KEYS = ("kms_app_id", "operators", "apps", "instances", "guardians")
 _GUARDIAN_KEYS = ("wallets", "enc_keys", "threshold")
 _APP_KEYS = ("app_id", "status", "owner", "versions")
 _VERSION_KEYS = ("version_id", "status")
-
-
-class RegistryFormatError(ValueError):
-    """Invalid registry data (JSON document or records); a ``ValueError``."""
 
 
 _INSTANCE_KEYS = (

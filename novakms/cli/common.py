@@ -15,23 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
+from novakms.errors import CliError
 
 __all__ = ["CliError", "jsonable", "parse_master_secret", "print_json", "read_master_secret"]
 
 _MAX_SECRET_FILE_SIZE = 4096
-
-
-class CliError(Exception):
-    """A problem with what the user asked for; printed as an error and exit code 2.
-
-    Args:
-        message: what went wrong (never a secret).
-        **details: extra machine-readable fields of the error (e.g. ``reason``).
-    """
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.details: dict[str, Any] = details
 
 
 def jsonable(value: Any) -> Any:

@@ -46,7 +46,8 @@ from typing import Any, Final, Literal, TypeGuard
 
 from novakms.cluster.sync_messages import ENVELOPE_BYTES, SYNC_BUCKETS, frame_budget
 from novakms.config import Limits
-from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, SealError, open_value
+from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, open_value
+from novakms.errors import InvalidRecord, SealError
 from novakms.store.records import HybridClock, Record, merge
 from novakms.wire import cbor
 
@@ -110,19 +111,6 @@ Reason = Literal[
     "bad_expiry",
     "undecryptable",
 ]
-
-
-class InvalidRecord(ValueError):
-    """A replicated record was refused.
-
-    Attributes:
-        reason: a stable code for logs and metrics (see :data:`Reason`); the message adds
-            detail for the local log only, never for the peer.
-    """
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason: Reason = reason
 
 
 def record_to_wire(record: Record) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from pyhpke import AEADId, CipherSuite, KDFId, KEMId, PyHPKEError
 
 from novakms.crypto import shamir
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, derive_internal_key, secret_fingerprint
-from novakms.errors import ProtocolError
+from novakms.errors import GuardianShareError, ProtocolError
 from novakms.wire import cbor
 
 __all__ = [
@@ -97,25 +97,6 @@ _KEYS: Final = frozenset({"v", "x", "y", "k", "n", "set", "fp", "wallet"})
 _SUITE: Final = CipherSuite.new(
     KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.CHACHA20_POLY1305
 )
-
-
-class GuardianShareError(ValueError):
-    """A share, a sealed share or a sealing input that is not acceptable.
-
-    ``reason`` is a stable machine-readable code (PROTOCOL.md §9.3): for plaintexts
-    ``too_large``, ``not_cbor``, ``not_a_map``, ``keys``, ``version``, ``x``, ``y``,
-    ``threshold``, ``count``, ``set_version``, ``fingerprint``, ``wallet``, ``not_canonical``;
-    for sealed shares ``truncated``, ``too_large``, ``bad_key``, ``decrypt``, ``wrong_wallet``,
-    ``wrong_set``. Messages never contain a share value, a secret or a key.
-
-    Args:
-        reason: the code.
-        message: human-readable text.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 def _is_int(value: object) -> bool:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from novakms.errors import ShamirError
+
 __all__ = [
     "COEFFICIENT_SALT",
     "MAX_SECRET_SIZE",
@@ -58,10 +60,6 @@ MIN_SEED_SIZE = 32
 
 COEFFICIENT_SALT = b"novakms/1 shamir"
 """HKDF salt of the coefficient derivation (PROTOCOL.md §9.3)."""
-
-
-class ShamirError(ValueError):
-    """Shares or split parameters that cannot work (messages never contain share values)."""
 
 
 # --------------------------------------------------------------------------------------------

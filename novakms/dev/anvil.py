@@ -63,6 +63,7 @@ from typing import IO, Any, Self
 import httpx
 
 from novakms.chain.rpc import JsonRpcClient
+from novakms.errors import AnvilError, AnvilNotFound
 
 __all__ = [
     "ANVIL_ENV",
@@ -87,14 +88,6 @@ _LISTENING_RE = re.compile(r"Listening on (\S+):(\d+)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _OUTPUT_LINES = 200
 _POLL_INTERVAL = 0.005
-
-
-class AnvilError(RuntimeError):
-    """Anvil could not be started, did not answer, or did not stop cleanly."""
-
-
-class AnvilNotFound(AnvilError, FileNotFoundError):
-    """No anvil binary: run ``scripts/setup``."""
 
 
 _LIVE: weakref.WeakSet[AnvilProcess] = weakref.WeakSet()
