@@ -3,6 +3,11 @@
 Counters are implicit: both sides count the frames they seal and open, so a dropped, replayed,
 reordered or modified frame simply fails to open. After any failure the channel refuses all
 further use — the caller must close the connection.
+
+The channel has two states, open and broken (``_broken``); unlike the handshake's misuse, a use
+after the break raises :class:`~novakms.errors.ChannelError` and not a local usage error, on
+purpose: the glue's sender tasks legitimately race a failed open on the same connection, and
+for them the broken channel *is* a lost connection, handled where every ChannelError is.
 """
 
 from __future__ import annotations
