@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from novakms.crypto.eth import normalize_wallet
+from novakms.crypto.eth import is_canonical_wallet, normalize_wallet
 from novakms.errors import GuardianSetError
 
 __all__ = [
@@ -39,7 +39,6 @@ ENC_KEY_SIZE = 32
 
 _UINT256_MAX = 2**256 - 1
 _ZERO_WALLET = "0x" + "00" * 20
-_WALLET_RE = re.compile(r"0x[0-9a-f]{40}")
 _ENC_KEY_RE = re.compile(r"0[xX][0-9a-fA-F]{64}")
 
 
@@ -89,7 +88,7 @@ class GuardianSet:
         seen: set[str] = set()
         keys: set[bytes] = set()
         for i, (wallet, key) in enumerate(zip(self.wallets, self.enc_keys, strict=True)):
-            if not isinstance(wallet, str) or _WALLET_RE.fullmatch(wallet) is None:
+            if not is_canonical_wallet(wallet):
                 raise GuardianSetError(f"wallet {i}: {wallet!r} is not a lowercase 0x address")
             if wallet == _ZERO_WALLET:
                 raise GuardianSetError(f"wallet {i} is the zero address")

@@ -39,6 +39,7 @@ from typing import Any, Self
 import httpx
 import trio
 
+from novakms.crypto.eth import normalize_wallet
 from novakms.errors import ChainError, ChainUnavailable, RpcError
 from novakms.net.httpbody import OneShotBody
 
@@ -71,7 +72,6 @@ BlockId = str | int
 
 _QUANTITY_RE = re.compile(r"0x[0-9a-fA-F]{1,64}")
 _DATA_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
-_ADDRESS_RE = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _HEADERS = {"accept": "application/json", "content-type": "application/json"}
 
 
@@ -138,9 +138,10 @@ def normalize_address(address: str) -> str:
     Raises:
         ValueError: not an address.
     """
-    if not isinstance(address, str) or _ADDRESS_RE.fullmatch(address) is None:
-        raise ValueError("address must be '0x' followed by 40 hex digits")
-    return "0x" + address[2:].lower()
+    try:
+        return normalize_wallet(address)  # the one normalizer; only the message says "address"
+    except ValueError:
+        raise ValueError("address must be '0x' followed by 40 hex digits") from None
 
 
 def block_param(block: BlockId) -> str:

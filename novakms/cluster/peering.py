@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
+from novakms.auth.model import peer_address
 from novakms.client.aio import Client
 from novakms.cluster.bootstrap import (
     Decision,
@@ -32,23 +32,6 @@ from novakms.log import get_logger
 from novakms.server.node import Node
 
 __all__ = ["bootstrap_round", "peer_address", "run_bootstrap"]
-
-
-def peer_address(instance_url: str) -> str:
-    """The KMS protocol address of a peer from its registered instance URL.
-
-    ``http(s)://HOST:PORT[/…]`` → ``HOST:PORT``; ``vsock://CID:PORT`` is kept.
-
-    Raises:
-        ValueError: no usable host and port.
-    """
-    if instance_url.startswith("vsock://"):
-        return instance_url
-    parts = urlsplit(instance_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-        raise ValueError(f"instance URL {instance_url!r} has no host:port")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{parts.port}"
 
 
 async def _peer_call(

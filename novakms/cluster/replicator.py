@@ -44,10 +44,10 @@ from typing import Any
 
 import trio
 
+from novakms.auth.model import peer_address
 from novakms.client.aio import Client
 from novakms.cluster import readiness, replication
 from novakms.cluster import sync_messages as msg
-from novakms.cluster.peering import peer_address
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
 from novakms.errors import BadRequest, NovaKMSError, ProtocolError, Unavailable
 from novakms.log import get_logger

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, PyHPKEError
 
 from novakms.crypto import shamir
+from novakms.crypto.eth import is_canonical_wallet
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, derive_internal_key, secret_fingerprint
 from novakms.errors import GuardianShareError, ProtocolError
 from novakms.wire import cbor
@@ -90,7 +91,6 @@ MAX_COMBINATIONS: Final = math.comb(16, 8)
 
 _U64_MAX: Final = 2**64 - 1
 _MIN_IKM_SIZE: Final = 32
-_WALLET_RE: Final = re.compile(r"0x[0-9a-f]{40}")
 _FINGERPRINT_RE: Final = re.compile(r"0x[0-9a-f]{64}")
 _KEYS: Final = frozenset({"v", "x", "y", "k", "n", "set", "fp", "wallet"})
 
@@ -104,7 +104,7 @@ def _is_int(value: object) -> bool:
 
 
 def _check_wallet(wallet: object) -> str:
-    if not isinstance(wallet, str) or _WALLET_RE.fullmatch(wallet) is None:
+    if not is_canonical_wallet(wallet):
         raise ValueError("a wallet must be lowercase '0x' + 40 hex digits")
     return wallet
 
@@ -198,7 +198,7 @@ class GuardianShare:
             raise GuardianShareError("set_version", "set must be an int in 0..2**64-1")
         if not isinstance(self.fingerprint, str) or not _FINGERPRINT_RE.fullmatch(self.fingerprint):
             raise GuardianShareError("fingerprint", "fp must be lowercase '0x' + 64 hex digits")
-        if not isinstance(self.wallet, str) or not _WALLET_RE.fullmatch(self.wallet):
+        if not is_canonical_wallet(self.wallet):
             raise GuardianShareError("wallet", "wallet must be lowercase '0x' + 40 hex digits")
 
     @property

@@ -32,8 +32,7 @@ _NONCE = struct.Struct(">IQ")
 def sealed_body_size(plaintext_size: int) -> int:
     """Size of the frame body that sealing ``plaintext_size`` bytes produces."""
     n = plaintext_size + TAG_SIZE
-    header = 1 if n < 24 else 2 if n < 2**8 else 3 if n < 2**16 else 5 if n < 2**32 else 9
-    return header + n
+    return cbor.head_size(n) + n
 
 
 class SecureChannel:
