@@ -28,7 +28,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, PyHPKEError
@@ -49,6 +49,7 @@ __all__ = [
     "SEED_LABEL",
     "SHARE_FORMAT_VERSION",
     "GuardianSet",
+    "GuardianSetLike",
     "GuardianShare",
     "GuardianShareError",
     "derive_enc_keypair",
@@ -117,6 +118,25 @@ def _check_set_version(version: object) -> int:
 
 # --------------------------------------------------------------------------------------------
 # values
+
+
+class GuardianSetLike(Protocol):
+    """What splitting needs of a guardian set: its wallets in order, threshold and version.
+
+    Both :class:`GuardianSet` and the authorization layer's
+    :class:`novakms.auth.guardians.GuardianSet` (the set as the chain holds it) satisfy it, so
+    a node splits the set it read without converting it; the split re-checks every field it
+    uses (wallets, version, threshold and count), whichever type it gets.
+    """
+
+    @property
+    def wallets(self) -> tuple[str, ...]: ...
+
+    @property
+    def threshold(self) -> int: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +279,7 @@ def share_seed(
     return derive_internal_key(master_secret=master_secret, label=SEED_LABEL, fields=fields)
 
 
-def make_shares(master_secret: bytes, guardian_set: GuardianSet) -> list[GuardianShare]:
+def make_shares(master_secret: bytes, guardian_set: GuardianSetLike) -> list[GuardianShare]:
     """The shares of a guardian set, guardian ``i`` (0-based) first with ``x = i + 1``.
 
     Deterministic: the same secret and set always give the same shares (not sealed yet; see
@@ -267,13 +287,14 @@ def make_shares(master_secret: bytes, guardian_set: GuardianSet) -> list[Guardia
 
     Args:
         master_secret: the 32-byte master secret.
-        guardian_set: the set.
+        guardian_set: the set (a :class:`GuardianSet` or any :class:`GuardianSetLike`).
 
     Returns:
         One share per guardian, in the set's order.
 
     Raises:
-        ValueError: the secret is not 32 bytes.
+        ValueError: the secret is not 32 bytes, or a wallet, the version, the threshold or
+            the count is out of range (ShamirError for the last two).
     """
     seed = share_seed(
         master_secret, guardian_set.version, guardian_set.wallets, guardian_set.threshold
