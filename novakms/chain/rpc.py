@@ -24,6 +24,11 @@ endpoint URL (hosted RPC URLs often embed an API key); ``repr`` shows only schem
 Results are validated strictly: quantities must be ``0x`` + 1..64 hex digits, data must be
 ``0x`` + an even number of hex digits, addresses and hashes must have their exact sizes, and
 logs must come from the requested addresses, blocks and topics.
+
+Why one module: the bounded HTTP exchange, the JSON-RPC envelope and the strict result parsers
+are one concept (a JSON-RPC answer is either a validated value or a ChainError), and nothing
+else uses the parsers but this client and :mod:`novakms.admin.tx`. The error classes live in
+:mod:`novakms.errors` with every other; what is left is about 650 lines.
 """
 
 from __future__ import annotations
