@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package."""
+    """mypy --strict over the package, its tests and the benchmarks (pyproject [tool.mypy])."""
     session.install("-e", ".[dev]")
     session.run("mypy")
 

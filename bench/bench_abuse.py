@@ -50,7 +50,8 @@ from typing import Any
 
 import trio
 
-from novakms.client.aio import Client, parse_derive_result
+from novakms.client.aio import Client
+from novakms.client.results import parse_derive_result
 from novakms.crypto import eth
 from novakms.crypto.signer import LocalSigner, Signer
 from novakms.dev.env import DevState, prepare_state
@@ -61,8 +62,8 @@ from novakms.wire.framing import DEFAULT_MAX_FRAME, encode_frame
 from novakms.wire.handshake import ClientHandshake, Ready
 from novakms.wire.messages import parse_close_notice
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_derive import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
+from bench.bench_derive import (
     Spawned,
     free_port,
     git_info,

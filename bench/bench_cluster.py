@@ -52,8 +52,8 @@ from novakms.crypto.signer import LocalSigner
 from novakms.dev.world import register_instance
 from novakms.errors import NotFound, NovaKMSError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_derive import git_info, machine_info
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
+from bench.bench_derive import git_info, machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = QUICK if args.quick else FULL
     rate = args.rate or defaults["rate"]
     duration = args.duration or defaults["duration"]
-    records = args.records or defaults["records"]
+    records = int(args.records or defaults["records"])
     acks_count = 100 if args.quick else 1000
 
     started = datetime.now(UTC)

@@ -35,9 +35,9 @@ from typing import Any
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_derive import git_info, machine_info
-from rolling import RollingResult, dev_cluster, rolling_restart
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
+from bench.bench_derive import git_info, machine_info
+from bench.rolling import RollingResult, dev_cluster, rolling_restart
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BURST = 20  # acks=0 writes to each node between its wait-safe and its SIGTERM

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -13,9 +14,13 @@ from novakms.wire.handshake import ClientHandshake
 
 
 async def handshake(
-    stream: trio.abc.Stream, signer: LocalSigner | None = None, *, prefix: bytes = b""
+    stream: trio.abc.Stream,
+    signer: LocalSigner | None = None,
+    *,
+    prefix: bytes = b"",
+    clock: Callable[[], float] = time.time,
 ) -> SealedStream:
-    """Run the client side of the handshake by hand over ``stream``."""
+    """Run the client side of the handshake by hand over ``stream`` (``clock``: unix seconds)."""
     if prefix:
         await stream.send_all(prefix)
     framed = FramedStream(stream, max_frame=2_097_152)
@@ -27,7 +32,7 @@ async def handshake(
     if signer is None:
         await sealed.send({})
     else:
-        ts = int(time.time())
+        ts = int(clock())
         sig = signer.sign_text_sync(hs.auth_text(ts))
         await sealed.send(hs.auth_message(wallet=signer.wallet, ts=ts, sig=sig))
     hs.receive_ready(await sealed.receive())

@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from novakms.client.aio import Client
 from novakms.errors import BadRequest, Forbidden, Unauthenticated
-from tests.conftest import Wallets
+from tests.harness.registry import Wallets
 
 
 def make_csr(
@@ -60,7 +60,9 @@ async def test_leaf_chains_to_the_callers_app_ca_only(start_server: Any, wallets
     leaf.verify_directly_issued_by(ca_a)
     with pytest.raises((ValueError, InvalidSignature)):
         leaf.verify_directly_issued_by(ca_b)
-    assert leaf.public_key().public_numbers() == key.public_key().public_numbers()
+    leaf_key = leaf.public_key()
+    assert isinstance(leaf_key, ec.EllipticCurvePublicKey)
+    assert leaf_key.public_numbers() == key.public_key().public_numbers()
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     assert uris == ["nova://app/1"]  # the CSR's claim to app 2 was dropped

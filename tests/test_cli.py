@@ -809,7 +809,7 @@ def _answers(*answers: Any) -> tuple[list[int], Any]:
 async def test_wait_safe_asks_again_until_the_node_reports_safe(autojump_clock: Any) -> None:
     import trio
 
-    from novakms.cli.main import wait_safe_to_stop
+    from novakms.cli.admin import wait_safe_to_stop
     from novakms.errors import TransportError, Unavailable
 
     calls, fetch = _answers(
@@ -837,7 +837,7 @@ async def test_wait_safe_times_out_with_the_last_reason(
 ) -> None:
     import trio
 
-    from novakms.cli.main import wait_safe_to_stop
+    from novakms.cli.admin import wait_safe_to_stop
     from novakms.errors import Unavailable
 
     calls, fetch = _answers(answer)
@@ -854,7 +854,7 @@ async def test_wait_safe_times_out_with_the_last_reason(
 async def test_wait_safe_cuts_off_a_call_that_hangs_at_the_timeout(autojump_clock: Any) -> None:
     import trio
 
-    from novakms.cli.main import wait_safe_to_stop
+    from novakms.cli.admin import wait_safe_to_stop
     from novakms.errors import Unavailable
 
     async def hangs() -> Any:

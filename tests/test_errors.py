@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import traceback
+from pathlib import Path
 
 import pytest
 
+import novakms.errors as errors
 from novakms.errors import (
     CODES,
     Forbidden,
@@ -46,16 +50,12 @@ def test_fresh_copies_do_not_accumulate_tracebacks() -> None:
     assert len(set(depths)) == 1
     assert stored.__traceback__ is None
     assert Forbidden("no", reason="app_not_active").fresh().details["reason"] == "app_not_active"
-    assert Unavailable("x", reason="not_ready").fresh().reason == "not_ready"
+    fresh = Unavailable("x", reason="not_ready").fresh()
+    assert isinstance(fresh, Unavailable) and fresh.reason == "not_ready"
 
 
 # -- the tree: one home, codes that mean what the classes say ----------------------------------
 
-import ast  # noqa: E402
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import novakms.errors as errors  # noqa: E402
 
 _PACKAGE = Path(errors.__file__).parent
 _PROTOCOL = _PACKAGE.parent / "protocol" / "PROTOCOL.md"

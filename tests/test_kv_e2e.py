@@ -10,7 +10,7 @@ import trio
 from novakms.client.aio import Client
 from novakms.config import Limits
 from novakms.errors import BadRequest, Conflict, NotFound, QuotaExceeded, TooLarge, Unauthenticated
-from tests.conftest import Wallets
+from tests.harness.registry import Wallets
 
 
 async def test_round_trip_for_both_apps(start_server: Any, wallets: Wallets) -> None:

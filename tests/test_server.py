@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from novakms.auth.model import Identity
+from novakms.auth.source import AuthorizationSource
 from novakms.client.aio import Client
 from novakms.client.blocking import BlockingClient
 from novakms.config import Limits
@@ -22,7 +23,6 @@ from novakms.errors import (
     InternalError,
     NovaKMSError,
     RateLimited,
-    TransportError,
     Unauthenticated,
     Unavailable,
     UnknownOp,
@@ -32,7 +32,7 @@ from novakms.net.dial import open_stream
 from novakms.net.framed import END_OF_STREAM, SealedStream
 from novakms.wire import cbor
 from novakms.wire.messages import parse_close_notice
-from tests.conftest import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, Wallets
 from tests.sessions import handshake
 
 
@@ -219,7 +219,7 @@ class GatedSource:
 
     name = "gated"
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: AuthorizationSource) -> None:
         self.inner = inner
         self.gate = trio.Event()
         self.calls = 0
@@ -332,26 +332,6 @@ async def test_connection_limit(start_server: Any, wallets: Wallets) -> None:
         await kms.health()
 
 
-async def test_handshake_timeout_closes_silent_connections(start_server: Any) -> None:
-    srv = await start_server(limits=Limits(handshake_timeout=0.3))
-    stream = await open_stream(parse_address(srv.tcp))
-    with trio.fail_after(5):
-        assert await stream.receive_some(100) == b""  # closed by the server
-    await stream.aclose()
-
-
-async def test_idle_timeout_sends_a_notice(start_server: Any, wallets: Wallets) -> None:
-    srv = await start_server(limits=Limits(idle_timeout=0.3))
-    s = await raw_session(srv.tcp, signer=wallets.app1)
-    await s.send({"id": 1, "op": "health", "args": {}})
-    assert (await s.receive())["ok"] == {"status": "ok"}
-    with trio.fail_after(10):  # then nothing: the sealed notice, then the end of the stream
-        notice = await next_notice(s)
-        assert isinstance(notice, Unavailable) and notice.reason == "idle_timeout"
-        assert await s.receive() is END_OF_STREAM
-    await s.framed.aclose()
-
-
 # --- bad input never hurts other clients --------------------------------------------------------
 
 
@@ -432,34 +412,6 @@ async def test_garbage_and_half_open_connections_do_not_disturb_others(
 # --- shutdown and the blocking client ------------------------------------------------------------
 
 
-async def test_graceful_shutdown_finishes_inflight_requests(
-    start_server: Any, wallets: Wallets
-) -> None:
-    srv = await start_server(limits=Limits(drain_timeout=5))
-    srv.node.auth = gated = GatedSource(srv.node.auth)
-    watcher = await raw_session(srv.tcp, signer=wallets.app2)
-    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
-        result: list[Any] = []
-
-        async def pending() -> None:
-            result.append(await kms.derive("drain"))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pending)
-            await trio.testing.wait_all_tasks_blocked()
-            srv.server.shutdown()
-            await trio.sleep(0.1)
-            with pytest.raises(TransportError):  # no longer listening
-                await Client.connect(srv.tcp)
-            gated.gate.set()
-        assert result[0].key == expected_key(1, "drain")
-        # Every open session is told why it ends: the sealed notice, then the end of the stream.
-        notice = await next_notice(watcher)
-        assert isinstance(notice, Unavailable) and notice.reason == "shutting_down"
-        assert await watcher.receive() is END_OF_STREAM
-        await watcher.framed.aclose()
-
-
 def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
     """The blocking client against a server running in another thread's trio loop."""
     import threading
@@ -468,7 +420,7 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
     from novakms.config import Mode, ServerConfig
     from novakms.server.node import Node
     from novakms.server.server import Server
-    from tests.conftest import registry_json
+    from tests.harness.registry import registry_json
 
     config = ServerConfig(listen=("tcp://127.0.0.1:0", f"unix://{tmp_path}/b.sock"))
     node = Node(

@@ -1,1 +1,7 @@
-"""The ``novakms`` command line (``novakms.cli.main:main``; ``python -m novakms.cli``)."""
+"""The ``novakms`` command line (``novakms.cli.main:main``; ``python -m novakms.cli``).
+
+:mod:`~novakms.cli.main` assembles the parser and maps errors to JSON and exit codes; one
+module per subcommand adds its parser and runs it (:mod:`~novakms.cli.serve`,
+:mod:`~novakms.cli.dev`, :mod:`~novakms.cli.client`, :mod:`~novakms.cli.admin`,
+:mod:`~novakms.cli.guardian`); :mod:`~novakms.cli.common` holds what they share.
+"""

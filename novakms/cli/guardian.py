@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from novakms.cli.common import CliError, print_json, read_master_secret
+from novakms.cli.common import CliError, print_json, read_master_secret, write_private_file
 from novakms.crypto import guardian_shares as gs
 from novakms.crypto.eth import (
     format_private_key,
@@ -32,7 +32,7 @@ from novakms.crypto.eth import (
     wallet_from_private_key,
 )
 
-__all__ = ["add_guardian_parser", "write_private_file"]
+__all__ = ["add_parser", "share_file_name"]
 
 WALLET_KEY_FILE = "wallet.key"
 ENC_KEY_FILE = "enc.key"
@@ -48,20 +48,6 @@ def _private_dir(path: str) -> Path:
     except OSError as exc:
         raise CliError(f"cannot use {path} as the output directory: {exc.strerror}") from None
     return directory
-
-
-def write_private_file(path: Path, data: bytes, *, exclusive: bool) -> None:
-    """Write ``data`` to ``path`` with mode 0600 (refusing an existing file if ``exclusive``)."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise CliError(f"{path} exists; refusing to overwrite a key file") from None
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # also when an older file was readable
-        handle.write(data)
 
 
 # --- keygen -----------------------------------------------------------------------------------
@@ -292,8 +278,12 @@ def _set_version(text: str) -> int:
     return value
 
 
-def add_guardian_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``novakms guardian keygen | split | open`` on the top-level subparsers."""
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``novakms guardian keygen | split | open | fetch | restore | status``.
+
+    Args:
+        commands: the top-level subparsers of ``novakms``.
+    """
     guardian = commands.add_parser(
         "guardian",
         help="offline guardian tools: key files, splitting a secret into sealed shares, "

@@ -19,14 +19,21 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import trio
 
+from novakms.client.results import (
+    DEFAULT_TIMEOUT,
+    DeriveResult,
+    KVItem,
+    optional_args,
+    parse_derive_result,
+    parse_kv_item,
+)
 from novakms.crypto.signer import Signer
-from novakms.errors import ChannelError, NovaKMSError, ProtocolError, TransportError
+from novakms.errors import ChannelError, NovaKMSError, TransportError
 from novakms.net.addresses import parse_address
 from novakms.net.dial import Dialer, open_stream
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
@@ -34,69 +41,7 @@ from novakms.wire.framing import DEFAULT_MAX_FRAME
 from novakms.wire.handshake import ClientHandshake, Ready, Role
 from novakms.wire.messages import parse_close_notice, parse_response, request_message
 
-__all__ = ["Client", "DeriveResult", "KVItem"]
-
-DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class DeriveResult:
-    """Result of ``derive``."""
-
-    app_id: int
-    path: str
-    key: bytes
-    length: int
-
-    def __repr__(self) -> str:  # never show key material
-        return f"DeriveResult(app_id={self.app_id}, path={self.path!r}, length={self.length})"
-
-
-@dataclass(frozen=True, slots=True)
-class KVItem:
-    """Result of ``kv.get``."""
-
-    key: str
-    value: bytes
-    version: str
-    updated_at_ms: int
-    expires_at_ms: int | None
-
-    def __repr__(self) -> str:  # values are secrets: never show them
-        return f"KVItem(key={self.key!r}, version={self.version!r}, size={len(self.value)})"
-
-
-def optional_args(**items: Any) -> dict[str, Any]:
-    """An args map without the None entries (shared by the trio and blocking clients)."""
-    return {k: v for k, v in items.items() if v is not None}
-
-
-def parse_derive_result(result: Mapping[str, Any]) -> DeriveResult:
-    """Check and wrap a ``derive`` result."""
-    key = result.get("key")
-    if not isinstance(key, bytes):
-        raise ProtocolError("derive answered without key bytes")
-    return DeriveResult(
-        app_id=int(result["app_id"]),
-        path=str(result["path"]),
-        key=key,
-        length=int(result["length"]),
-    )
-
-
-def parse_kv_item(result: Mapping[str, Any]) -> KVItem:
-    """Check and wrap a ``kv.get`` result."""
-    value = result.get("value")
-    if not isinstance(value, bytes):
-        raise ProtocolError("kv.get answered without value bytes")
-    expires = result.get("expires_at_ms")
-    return KVItem(
-        key=str(result["key"]),
-        value=value,
-        version=str(result["version"]),
-        updated_at_ms=int(result["updated_at_ms"]),
-        expires_at_ms=None if expires is None else int(expires),
-    )
+__all__ = ["Client"]
 
 
 class _Slot:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from novakms.client.aio import (
+from novakms.client.results import (
     DEFAULT_TIMEOUT,
     DeriveResult,
     KVItem,

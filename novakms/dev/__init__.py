@@ -1,1 +1,3 @@
-"""Development only: the local anvil, the demo world on it, dev keys, the dev-cluster processes."""
+"""Development only: the local anvil (:mod:`~novakms.dev.anvil`), the demo world on it
+(:mod:`~novakms.dev.world`), dev keys (:mod:`~novakms.dev.env`), the node processes
+(:mod:`~novakms.dev.nodes`) and the ``novakms dev`` supervisor (:mod:`~novakms.dev.cluster`)."""

@@ -1,4 +1,5 @@
-"""The local development environment: dev keys, a static registry with two demo apps.
+"""The local development environment: dev keys, a static registry with two demo apps, and
+the key files of dev guardians.
 
 Everything here is development-only; ``novakms dev`` refuses to run inside an enclave.
 Key files are created with mode 0600 and reused when the state directory is reused, so app
@@ -12,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from novakms.crypto.eth import (
     format_private_key,
@@ -19,12 +21,14 @@ from novakms.crypto.eth import (
     parse_private_key,
     wallet_from_private_key,
 )
+from novakms.crypto.guardian_shares import enc_public_key_of, generate_enc_keypair
 
 __all__ = [
     "DEMO_APP_IDS",
     "DevApp",
     "DevState",
     "in_nitro_enclave",
+    "prepare_guardians",
     "prepare_state",
     "write_key_file",
 ]
@@ -146,3 +150,35 @@ def prepare_state(
         apps=tuple(apps),
         nodes=tuple(all_nodes),
     )
+
+
+def prepare_guardians(directory: Path, count: int) -> list[dict[str, Any]]:
+    """Create (or reuse) ``count`` dev guardians' key files in the state directory.
+
+    Guardian ``i`` lives in ``directory/guardian<i>/``: ``wallet.key`` (secp256k1) and
+    ``enc.key`` (X25519), both 0600, kept when the directory is reused.
+
+    Returns:
+        Per guardian: ``wallet``, ``key_file``, ``enc_key_file``, ``share_file`` (where its
+        sealed share goes; absolute paths) and ``enc_public_key`` (bytes, for the chain).
+    """
+    guardians: list[dict[str, Any]] = []
+    for i in range(count):
+        home = directory / f"guardian{i + 1}"
+        home.mkdir(mode=0o700, exist_ok=True)
+        wallet_file, enc_file = home / "wallet.key", home / "enc.key"
+        if not wallet_file.exists():
+            write_key_file(wallet_file, generate_private_key(os.urandom))
+        if not enc_file.exists():
+            write_key_file(enc_file, generate_enc_keypair()[0])
+        enc_private = parse_private_key(enc_file.read_text())
+        guardians.append(
+            {
+                "wallet": wallet_from_private_key(parse_private_key(wallet_file.read_text())),
+                "key_file": str(wallet_file.resolve()),
+                "enc_key_file": str(enc_file.resolve()),
+                "share_file": str((home / "share.bin").resolve()),
+                "enc_public_key": enc_public_key_of(enc_private),
+            }
+        )
+    return guardians

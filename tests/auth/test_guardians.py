@@ -107,17 +107,18 @@ def test_guardian_set_normalizes_decoded_values() -> None:
     )
     assert s.wallets == ("0x" + "abcd" * 10, W2) and s.enc_keys == (K1, K2)
     assert all(type(k) is bytes for k in s.enc_keys)
-    empty = {"wallets": [], "enc_keys": [], "threshold": 0, "version": 3}
+    empty: dict[str, Any] = {"wallets": [], "enc_keys": [], "threshold": 0, "version": 3}
     assert guardian_set(**empty) == no_guardians(3)  # what guardians() returns when cleared
     with pytest.raises(GuardianSetError, match="0 guardians: at least 1"):
         guardian_set(**empty, allow_empty=False)  # what setGuardians refuses
-    for bad, needle in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"wallets": [b"\x01" * 20]}, "wallet 0: .* is not an address"),
         ({"wallets": ["0x12"]}, "wallet 0"),
         ({"enc_keys": ["0x" + "01" * 32]}, "enc key 0: expected bytes, got str"),
         ({"threshold": "2"}, "must be integers"),
         ({"version": None}, "must be integers"),
-    ]:
+    ]
+    for bad, needle in cases:
         args: dict[str, Any] = {"wallets": [W1], "enc_keys": [K1], "threshold": 1, "version": 1}
         args.update(bad)
         with pytest.raises(GuardianSetError, match=needle):

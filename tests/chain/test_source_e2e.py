@@ -28,7 +28,7 @@ from novakms.server.node import Node
 from novakms.server.server import Server
 from tests.chain.faultproxy import Mode as ProxyMode
 from tests.chain.faultproxy import fault_proxy
-from tests.conftest import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, Wallets
 
 POLL = 0.3
 _OPEN_CLIENTS: list[JsonRpcClient] = []

@@ -10,10 +10,7 @@ from novakms.chain import abi
 from novakms.client.aio import Client
 from novakms.dev.world import enroll_version
 from novakms.errors import NotFound, Unavailable
-from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
-from tests.cluster.test_replication_e2e import APP, started, value_on, wait_everywhere
-
-__all__ = ["world"]
+from tests.harness.world import APP, LIMITS, signer, started, until, value_on, wait_everywhere
 
 
 async def connected(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:

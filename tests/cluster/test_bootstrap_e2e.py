@@ -2,169 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import trio
 
-from novakms.admin.tx import TxSender
 from novakms.chain import abi
-from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import JsonRpcClient
-from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.client.aio import Client
 from novakms.cluster.peering import bootstrap_round
 from novakms.cluster.proof import cluster_proof
-from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.kdf import secret_fingerprint
-from novakms.crypto.signer import LocalSigner
-from novakms.dev.anvil import AnvilProcess
-from novakms.dev.world import DevChain, enroll_version, register_instance, setup_world
+from novakms.dev.world import enroll_version
 from novakms.errors import Forbidden, Unavailable
-from novakms.server.node import Node
-from novakms.server.server import Server
-
-LIMITS = Limits(
-    bootstrap_interval=0.2, peer_timeout=2.0, anti_entropy_interval=0.5, ack_timeout=1.0
-)
-
-
-def signer(label: str) -> LocalSigner:
-    return LocalSigner(hashlib.sha256(f"novakms cluster test {label}".encode()).digest())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Cluster:
-    def __init__(
-        self, nursery: trio.Nursery, anvil: AnvilProcess, chain: DevChain, admin: TxSender
-    ) -> None:
-        self.nursery, self.anvil, self.chain, self.admin = nursery, anvil, chain, admin
-        self.clients: list[JsonRpcClient] = []
-        self.nodes: list[Node] = []
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.servers: dict[str, Server] = {}
-        self.stopped: dict[str, trio.Event] = {}
-
-    async def start(
-        self,
-        who: LocalSigner,
-        port: int,
-        secret: bytes | None = None,
-        limits: Limits = LIMITS,
-        peer_proxy: str | None = None,
-        require_pin: bool = False,
-    ) -> Node:
-        rpc = JsonRpcClient(self.anvil.url, timeout=2.0)
-        self.clients.append(rpc)
-        reader = RegistryReader(
-            rpc,
-            nova_app_registry=self.chain.nova_app_registry,
-            kms_registry=self.chain.kms_registry,
-        )
-        source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=0.2))
-        node = Node(
-            signer=who,
-            auth=source,
-            limits=limits,
-            mode=Mode.DEVELOPMENT,
-            master_secret=secret,
-            peer_proxy=peer_proxy,
-            require_pin=require_pin,
-        )
-        config = ServerConfig(listen=(f"tcp://127.0.0.1:{port}",), limits=limits)
-        await self.nursery.start(self._serve, Server(config=config, node=node))
-        self.nodes.append(node)
-        return node
-
-    async def _serve(self, server: Server, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        wallet = server.node.wallet
-        self.servers[wallet] = server
-        stopped = self.stopped[wallet] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self.scopes[wallet] = scope
-                await server.run(task_status=task_status)
-        finally:
-            stopped.set()
-
-    async def join(
-        self, who: LocalSigner, *, version_id: int = 1, **start: Any
-    ) -> tuple[Node, int]:
-        """Register a new KMS instance on chain, then start it (a late joiner)."""
-        port = free_port()
-        await register_instance(
-            self.admin,
-            self.chain.nova_app_registry,
-            self.chain.kms_app_id,
-            who.wallet,
-            f"http://127.0.0.1:{port}",
-            version_id=version_id,
-        )
-        return await self.start(who, port, **start), port
-
-    def stop(self, node: Node) -> None:
-        """Kill a node (its memory, secret and data included), as a crash would."""
-        self.scopes.pop(node.wallet).cancel()
-
-    async def shut_down(self, node: Node) -> None:
-        """Stop a node gracefully (as SIGTERM does) and wait until it has stopped."""
-        self.scopes.pop(node.wallet)
-        self.servers[node.wallet].shutdown()
-        await self.stopped[node.wallet].wait()
-
-    async def pin(self, secret_hash: bytes) -> None:
-        await self.admin.send(
-            self.chain.kms_registry,
-            abi.kms_registry().encode_call("setMasterSecretHash", secret_hash),
-        )
-
-
-@contextlib.asynccontextmanager
-async def open_world(
-    nursery: trio.Nursery,
-    anvil: AnvilProcess,
-    *,
-    app_wallets: list[str],
-    label: str = "node",
-) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
-    """Registries with three KMS operators (``<label>0..2``, not started) and these apps."""
-    members = [(signer(f"{label}{i}"), free_port()) for i in range(3)]
-    admin_rpc = JsonRpcClient(anvil.url, timeout=10)
-    chain = await setup_world(
-        admin_rpc,
-        anvil.private_keys[0],
-        node_wallets=[(s.wallet, f"http://127.0.0.1:{port}") for s, port in members],
-        app_wallets=app_wallets,
-    )
-    cluster = Cluster(nursery, anvil, chain, TxSender(admin_rpc, anvil.private_keys[0]))
-    try:
-        yield cluster, members
-    finally:
-        for client in [admin_rpc, *cluster.clients]:
-            await client.aclose()
-
-
-@pytest.fixture
-async def world(
-    nursery: trio.Nursery, anvil: AnvilProcess
-) -> AsyncIterator[tuple[Cluster, list[tuple[LocalSigner, int]]]]:
-    async with open_world(nursery, anvil, app_wallets=[signer("app").wallet]) as opened:
-        yield opened
-
-
-async def until(predicate: Any, seconds: float = 20) -> None:
-    with trio.fail_after(seconds):
-        while not predicate():
-            await trio.sleep(0.05)
+from tests.harness.world import signer, until
 
 
 async def test_simultaneous_start_gives_exactly_one_secret(world: Any) -> None:

@@ -25,7 +25,7 @@ from novakms.crypto.signer import LocalSigner
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import set_guardians
 from novakms.errors import BadRequest, Forbidden, Unavailable
-from tests.cluster.test_bootstrap_e2e import Cluster, open_world, signer, until
+from tests.harness.world import Cluster, open_world, signer, until
 
 APPS = [signer("drill app 1"), signer("drill app 2")]
 GUARDIANS = [signer(f"drill guardian {i}") for i in range(3)]

@@ -3,32 +3,20 @@
 Every node dials its peers through its own HTTP CONNECT proxy (``peer_proxy``, as an enclave
 reaches other hosts through its egress proxy), so a test can cut a node off — its own proxy
 refuses everything, the others' refuse it — and heal the cut, with real sockets throughout.
+This is the real-socket smoke run; the partition cases run on a memory cluster under a
+MockClock in test_partition.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Any
 
-import pytest
 import trio
 
 from novakms.client.aio import Client
 from novakms.cluster import replication
-from novakms.errors import Unavailable
-from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
-from tests.cluster.test_replication_e2e import APP, value_on, wait_everywhere
-from tests.net.connectproxy import ConnectProxy, connect_proxy
-
-__all__ = ["world"]
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[ConnectProxy]]:
-    async with AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(connect_proxy()) for _ in range(4)]
+from tests.harness.world import APP, LIMITS, until, value_on, wait_everywhere
+from tests.net.connectproxy import ConnectProxy
 
 
 async def put(port: int, key: str, value: bytes, **options: Any) -> None:
@@ -91,67 +79,3 @@ async def test_a_cut_off_node_converges_after_the_partition_heals(
     await until(lambda: digests(nodes[0]) == digests(nodes[1]) == digests(nodes[2]))
     await trio.sleep(2 * LIMITS.anti_entropy_interval)
     assert await value_on(pc, "doomed") is None  # and it stays deleted
-
-
-RECORDS = 1500
-# The bulk writes must never meet the wallet's rate limit: a burst that covers all of them makes
-# the test independent of how fast the machine refills the bucket.
-SMALL = dataclasses.replace(
-    LIMITS, max_frame=16_384, max_value_bytes=1024, wallet_burst=4 * RECORDS
-)
-
-
-async def write_bulk(port: int) -> None:
-    """RECORDS values of 512 bytes (``bulk/00000`` …), 32 writes in flight on one connection."""
-    writers = trio.CapacityLimiter(32)
-
-    async def put(client: Client, i: int) -> None:
-        async with writers:
-            await client.kv_put(f"bulk/{i:05d}", bytes([i % 251]) * 512)
-
-    async with (
-        await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms,
-        trio.open_nursery() as nursery,
-    ):
-        for i in range(RECORDS):
-            nursery.start_soon(put, kms, i)
-
-
-async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
-    world: Any, proxies: list[ConnectProxy]
-) -> None:
-    cluster, members = world
-    nodes = [await cluster.start(s, port, limits=SMALL) for s, port in members]
-    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
-    await write_bulk(members[0][1])
-    await until(lambda: all(len(n.store.records()) == RECORDS for n in nodes))
-
-    # The joiner dials through its own proxy, which cuts everything once ~40 KB came back:
-    # well after the handshakes and the secret, early in a ~1 MB snapshot of 16 KB chunks.
-    proxy = proxies[3]
-    proxy.isolate_after(40_000)
-    joiner, port = await cluster.join(signer("joiner"), limits=SMALL, peer_proxy=proxy.address)
-    await until(lambda: proxy.relayed >= 40_000 and joiner.master_secret is not None)
-    await trio.sleep(2 * LIMITS.anti_entropy_interval)
-    # Cut off mid-snapshot: still syncing, and saying so to apps.
-    assert joiner.syncing
-    snapshot = joiner.replicator.snapshot_status()
-    assert snapshot["state"] == "syncing"
-    assert 0 < snapshot["records"] < RECORDS
-    async with await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms:
-        with pytest.raises(Unavailable) as info:
-            await kms.kv_get("bulk/00000")
-        assert info.value.reason == "syncing"
-        status = await kms.status()
-    assert status["syncing"] is True and status["cluster"]["snapshot"]["state"] == "syncing"
-
-    proxy.heal()
-    await until(lambda: not joiner.syncing, seconds=40)
-    snapshot = joiner.replicator.snapshot_status()
-    assert snapshot["state"] == "done"
-    assert snapshot["resumed"] >= 1
-    # Resumed after the last chunk received, not restarted: every record arrived exactly once.
-    assert snapshot["records"] == RECORDS
-    assert len(joiner.store.records()) == RECORDS
-    assert digests(joiner) == digests(nodes[0])
-    assert await value_on(port, "bulk/01234") == bytes([1234 % 251]) * 512

@@ -1,65 +1,61 @@
-"""Three replicas converge (DESIGN §6): random writes, lossy pushes, then anti-entropy.
+"""Three real nodes converge (DESIGN §6): random writes, lossy pushes, then anti-entropy.
 
-Three ``KVStore`` instances with different node wallets and the same data keys exchange records
-the way the network layer will: local changes go through an :class:`Outbox`, batches are encoded
-as CBOR, and every received record passes ``record_from_wire`` and ``check_decryptable`` before
-``KVStore.merge``. Pushes are delivered in any order, duplicated or dropped; replicas' wall
-clocks are skewed. A final anti-entropy phase uses only the digest, bucket and ``plan_pull``
-functions, and then every replica must hold exactly the same records — those the writes imply:
-for every key, the greatest write by ``(hlc, node)`` (so a delete is never undone by an older
-write arriving late, and concurrent writes resolve last-writer-wins), with the join of every
-write's clock.
+Three nodes of a :class:`~tests.harness.cluster.MemoryCluster` (real servers, real
+replicators, the real ``sync.*`` handlers, over the memory network, on a MockClock) hold the
+same master secret. Local writes go straight into each node's store (with each node's wall
+clock skewed), so the replicator queues them in its per-peer outboxes; pushes are the
+replicator's own ``sync.push`` rounds, or batches taken out of an outbox and delivered later
+over the same channel — in any order, duplicated or never; ``pull`` is the replicator's own
+anti-entropy round (``sync.digests`` → ``sync.buckets`` → ``sync.keys`` → ``sync.pull``). A
+final anti-entropy phase runs those rounds between every pair, and then every node must hold
+exactly the same records — those the writes imply: for every key, the greatest write by
+``(hlc, node)`` (so a delete is never undone by an older write arriving late, and concurrent
+writes resolve last-writer-wins), with the join of every write's clock.
+
+The background loops are kept out of the way (their intervals are longer than any run), so
+every exchange happens when the operations say: an example is one deterministic conversation.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import currently_in_test_context, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
-from novakms.cluster.replication import (
-    ENVELOPE_BYTES,
-    Outbox,
-    app_digests,
-    bucket_digests,
-    check_decryptable,
-    differing_apps,
-    differing_buckets,
-    keys_in_buckets,
-    plan_pull,
-    record_from_wire,
-    record_to_wire,
-)
-from novakms.config import Limits
-from novakms.crypto.aead import data_key
+from novakms.cluster.replication import ENVELOPE_BYTES, app_digests, record_to_wire
 from novakms.errors import NotFound, QuotaExceeded
-from novakms.store.kv import KVStore
+from novakms.server.node import Node
 from novakms.store.records import Clock, Record, clock_join
-from novakms.wire import cbor
+from tests.harness.clock import follow_trio_clock
+from tests.harness.cluster import MemoryCluster, replace_limits, until
 
 SECRET = bytes(range(32))
-NODES = ("0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20)
-SKEWS = (0, 170, -130)  # each replica's wall clock offset, ms
-MAX_SKEW_MS = 1_000
+SKEWS = (0, 170, -130)  # each node's wall clock offset, ms
 T0 = 1_700_000_000_000
 APPS = (1, 2)
 KEYS = ("a", "b", "ключ")
-BUCKETS = 4
-LIMITS = Limits(
+FOREVER = 10**7  # seconds: no background round, sweep or GC happens within a run
+LIMITS = replace_limits(
     record_overhead_bytes=16,
     # Merges obey the quota too (a merge over it is refused and retried later, so replicas
     # converge only once the data fits): 3 keys of at most 16 + 8 + 40 bytes and 3 clock
     # entries (2 charged at CLOCK_ENTRY_BYTES) always fit.
     app_quota_bytes=3 * (16 + 8 + 40 + 2 * 64),
     quota_mode="evict",
-    tombstone_retention=10**7,  # no tombstone is forgotten within a test run
+    tombstone_retention=FOREVER,
+    tombstone_gc_delay=FOREVER,
+    push_interval=FOREVER,
+    anti_entropy_interval=FOREVER,
+    sweep_interval=FOREVER,
 )
 
 
@@ -69,59 +65,75 @@ def event(name: str) -> None:
         hypothesis_event(name)
 
 
-@functools.cache
-def app_key(app_id: int) -> bytes:
-    return data_key(master_secret=SECRET, app_id=app_id)
-
-
-@dataclass
-class Replica:
-    index: int
-    store: KVStore
-    outbox: Outbox
-
-
 @dataclass
 class Cluster:
-    """Three replicas, the messages in flight, and every record any replica created."""
+    """Three running nodes, the batches held back in flight, every record any node created."""
 
+    memory: MemoryCluster
     now: int = T0
-    replicas: list[Replica] = field(default_factory=list)
-    in_flight: list[tuple[int, bytes]] = field(default_factory=list)  # (destination, batch)
+    nodes: list[Node] = field(default_factory=list)
+    in_flight: list[tuple[int, int, list[Record]]] = field(default_factory=list)  # (from, to, …)
     created: dict[tuple[int, str], list[Record]] = field(default_factory=dict)
     values: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (hlc, node) → value
     pulled: int = 0  # records pulled by anti-entropy so far
 
-    def __post_init__(self) -> None:
-        for index, node in enumerate(NODES):
-            outbox = Outbox()
+    async def start(self) -> None:
+        # Replica i is the i-th smallest wallet (the tie-break on equal HLCs is by wallet).
+        members = sorted(self.memory.members, key=lambda member: member[0].wallet)
+        for index, (who, address) in enumerate(members):
             nonces = itertools.count(1)
-
-            def listener(record: Record, outbox: Outbox = outbox) -> None:
-                self.created.setdefault((record.app_id, record.key), []).append(record)
-                outbox.add(record)
 
             def random_bytes(n: int, index: int = index, nonces: Iterator[int] = nonces) -> bytes:
                 return bytes([index]) + next(nonces).to_bytes(n - 1, "big")
 
-            store = KVStore(
-                node=node,
+            node = await self.memory.start(
+                who,
+                address,
+                secret=SECRET,
                 limits=LIMITS,
-                data_key=app_key,
+                clock=functools.partial(self.wall_seconds, index),
                 random_bytes=random_bytes,
-                listener=listener,
             )
-            self.replicas.append(Replica(index, store, outbox))
+            self.nodes.append(node)
+        # Every replicator knows both peers; a first (empty) round opens every channel.
+        await until(
+            lambda: all(
+                n.replicator is not None and n.replicator.peer_count() == 2 for n in self.nodes
+            )
+        )
+        await self.anti_entropy(max_rounds=1)
+        for node in self.nodes:
+            store = self.store(node)
+            queue = store.listener
+            assert queue is not None  # the replicator's: every local change to every outbox
+
+            def listener(record: Record, queue: Callable[[Record], None] = queue) -> None:
+                self.created.setdefault((record.app_id, record.key), []).append(record)
+                queue(record)
+
+            store.listener = listener
+
+    def store(self, node: Node) -> Any:
+        assert node.store is not None
+        return node.store
 
     def wall(self, index: int) -> int:
         return self.now + SKEWS[index]
+
+    def wall_seconds(self, index: int) -> float:
+        return self.wall(index) / 1000
+
+    def link(self, local: int, remote: int) -> Any:
+        return self.nodes[local].replicator.links[self.nodes[remote].wallet]
 
     # -- local operations ---------------------------------------------------------------------
 
     def put(self, index: int, app: int, key: str, value: bytes, ttl: int | None) -> None:
         before = sum(map(len, self.created.values()))
         try:
-            record = self.replicas[index].store.put(app, key, value, self.wall(index), ttl_ms=ttl)
+            record = self.store(self.nodes[index]).put(
+                app, key, value, self.wall(index), ttl_ms=ttl
+            )
         except QuotaExceeded:
             event("put: quota exceeded")
             return
@@ -131,74 +143,57 @@ class Cluster:
 
     def delete(self, index: int, app: int, key: str) -> None:
         try:
-            self.replicas[index].store.delete(app, key, self.wall(index))
+            self.store(self.nodes[index]).delete(app, key, self.wall(index))
         except NotFound:
             event("delete: not found")
 
     def sweep(self, index: int) -> None:
-        self.replicas[index].store.sweep(self.wall(index))
+        self.store(self.nodes[index]).sweep(self.wall(index))
 
-    # -- the network ----------------------------------------------------------------------------
+    # -- the conversation -----------------------------------------------------------------------
 
-    def flush(self, index: int, budget: int) -> None:
-        """Push one batch of a replica's outbox to both peers."""
-        batch = self.replicas[index].outbox.drain(budget)
-        if not batch:
-            return
-        frame = cbor.encode([record_to_wire(r) for r in batch])
-        assert len(batch) == 1 or len(frame) <= budget - ENVELOPE_BYTES
-        for peer in range(len(self.replicas)):
-            if peer != index:
-                self.in_flight.append((peer, frame))
+    async def push(self, local: int, remote: int) -> None:
+        """The replicator's push to one peer (``sync.push`` of its whole outbox)."""
+        if local != remote:
+            assert await self.nodes[local].replicator.push(self.link(local, remote))
 
-    def receive(self, index: int, item: object) -> None:
-        replica = self.replicas[index]
-        record = record_from_wire(
-            item, limits=LIMITS, now_ms=self.wall(index), max_skew_ms=MAX_SKEW_MS
-        )
-        check_decryptable(record, app_key)
-        if not replica.store.merge(record):
-            event("receive: nothing new (duplicate or older)")
+    def hold(self, local: int, remote: int, budget: int) -> None:
+        """Take one batch out of an outbox: a push the network holds back (or loses)."""
+        if local != remote:
+            batch = self.link(local, remote).outbox.drain(budget)
+            if batch:
+                self.in_flight.append((local, remote, batch))
 
-    def deliver(self, pick: int, duplicate: bool) -> None:
+    async def deliver(self, pick: int, duplicate: bool) -> None:
+        """A held-back batch arrives late (``sync.push`` over the sender's channel)."""
         if not self.in_flight:
             return
         pick %= len(self.in_flight)
-        destination, frame = self.in_flight[pick] if duplicate else self.in_flight.pop(pick)
-        for item in cbor.decode(frame):
-            self.receive(destination, item)
+        local, remote, batch = self.in_flight[pick] if duplicate else self.in_flight.pop(pick)
+        replicator = self.nodes[local].replicator
+        client = await replicator._channel(self.link(local, remote))
+        answer = await client.call("sync.push", {"records": [record_to_wire(r) for r in batch]})
+        if answer.get("deferred"):
+            event("deliver: the receiver's quota deferred records")
 
     def drop(self, pick: int) -> None:
         if self.in_flight:
             del self.in_flight[pick % len(self.in_flight)]
 
-    def pull(self, local: int, remote: int) -> int:
-        """One anti-entropy pull of ``local`` from ``remote``: digests, buckets, keys, records."""
-        mine = self.replicas[local].store.records()
-        theirs = self.replicas[remote].store.records()
-        pulled = 0
-        for app in differing_apps(app_digests(mine), app_digests(theirs)):
-            ids = differing_buckets(
-                bucket_digests(mine, app, BUCKETS), bucket_digests(theirs, app, BUCKETS)
-            )
-            wanted = plan_pull(
-                keys_in_buckets(mine, app, ids, BUCKETS), keys_in_buckets(theirs, app, ids, BUCKETS)
-            )
-            for key in wanted:
-                record = self.replicas[remote].store.record(app, key)
-                assert record is not None
-                self.receive(local, cbor.decode(cbor.encode(record_to_wire(record))))
-                pulled += 1
-        self.pulled += pulled
-        return pulled
+    async def pull(self, local: int, remote: int) -> None:
+        """One anti-entropy round of ``local`` with ``remote``, the replicator's own."""
+        if local != remote:
+            link = self.link(local, remote)
+            before = link.pulled
+            assert await self.nodes[local].replicator.anti_entropy(link)
+            self.pulled += link.pulled - before
 
-    def anti_entropy(self, max_rounds: int = 3) -> int:
-        """Pull between every ordered pair until all app digests agree; the rounds it took."""
-        n = len(self.replicas)
+    async def anti_entropy(self, max_rounds: int = 3) -> int:
+        """Rounds between every ordered pair until all app digests agree; the rounds it took."""
         for round_ in range(1, max_rounds + 1):
-            for local, remote in itertools.permutations(range(n), 2):
-                self.pull(local, remote)
-            digests = [app_digests(r.store.records()) for r in self.replicas]
+            for local, remote in itertools.permutations(range(len(self.nodes)), 2):
+                await self.pull(local, remote)
+            digests = [app_digests(self.store(n).records()) for n in self.nodes]
             if all(d == digests[0] for d in digests):
                 return round_
         raise AssertionError(f"digests still differ after {max_rounds} anti-entropy rounds")
@@ -214,7 +209,7 @@ class Cluster:
         return replace(winner, clock=clock)
 
     def check_converged(self) -> None:
-        stores = [r.store for r in self.replicas]
+        stores = [self.store(n) for n in self.nodes]
         reference = set(stores[0].records())
         for store in stores[1:]:
             assert set(store.records()) == reference
@@ -234,9 +229,24 @@ class Cluster:
                 event("a key written on several replicas")
 
 
+def on_a_cluster(body: Callable[[Cluster], Awaitable[None]]) -> None:
+    """Run ``body`` against a started three-node memory cluster, on a MockClock."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                cluster = Cluster(MemoryCluster(nursery, clock=lambda: cluster.now / 1000))
+                follow_trio_clock(monkeypatch, lambda: cluster.now / 1000)
+                await cluster.start()
+                await body(cluster)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 # --- the property ------------------------------------------------------------------------------
 
-replica_ids = st.integers(0, len(NODES) - 1)
+replica_ids = st.integers(0, 2)
 values = st.builds(lambda size, fill: bytes([fill]) * size, st.integers(0, 40), st.integers(0, 255))
 ttls = st.one_of(st.none(), st.none(), st.none(), st.integers(1, 3_000))
 
@@ -244,8 +254,9 @@ puts = st.tuples(
     st.just("put"), replica_ids, st.sampled_from(APPS), st.sampled_from(KEYS), values, ttls
 )
 deletes = st.tuples(st.just("delete"), replica_ids, st.sampled_from(APPS), st.sampled_from(KEYS))
-flushes = st.tuples(
-    st.just("flush"), replica_ids, st.integers(ENVELOPE_BYTES + 1, ENVELOPE_BYTES + 400)
+pushes = st.tuples(st.just("push"), replica_ids, replica_ids)
+holds = st.tuples(
+    st.just("hold"), replica_ids, replica_ids, st.integers(ENVELOPE_BYTES + 1, ENVELOPE_BYTES + 400)
 )
 deliveries = st.tuples(st.just("deliver"), st.integers(0, 1_000), st.booleans())
 operations = st.one_of(
@@ -254,9 +265,9 @@ operations = st.one_of(
     puts,
     puts,
     deletes,
-    flushes,
-    flushes,
-    deliveries,
+    pushes,
+    holds,
+    holds,
     deliveries,
     deliveries,
     st.tuples(st.just("drop"), st.integers(0, 1_000)),
@@ -266,119 +277,132 @@ operations = st.one_of(
 )
 
 
-def run(cluster: Cluster, ops: list[tuple[Any, ...]]) -> None:
+async def run(cluster: Cluster, ops: list[tuple[Any, ...]]) -> None:
     for op in ops:
         name, *args = op
         if name == "tick":
             cluster.now += args[0]
-        elif name == "pull":
-            if args[0] != args[1]:
-                cluster.pull(args[0], args[1])
         else:
-            getattr(cluster, name)(*args)
+            done = getattr(cluster, name)(*args)
+            if done is not None:
+                await done
 
 
-# Each example is a few milliseconds: four times the profile's examples, still about 2 s (dev).
-@settings(max_examples=4 * settings().max_examples)
-@given(st.lists(operations, min_size=25, max_size=120))
-def test_three_replicas_converge(ops: list[tuple[Any, ...]]) -> None:
-    cluster = Cluster()
-    run(cluster, ops)
-    event(f"messages left undelivered: {min(len(cluster.in_flight), 5)}+")
-    event(f"records stored: {min(len(cluster.created), 5)}+")
-
+async def converge_and_check(cluster: Cluster) -> None:
     pulled_before = cluster.pulled
-    cluster.anti_entropy()
+    await cluster.anti_entropy()
     event(f"final anti-entropy pulled records: {cluster.pulled > pulled_before}")
     cluster.check_converged()
 
     # every replica purges expiries at the same instant: still identical, and reads agree
     end = cluster.now + max(SKEWS)
-    for replica in cluster.replicas:
-        replica.store.sweep(end)
+    for node in cluster.nodes:
+        cluster.store(node).sweep(end)
     cluster.check_converged()
     for (app, key), _ in cluster.created.items():
         want = cluster.expected((app, key))
-        for replica in cluster.replicas:
+        for node in cluster.nodes:
             if want.live(end):
-                record, value = replica.store.get(app, key, end)
+                record, value = cluster.store(node).get(app, key, end)
                 assert value == cluster.values[(want.hlc, want.node)]
                 assert record.version == want.version
             else:
                 with pytest.raises(NotFound):
-                    replica.store.get(app, key, end)
+                    cluster.store(node).get(app, key, end)
+
+
+# An example starts three servers and runs a few dozen sync calls over memory streams: tens
+# of milliseconds, so the profile's number of examples (not more).
+@settings(max_examples=settings().max_examples)
+@given(st.lists(operations, min_size=25, max_size=120))
+def test_three_replicas_converge(ops: list[tuple[Any, ...]]) -> None:
+    async def body(cluster: Cluster) -> None:
+        await run(cluster, ops)
+        event(f"batches left undelivered: {min(len(cluster.in_flight), 5)}+")
+        event(f"records stored: {min(len(cluster.created), 5)}+")
+        await converge_and_check(cluster)
+
+    on_a_cluster(body)
 
 
 # --- hand cases ----------------------------------------------------------------------------------
 
 
 def test_late_write_does_not_resurrect_a_delete() -> None:
-    cluster = Cluster()
-    cluster.put(0, 1, "k", b"old", None)
-    cluster.flush(0, 1 << 20)  # the write is on its way to B and C…
-    write_to_b, write_to_c = cluster.in_flight
-    cluster.in_flight.clear()
-    cluster.in_flight.append(write_to_b)
-    cluster.deliver(0, duplicate=False)  # …B has it, C does not yet
-    cluster.now += 10
-    cluster.delete(1, 1, "k")  # B deletes it
-    cluster.flush(1, 1 << 20)
-    cluster.deliver(0, duplicate=True)  # the delete reaches A (and is delivered again later)
-    cluster.deliver(0, duplicate=False)
-    cluster.deliver(0, duplicate=False)  # and C
-    assert not cluster.in_flight
-    cluster.in_flight.append(write_to_c)  # the old write reaches C late
-    cluster.deliver(0, duplicate=False)
-    for replica in cluster.replicas:
-        record = replica.store.record(1, "k")
-        assert record is not None and record.tombstone
-        with pytest.raises(NotFound):
-            replica.store.get(1, "k", cluster.wall(replica.index))
-    cluster.anti_entropy()
-    cluster.check_converged()
+    async def body(cluster: Cluster) -> None:
+        cluster.put(0, 1, "k", b"old", None)
+        cluster.hold(0, 1, 1 << 20)  # the write is on its way to B and C…
+        cluster.hold(0, 2, 1 << 20)
+        write_to_c = cluster.in_flight.pop()
+        await cluster.deliver(0, duplicate=False)  # …B has it, C does not yet
+        cluster.now += 10
+        cluster.delete(1, 1, "k")  # B deletes it
+        cluster.hold(1, 0, 1 << 20)
+        await cluster.deliver(0, duplicate=True)  # the delete reaches A (and again later)
+        await cluster.deliver(0, duplicate=False)
+        await cluster.push(1, 2)  # and C
+        assert not cluster.in_flight
+        cluster.in_flight.append(write_to_c)  # the old write reaches C late
+        await cluster.deliver(0, duplicate=False)
+        for index, node in enumerate(cluster.nodes):
+            record = cluster.store(node).record(1, "k")
+            assert record is not None and record.tombstone
+            with pytest.raises(NotFound):
+                cluster.store(node).get(1, "k", cluster.wall(index))
+        await cluster.anti_entropy()
+        cluster.check_converged()
+
+    on_a_cluster(body)
 
 
 def test_concurrent_writes_resolve_last_writer_wins() -> None:
-    cluster = Cluster()
-    # B's clock runs 170 ms ahead, so its concurrent write is the later one even though A
-    # wrote after it in real time.
-    cluster.put(1, 1, "k", b"from B", None)
-    cluster.now += 100
-    cluster.put(0, 1, "k", b"from A", None)
-    assert cluster.anti_entropy() == 1
-    cluster.check_converged()
-    for replica in cluster.replicas:
-        record, value = replica.store.get(1, "k", cluster.wall(replica.index))
-        assert value == b"from B"
-        assert dict(record.clock) == {NODES[0]: 1, NODES[1]: 1}  # both writes' clocks joined
+    async def body(cluster: Cluster) -> None:
+        # B's clock runs 170 ms ahead, so its concurrent write is the later one even though A
+        # wrote after it in real time.
+        cluster.put(1, 1, "k", b"from B", None)
+        cluster.now += 100
+        cluster.put(0, 1, "k", b"from A", None)
+        assert await cluster.anti_entropy() == 1
+        cluster.check_converged()
+        for index, node in enumerate(cluster.nodes):
+            record, value = cluster.store(node).get(1, "k", cluster.wall(index))
+            assert value == b"from B"
+            wallets = {cluster.nodes[0].wallet: 1, cluster.nodes[1].wallet: 1}
+            assert dict(record.clock) == wallets  # both writes' clocks joined
+
+    on_a_cluster(body)
 
 
 def test_same_millisecond_tie_breaks_on_the_node() -> None:
-    cluster = Cluster()
-    cluster.put(1, 1, "k", b"from B", None)
-    cluster.now += 300  # C's wall runs 300 ms behind B's: it now reads what B's read then
-    cluster.put(2, 1, "k", b"from C", None)  # the same HLC as B's write: the greater wallet wins
-    records = [cluster.replicas[i].store.record(1, "k") for i in (1, 2)]
-    assert records[0] is not None and records[1] is not None
-    assert records[0].hlc == records[1].hlc
-    cluster.anti_entropy()
-    cluster.check_converged()
-    _, value = cluster.replicas[0].store.get(1, "k", cluster.wall(0))
-    assert value == b"from C"
+    async def body(cluster: Cluster) -> None:
+        cluster.put(1, 1, "k", b"from B", None)
+        cluster.now += 300  # C's wall runs 300 ms behind B's: it now reads what B's read then
+        cluster.put(2, 1, "k", b"from C", None)  # the same HLC as B's: the greater wallet wins
+        records = [cluster.store(cluster.nodes[i]).record(1, "k") for i in (1, 2)]
+        assert records[0] is not None and records[1] is not None
+        assert records[0].hlc == records[1].hlc
+        await cluster.anti_entropy()
+        cluster.check_converged()
+        _, value = cluster.store(cluster.nodes[0]).get(1, "k", cluster.wall(0))
+        assert value == b"from C"
+
+    on_a_cluster(body)
 
 
 def test_partitioned_replica_catches_up_by_anti_entropy_alone() -> None:
-    cluster = Cluster()
-    for i, key in enumerate(KEYS):
-        cluster.put(i % 2, 1 + i % 2, key, bytes([i]) * 10, None)
-        cluster.now += 5
-    cluster.delete(0, 1, "a")
-    # every push is lost
-    for index in range(3):
-        while cluster.replicas[index].outbox.pending():
-            cluster.flush(index, 1 << 20)
-    cluster.in_flight.clear()
-    assert cluster.replicas[2].store.records() == []
-    cluster.anti_entropy()
-    cluster.check_converged()
-    assert len(cluster.replicas[2].store.records()) == len(KEYS)
+    async def body(cluster: Cluster) -> None:
+        for i, key in enumerate(KEYS):
+            cluster.put(i % 2, 1 + i % 2, key, bytes([i]) * 10, None)
+            cluster.now += 5
+        cluster.delete(0, 1, "a")
+        # every push is lost
+        for local, remote in itertools.permutations(range(3), 2):
+            while cluster.link(local, remote).outbox.pending():
+                cluster.hold(local, remote, 1 << 20)
+        cluster.in_flight.clear()
+        assert cluster.store(cluster.nodes[2]).records() == []
+        await cluster.anti_entropy()
+        cluster.check_converged()
+        assert len(cluster.store(cluster.nodes[2]).records()) == len(KEYS)
+
+    on_a_cluster(body)

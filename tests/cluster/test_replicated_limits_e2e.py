@@ -16,10 +16,7 @@ from novakms.errors import Unavailable
 from novakms.server import handlers
 from novakms.server.node import Node
 from novakms.store.records import HLC_LOGICAL_BITS, Record
-from tests.cluster.test_bootstrap_e2e import LIMITS, signer, until, world
-from tests.cluster.test_replication_e2e import wait_everywhere
-
-__all__ = ["world"]
+from tests.harness.world import LIMITS, signer, until, wait_everywhere
 
 APP = signer("app")
 

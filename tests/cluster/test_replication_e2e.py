@@ -8,43 +8,9 @@ import pytest
 import trio
 
 from novakms.client.aio import Client
-from novakms.errors import Forbidden, NotFound, Unavailable
-from tests.cluster.test_bootstrap_e2e import signer, until, world
-
-__all__ = ["world"]
-
-APP = signer("app")
-
-
-async def started(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
-    cluster, members = world
-    nodes = [await cluster.start(s, port) for s, port in members]
-    await until(lambda: all(n.master_secret is not None and not n.syncing for n in nodes))
-    return cluster, members, nodes
-
-
-SYNCING = "syncing"
-
-
-async def value_on(port: int, key: str) -> bytes | str | None:
-    """The value (None: not found; ``SYNCING`` while the node is still catching up)."""
-    async with await Client.connect(f"127.0.0.1:{port}", signer=APP) as kms:
-        try:
-            return (await kms.kv_get(key)).value
-        except NotFound:
-            return None
-        except Unavailable as exc:
-            if exc.reason != "syncing":
-                raise
-            return SYNCING
-
-
-async def wait_everywhere(members: list[tuple[Any, int]], key: str, expected: bytes | None) -> None:
-    """Poll every node until it reads ``expected`` for ``key`` (None: not found)."""
-    with trio.fail_after(20):
-        for _, port in members:
-            while await value_on(port, key) != expected:
-                await trio.sleep(0.05)
+from novakms.errors import Forbidden
+from tests.harness.cluster import stored
+from tests.harness.world import APP, LIMITS, signer, started, until, value_on, wait_everywhere
 
 
 async def test_a_write_on_one_node_is_readable_on_every_other(world: Any) -> None:
@@ -70,12 +36,12 @@ async def test_concurrent_conflicting_writes_converge(world: Any) -> None:
         await b.kv_put("shared", b"from-b")
     await until(
         lambda: (
-            len({n.store.record(1, "shared") for n in nodes}) == 1
-            and nodes[0].store.record(1, "shared") is not None
+            len({stored(n, 1, "shared") for n in nodes}) == 1
+            and stored(nodes[0], 1, "shared") is not None
         )
     )
-    winner = nodes[0].store.record(1, "shared")
-    assert all(n.store.record(1, "shared") == winner for n in nodes)
+    winner = stored(nodes[0], 1, "shared")
+    assert all(stored(n, 1, "shared") == winner for n in nodes)
     assert (await value_on(members[2][1], "shared")) in (b"from-a", b"from-b")
 
 
@@ -153,7 +119,6 @@ async def test_sync_keys_answers_stay_within_a_frame(world: Any) -> None:
     import dataclasses
 
     from novakms.cluster.proof import cluster_proof
-    from tests.cluster.test_bootstrap_e2e import LIMITS
 
     cluster, members = world
     (a, pa), (b, _), _ = members

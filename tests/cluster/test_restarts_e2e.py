@@ -2,13 +2,14 @@
 
 Real nodes on a real anvil, real sockets; cuts are made with real CONNECT proxies (see
 ``test_partition_e2e``). Every assertion is on state or events, never on elapsed time.
+The long-outage and shutdown-drain cases run on a memory cluster under a MockClock:
+test_restarts.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -17,13 +18,9 @@ import pytest
 import trio
 
 from novakms.client.aio import Client
-from tests.cluster import test_partition_e2e as partition
-from tests.cluster.test_bootstrap_e2e import LIMITS, until, world
-from tests.cluster.test_partition_e2e import RECORDS, write_bulk
-from tests.cluster.test_replication_e2e import APP, value_on
+from tests.harness.world import APP, LIMITS, RECORDS, until, value_on, write_bulk
+from tests.harness.world import SMALL as BULK_LIMITS
 from tests.net.connectproxy import ConnectProxy, connect_proxy
-
-__all__ = ["world"]
 
 APP_ID = 1  # APP is the first (and only) app the world registers
 
@@ -102,7 +99,7 @@ async def test_a_restarted_node_merges_what_every_peer_holds_before_it_serves(
             await trio.sleep(0.1)
 
 
-SMALL = dataclasses.replace(partition.SMALL, catch_up_timeout=2.0)
+SMALL = dataclasses.replace(BULK_LIMITS, catch_up_timeout=2.0)
 
 
 async def test_overlapping_restarts_end_in_a_reported_degraded_state(
@@ -165,76 +162,6 @@ async def test_overlapping_restarts_end_in_a_reported_degraded_state(
     # A is still registered and unreachable: several anti-entropy rounds later, still degraded.
     await trio.sleep(3 * SMALL.anti_entropy_interval)
     assert b2.degraded == "no_caught_up_peer" and c2.degraded == "no_caught_up_peer"
-
-
-OUTAGE = 45.0
-
-
-async def test_a_peer_back_from_a_45_s_outage_gets_its_backlog_within_a_push_round(
-    world: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="novakms.replication")
-    cluster, members = world
-    nodes = [await cluster.start(s, port) for s, port in members]
-    await until(lambda: all(serving(n) and n.replicator.peer_count() == 2 for n in nodes))
-    (a, pa), _, (c, pc) = members
-    cluster.stop(nodes[2])
-    # 45 s of writes on A while C is down: A's link to C fails again and again meanwhile.
-    writes = 15
-    for i in range(writes):
-        await put(pa, f"while-down/{i:02d}", b"v", acks=1)
-        await trio.sleep(OUTAGE / writes)
-    link = nodes[0].replicator.links[c.wallet]
-    assert link.outbox.pending() == writes and link.failures >= 5
-    restarted = await cluster.start(c, pc)
-
-    def pushed() -> list[logging.LogRecord]:
-        return [
-            r
-            for r in caplog.records
-            if r.msg.startswith("backlog_pushed")
-            and f"node={a.wallet}" in r.msg
-            and f"peer={c.wallet}" in r.msg
-        ]
-
-    await until(lambda: bool(pushed()) and serving(restarted), seconds=30)
-    (event,) = pushed()
-    fields = dict(re.findall(r"(\w+)=(\S+)", event.msg))
-    assert int(fields["records"]) == writes
-    # Pushed in the first push round after C came back (or the one after, if its hello arrived
-    # while a round was under way), not after a backoff.
-    assert int(fields["rounds"]) <= 2
-    assert link.outbox.pending() == 0 and link.failures == 0
-    # acks=2 works again at once.
-    answer = await put(pa, "after", b"x", acks=2)
-    assert answer["acked"] == 2
-
-
-QUIET = dataclasses.replace(LIMITS, anti_entropy_interval=120.0)
-
-
-async def test_a_graceful_shutdown_pushes_the_outbox_before_exiting(world: Any) -> None:
-    cluster, members = world
-    (a, pa), (b, pb), (c, pc) = members
-    # A batches its pushes for a minute and nobody runs anti-entropy meanwhile, so the
-    # writes below are only in A's outbox when it is told to stop.
-    first = await cluster.start(a, pa, limits=dataclasses.replace(QUIET, push_interval=60.0))
-    others = [await cluster.start(s, port, limits=QUIET) for s, port in members[1:]]
-    nodes = [first, *others]
-    await until(lambda: all(serving(n) and n.replicator.peer_count() == 2 for n in nodes))
-    await trio.sleep(1.0)  # the joiners' first anti-entropy pass (after catching up) is over
-    for i in range(50):
-        await put(pa, f"queued/{i:02d}", b"q")
-    assert all(n.store.record(APP_ID, "queued/00") is None for n in others)
-    a_status = await status(pa)
-    assert a_status["safe_to_stop"] is False
-    assert a_status["safe_to_stop_reason"] == "unconfirmed"
-    assert a_status["unconfirmed"] == 50
-
-    await cluster.shut_down(first)
-    for node in others:
-        held = [node.store.record(APP_ID, f"queued/{i:02d}") for i in range(50)]
-        assert all(r is not None and r.sealed is not None for r in held)
 
 
 async def test_a_node_without_peers_is_safe_to_stop_only_while_empty(

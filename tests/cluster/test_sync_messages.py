@@ -308,7 +308,7 @@ def test_sync_hello_and_digests_match_the_vectors() -> None:
     from novakms.wire.channel import SecureChannel
     from novakms.wire.framing import encode_frame
     from novakms.wire.messages import ok_response, parse_request, request_message
-    from tests.conftest import load_vectors
+    from tests.harness.registry import load_vectors
 
     peer = load_vectors("handshake.json")["peer"]
 

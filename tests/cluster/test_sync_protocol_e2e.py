@@ -12,10 +12,7 @@ from novakms.cluster.proof import cluster_proof
 from novakms.errors import BadRequest
 from novakms.server import handlers
 from novakms.server.node import Node
-from tests.cluster.test_bootstrap_e2e import signer, until, world
-from tests.cluster.test_replication_e2e import wait_everywhere
-
-__all__ = ["world"]
+from tests.harness.world import signer, until, wait_everywhere
 
 APP = signer("app")
 LYING_OPS = [op for op in handlers.OPS if op.startswith("sync.") and op != "sync.hello"]

@@ -21,15 +21,15 @@ import pytest
 import trio
 
 from novakms.chain import abi
-from novakms.cli.main import wait_safe_to_stop
-from novakms.client.aio import Client, KVItem
+from novakms.cli.admin import wait_safe_to_stop
+from novakms.client.aio import Client
+from novakms.client.results import KVItem
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import enroll_version
 from novakms.errors import NotFound, NovaKMSError, Unavailable
 from novakms.server.node import Node
-from tests.cluster.test_bootstrap_e2e import LIMITS, Cluster, open_world, signer, until
-from tests.cluster.test_replication_e2e import APP
+from tests.harness.world import APP, LIMITS, Cluster, open_world, signer, until
 
 APP2 = signer("app2")
 APPS = {1: APP, 2: APP2}  # app id -> its instance's wallet (the world below registers both)

@@ -135,8 +135,8 @@ def test_every_threshold_subset_recombines() -> None:
     shares = make_shares(SECRET, guardian_set(5, 3))
     for subset in itertools.combinations(shares, 3):
         assert is_secret(shamir.combine([s.share for s in subset]))
-    for subset in itertools.combinations(shares, 2):
-        assert not is_secret(shamir.combine([s.share for s in subset]))
+    for pair in itertools.combinations(shares, 2):
+        assert not is_secret(shamir.combine([s.share for s in pair]))
 
 
 def test_another_set_version_is_another_split() -> None:

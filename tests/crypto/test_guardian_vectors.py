@@ -11,7 +11,7 @@ from novakms.crypto import guardian_shares as gs
 from novakms.crypto import shamir
 from novakms.crypto.eth import wallet_from_private_key
 from novakms.crypto.kdf import secret_fingerprint
-from tests.conftest import load_vectors
+from tests.harness.registry import load_vectors
 
 V: dict[str, Any] = load_vectors("guardians.json")
 MASTER = bytes.fromhex(V["master_secret"])

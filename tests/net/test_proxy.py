@@ -23,7 +23,7 @@ from novakms.net.dial import open_stream
 from novakms.net.proxy import open_via_proxy
 from novakms.net.sockets import connection_source
 from novakms.wire.http_connect import connect_request, split_reply
-from tests.conftest import Wallets
+from tests.harness.registry import Wallets
 from tests.net.connectproxy import connect_proxy
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]

@@ -106,7 +106,7 @@ async def test_vsock_end_to_end_through_the_server(nursery: trio.Nursery, wallet
     from novakms.config import Mode, ServerConfig
     from novakms.server.node import Node
     from novakms.server.server import Server
-    from tests.conftest import MASTER_SECRET, registry_json
+    from tests.harness.registry import MASTER_SECRET, registry_json
 
     config = ServerConfig(listen=("vsock://1:0",))  # VMADDR_CID_LOCAL, any port
     node = Node(

@@ -952,12 +952,16 @@ def test_listener_sees_every_local_change_and_nothing_else() -> None:
 
 def test_replica_fed_by_the_listener_converges() -> None:
     replica, _ = make(NODE_B)
+
+    def replicate(record: Record) -> None:
+        replica.merge(record)
+
     store = KVStore(
         node=NODE_A,
         limits=Limits(quota_mode="evict", app_quota_bytes=2_000, record_overhead_bytes=100),
         data_key=app_key,
         random_bytes=counter_rng(),
-        listener=replica.merge,
+        listener=replicate,
     )
     now = T0
     for i in range(30):

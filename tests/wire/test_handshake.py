@@ -44,7 +44,7 @@ from novakms.wire.messages import (
     parse_response,
 )
 from novakms.wire.proxy_header import ProxyHeader, encode_v2, parse_v2
-from tests.conftest import load_vectors
+from tests.harness.registry import load_vectors
 
 V: dict[str, Any] = load_vectors("handshake.json")
 
@@ -463,7 +463,7 @@ def test_transcript_hash_binds_every_input() -> None:
         nonce=h("server_nonce"),
         server_wallet=V["server_wallet"],
     )
-    reference = transcript_hash(**base)  # type: ignore[arg-type]
+    reference = transcript_hash(**base)
     assert reference == h("transcript_hash")
     variants = [
         {**base, "hello_body": h("client_hello_body") + b"\x00"},
@@ -471,7 +471,7 @@ def test_transcript_hash_binds_every_input() -> None:
         {**base, "nonce": bytes(32)},
         {**base, "server_wallet": "0x" + "00" * 20},
     ]
-    assert len({transcript_hash(**v) for v in variants} | {reference}) == 5  # type: ignore[arg-type]
+    assert len({transcript_hash(**v) for v in variants} | {reference}) == 5
 
 
 def test_channel_round_trip_and_counters() -> None:

@@ -11,7 +11,7 @@ import pytest
 from novakms.errors import ProtocolError
 from novakms.wire import cbor
 from novakms.wire.framing import FrameDecoder
-from tests.conftest import VECTORS, load_vectors
+from tests.harness.registry import VECTORS, load_vectors
 
 FRAMING: dict[str, Any] = load_vectors("framing.json")
 

@@ -1,0 +1,165 @@
+"""``novakms client``: call a KMS node as an app, over the blocking client.
+
+Holds the subcommand's arguments (``health``, ``status``, ``nodes``, ``derive``, ``kv …``,
+``cert …``), the choice of signer (a key file, or the enclave's Odyn API with ``--odyn``) and
+the JSON each operation prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from novakms.cli.common import CliError, check_node_address, in_enclave, print_json
+from novakms.client.blocking import BlockingClient
+from novakms.crypto.signer import LocalSigner, SyncSigner
+
+__all__ = ["add_parser"]
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``novakms client`` and its operations.
+
+    Args:
+        commands: the top-level subparsers of ``novakms``.
+    """
+    client = commands.add_parser("client", help="call a KMS node")
+    client.add_argument("--node", required=True, help="HOST:PORT, unix:///path or vsock://CID:PORT")
+    client.add_argument("--key", help="the app's wallet key file (0x + 64 hex)")
+    client.add_argument(
+        "--odyn", nargs="?", const="http://127.0.0.1:18000", help="sign with the enclave's Odyn API"
+    )
+    client.add_argument("--expect-wallet", help="refuse a server that does not prove this wallet")
+    client.add_argument("--timeout", type=float, default=10.0)
+    ops = client.add_subparsers(dest="op", required=True)
+    ops.add_parser("health")
+    ops.add_parser("status")
+    ops.add_parser("nodes")
+    derive = ops.add_parser("derive")
+    derive.add_argument("--path", required=True)
+    derive.add_argument("--context")
+    derive.add_argument("--length", type=int)
+    kv = ops.add_parser("kv", help="the app's key-value store").add_subparsers(
+        dest="kv_op", required=True
+    )
+    kv_get = kv.add_parser("get")
+    kv_get.add_argument("kv_key", metavar="KEY")
+    kv_put = kv.add_parser("put")
+    kv_put.add_argument("kv_key", metavar="KEY")
+    source = kv_put.add_mutually_exclusive_group(required=True)
+    source.add_argument("--value", help="the value as UTF-8 text")
+    source.add_argument("--value-file", help="read the value's bytes from a file")
+    kv_put.add_argument("--ttl-ms", type=int)
+    kv_put.add_argument(
+        "--acks", type=int, help="answer only once this many peers have stored the write"
+    )
+    kv_put.add_argument(
+        "--if-version", help="a version from an earlier read, or 'absent' for new keys only"
+    )
+    kv_delete = kv.add_parser("delete")
+    kv_delete.add_argument("kv_key", metavar="KEY")
+    kv_delete.add_argument("--if-version")
+    kv_list = kv.add_parser("list")
+    kv_list.add_argument("--prefix")
+    kv_list.add_argument("--limit", type=int)
+    kv_list.add_argument("--cursor")
+    cert = ops.add_parser("cert", help="per-app certificates").add_subparsers(
+        dest="cert_op", required=True
+    )
+    cert.add_parser("ca").add_argument("--app-id", type=int, required=True)
+    cert_sign = cert.add_parser("sign")
+    cert_sign.add_argument("--csr", required=True, help="CSR file, PEM or DER")
+    cert_sign.add_argument("--days", type=int)
+    client.set_defaults(func=_cmd_client)
+
+
+def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
+    if args.key and args.odyn:
+        raise CliError("use either --key or --odyn, not both")
+    if args.key:
+        if in_enclave(default=False):
+            raise CliError("local key files are refused in an enclave; use --odyn")
+        try:
+            return LocalSigner.from_file(args.key)
+        except (OSError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+    if args.odyn:
+        from novakms.net.odyn import OdynSigner
+
+        return OdynSigner.connect_sync(args.odyn)
+    return None
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    check_node_address(args.node)
+    signer = _client_signer(args)
+    with BlockingClient.connect(
+        args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
+    ) as client:
+        if args.op == "health":
+            print_json(client.health())
+        elif args.op == "status":
+            print_json(client.status())
+        elif args.op == "nodes":
+            print_json(client.call("nodes"))
+        elif args.op == "derive":
+            result = client.derive(args.path, context=args.context, length=args.length)
+            print_json(
+                {
+                    "app_id": result.app_id,
+                    "path": result.path,
+                    "key": result.key,
+                    "length": result.length,
+                }
+            )
+        elif args.op == "kv":
+            print_json(_kv(client, args))
+        elif args.op == "cert":
+            _cert(client, args)
+    return 0
+
+
+def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
+    if args.kv_op == "get":
+        item = client.kv_get(args.kv_key)
+        return {
+            "key": item.key,
+            "value": item.value,
+            "version": item.version,
+            "updated_at_ms": item.updated_at_ms,
+        }
+    if args.kv_op == "put":
+        if args.value is not None:
+            value = args.value.encode("utf-8")
+        else:
+            try:
+                value = Path(args.value_file).read_bytes()
+            except OSError as exc:
+                raise CliError(f"cannot read {args.value_file}: {exc.strerror or exc}") from None
+        result = client.kv_put(
+            args.kv_key, value, ttl_ms=args.ttl_ms, if_version=args.if_version, acks=args.acks
+        )
+        return {
+            "key": result["key"],
+            "version": result["version"],
+            "updated_at_ms": result["updated_at_ms"],
+            "acked": result["acked"],
+        }
+    if args.kv_op == "delete":
+        return client.kv_delete(args.kv_key, if_version=args.if_version)
+    return client.kv_list(prefix=args.prefix, limit=args.limit, cursor=args.cursor)
+
+
+def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
+    if args.cert_op == "ca":
+        sys.stdout.write(client.cert_ca(args.app_id))
+        sys.stdout.flush()
+        return
+    try:
+        csr = Path(args.csr).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.csr}: {exc.strerror or exc}") from None
+    result = client.cert_sign(csr, days=args.days)
+    print_json({"certificate": result["certificate"], "ca": result["ca"]})
