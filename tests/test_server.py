@@ -560,7 +560,7 @@ _COLUMNS = {
 async def test_every_op_is_refused_to_the_callers_its_auth_column_excludes(
     start_server: Any, wallets: Wallets
 ) -> None:
-    from novakms.server.ops import OPS
+    from novakms.server.ops.dispatch import OPS
 
     assert {name: op.auth for name, op in OPS.items()} == _COLUMNS
     # app2's instance stands in for a KMS node: its app is the KMS app and it is an operator.

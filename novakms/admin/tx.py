@@ -25,64 +25,21 @@ import trio
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 
-from novakms.chain.rpc import (
+from novakms.chain.rpc import JsonRpcClient, normalize_address, parse_data, parse_quantity
+from novakms.errors import (
     ChainError,
     ChainUnavailable,
-    JsonRpcClient,
     RpcError,
-    normalize_address,
-    parse_data,
-    parse_quantity,
+    TransactionFailed,
+    TransactionTimeout,
 )
 
-__all__ = [
-    "TransactionFailed",
-    "TransactionTimeout",
-    "TxSender",
-    "decode_revert_reason",
-]
+__all__ = ["TxSender", "decode_revert_reason"]
 
 _ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 _GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # +20 %
 _FEE_HISTORY_BLOCKS = 5
-
-
-class TransactionFailed(ChainError):
-    """A transaction reverted (when mined, or already when its gas was estimated).
-
-    Attributes:
-        tx_hash: the transaction hash, or None when it was not sent (estimation reverted).
-        receipt: the receipt of the mined transaction, or None.
-        revert_data: the revert bytes when obtainable, else None.
-        reason: the decoded ``Error(string)`` / ``Panic(uint256)`` reason, if any.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        tx_hash: str | None = None,
-        receipt: dict[str, Any] | None = None,
-        revert_data: bytes | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.tx_hash = tx_hash
-        self.receipt = receipt
-        self.revert_data = revert_data
-        self.reason = decode_revert_reason(revert_data) if revert_data is not None else None
-
-
-class TransactionTimeout(ChainUnavailable):
-    """A sent transaction was not mined (no receipt) within the timeout.
-
-    Attributes:
-        tx_hash: the transaction hash.
-    """
-
-    def __init__(self, message: str, *, tx_hash: str) -> None:
-        super().__init__(message)
-        self.tx_hash = tx_hash
 
 
 def decode_revert_reason(data: bytes) -> str | None:
@@ -217,6 +174,7 @@ class TxSender:
             raise TransactionFailed(
                 f"the transaction would revert: {_describe(reason)}",
                 revert_data=exc.revert_data,
+                reason=reason,
             ) from None
         gas = parse_quantity(result, what="eth_estimateGas")
         return gas * _GAS_MARGIN_NUM // _GAS_MARGIN_DEN
@@ -347,6 +305,7 @@ class TxSender:
             tx_hash=tx_hash,
             receipt=receipt,
             revert_data=revert_data,
+            reason=reason,
         )
 
     async def deploy(self, bytecode: bytes, constructor_args: bytes = b"") -> str:

@@ -27,8 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set, no_guardians
+from novakms.auth.guardians import GuardianSet, guardian_set, no_guardians
 from novakms.auth.model import App, AppStatus, AppVersion, Instance, InstanceStatus, VersionStatus
+from novakms.errors import GuardianSetError
 
 __all__ = ["AuthCache", "CachedInstance", "ChainEvent", "guardians_from_event"]
 

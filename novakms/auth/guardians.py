@@ -18,13 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from novakms.crypto.eth import normalize_wallet
+from novakms.crypto.eth import is_canonical_wallet, normalize_wallet
+from novakms.errors import GuardianSetError
 
 __all__ = [
     "ENC_KEY_SIZE",
     "MAX_GUARDIANS",
     "GuardianSet",
-    "GuardianSetError",
     "guardian_set",
     "no_guardians",
     "parse_enc_key",
@@ -38,12 +38,7 @@ ENC_KEY_SIZE = 32
 
 _UINT256_MAX = 2**256 - 1
 _ZERO_WALLET = "0x" + "00" * 20
-_WALLET_RE = re.compile(r"0x[0-9a-f]{40}")
 _ENC_KEY_RE = re.compile(r"0[xX][0-9a-fA-F]{64}")
-
-
-class GuardianSetError(ValueError):
-    """A guardian set that breaks the rules (KMSRegistry would refuse it); a ``ValueError``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +87,7 @@ class GuardianSet:
         seen: set[str] = set()
         keys: set[bytes] = set()
         for i, (wallet, key) in enumerate(zip(self.wallets, self.enc_keys, strict=True)):
-            if not isinstance(wallet, str) or _WALLET_RE.fullmatch(wallet) is None:
+            if not is_canonical_wallet(wallet):
                 raise GuardianSetError(f"wallet {i}: {wallet!r} is not a lowercase 0x address")
             if wallet == _ZERO_WALLET:
                 raise GuardianSetError(f"wallet {i} is the zero address")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 __all__ = [
     "ZERO_ADDRESS",
@@ -27,6 +28,7 @@ __all__ = [
     "InstanceStatus",
     "Role",
     "VersionStatus",
+    "peer_address",
     "peer_entry",
 ]
 
@@ -152,3 +154,27 @@ def peer_entry(
         "zk_verified": None if instance is None else instance.zk_verified,
         "version_id": None if instance is None else instance.version_id,
     }
+
+
+def peer_address(instance_url: str) -> str:
+    """The KMS protocol address of a peer from its registered instance URL (a peer entry's
+    ``instance_url``): the one parser every dialer of peers uses.
+
+    ``http(s)://HOST:PORT[/…]`` → ``HOST:PORT``; ``vsock://CID:PORT`` is kept.
+
+    Args:
+        instance_url: the URL as registered.
+
+    Returns:
+        An address :func:`novakms.net.addresses.parse_address` accepts.
+
+    Raises:
+        ValueError: no usable host and port.
+    """
+    if instance_url.startswith("vsock://"):
+        return instance_url
+    parts = urlsplit(instance_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
+        raise ValueError(f"instance URL {instance_url!r} has no host:port")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"

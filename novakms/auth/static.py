@@ -2,53 +2,8 @@
 
 It holds the same records a chain-backed source reads from NovaAppRegistry / KMSRegistry, and
 decides with the same pure policy (:mod:`novakms.auth.policy`). It serves tests and development
-without a chain; its mutators let tests revoke or stop things on a running server.
-
-JSON format (``StaticRegistry.from_json`` / ``load`` read it, ``to_json`` writes it)::
-
-    {
-      "kms_app_id": 1,                      # int >= 1 or null (optional, default null)
-      "operators": ["0x…"],                 # KMSRegistry operator wallets (optional, default [])
-      "apps": [                             # optional, default []
-        {
-          "app_id": 1,                      # int >= 1, unique
-          "status": "ACTIVE",               # ACTIVE | INACTIVE | REVOKED
-          "owner": "0x…",                   # optional, default the zero address
-          "versions": [                     # optional, default []
-            {"version_id": 1,               # int >= 1, unique within the app
-             "status": "ENROLLED"}          # ENROLLED | DEPRECATED | REVOKED
-          ]
-        }
-      ],
-      "instances": [                        # optional, default []
-        {
-          "instance_id": 1,                 # int >= 1, unique
-          "app_id": 1,                      # must name an app above
-          "version_id": 1,                  # must name a version of that app
-          "wallet": "0x…",                  # the instance's TEE wallet, unique
-          "zk_verified": true,              # bool
-          "status": "ACTIVE",               # ACTIVE | STOPPED | FAILED
-          "instance_url": "http://…"        # optional, "" or http:// / https://, default ""
-        }
-      ],
-      "guardians": {                        # optional (absent: no guardian set, version 0)
-        "wallets": ["0x…"],                 # 1..16 distinct non-zero addresses
-        "enc_keys": ["0x…"],                # X25519 HPKE public keys, 0x + 64 hex, non-zero,
-                                            # one per wallet, same order
-        "threshold": 2                      # int, 1..len(wallets)
-      }
-    }
-
-Parsing is strict: unknown or missing keys, wrong JSON types (``true`` is not an int, ``1.0``
-is not an int), status names outside the enums, duplicate ids or wallets, instances pointing at
-missing apps / versions and malformed addresses are all rejected with a ``ValueError`` naming
-the offending location. A guardian set follows KMSRegistry's ``setGuardians`` rules
-(:mod:`novakms.auth.guardians`); when present it is version 1 (the file has no history), and
-``set_guardians`` / ``clear_guardians`` bump the version like the contract does. Addresses
-are ``0x`` + 40 hex digits in any case (checked with ``novakms.crypto.eth.normalize_wallet``,
-EIP-55 checksum not enforced) and are stored in lowercase; ``to_json`` writes them in
-lowercase and round-trips through ``from_json`` (a guardian set keeps its members and
-threshold, not its version).
+without a chain; its mutators let tests revoke or stop things on a running server. The file
+format it loads and writes, and the rules of each field, are :mod:`novakms.auth.registry_file`.
 
 Mutations are synchronous and never await, so under trio every authorization sees the
 registry either entirely before or entirely after a mutation.
@@ -57,22 +12,18 @@ registry either entirely before or entirely after a mutation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from novakms.auth import policy
+from novakms.auth import policy, registry_file
 from novakms.auth.guardians import (
     GuardianSet,
-    GuardianSetError,
     guardian_set,
     no_guardians,
-    parse_enc_key,
 )
 from novakms.auth.model import (
-    ZERO_ADDRESS,
     App,
     AppStatus,
     AppVersion,
@@ -82,201 +33,13 @@ from novakms.auth.model import (
     VersionStatus,
     peer_entry,
 )
+from novakms.auth.registry_file import check_id, check_status, check_url, check_wallet
 from novakms.auth.source import peer_refusal
-from novakms.crypto.eth import normalize_wallet
+from novakms.errors import RegistryFormatError
 
-__all__ = ["RegistryFormatError", "StaticRegistry"]
+__all__ = ["StaticRegistry"]
 
-_UINT256_MAX = 2**256 - 1
-
-_E = TypeVar("_E", AppStatus, VersionStatus, InstanceStatus)
 _T = TypeVar("_T")
-
-_TOP_KEYS = ("kms_app_id", "operators", "apps", "instances", "guardians")
-_GUARDIAN_KEYS = ("wallets", "enc_keys", "threshold")
-_APP_KEYS = ("app_id", "status", "owner", "versions")
-_VERSION_KEYS = ("version_id", "status")
-
-
-class RegistryFormatError(ValueError):
-    """Invalid registry data (JSON document or records); a ``ValueError``."""
-
-
-_INSTANCE_KEYS = (
-    "instance_id",
-    "app_id",
-    "version_id",
-    "wallet",
-    "zk_verified",
-    "status",
-    "instance_url",
-)
-
-
-def _normalize_wallet(value: object, what: str) -> str:
-    """Check an address and return it in lowercase (``novakms.crypto.eth.normalize_wallet``).
-
-    Args:
-        value: the candidate address.
-        what: how to name it in an error message.
-
-    Returns:
-        ``0x`` + 40 lowercase hex digits.
-
-    Raises:
-        RegistryFormatError: ``value`` is not a string of the form ``0x`` + 40 hex digits.
-    """
-    if isinstance(value, str):
-        try:
-            return normalize_wallet(value)
-        except ValueError:
-            pass
-    raise RegistryFormatError(f"{what}: {value!r} is not an address (0x + 40 hex digits)")
-
-
-def _check_id(value: object, what: str) -> int:
-    """Check a registry id (uint256, at least 1; 0 means "none" on chain).
-
-    Args:
-        value: the candidate id.
-        what: how to name it in an error message.
-
-    Returns:
-        The id.
-
-    Raises:
-        ValueError: not an int (bools rejected), or outside ``1 .. 2**256 - 1``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RegistryFormatError(f"{what}: expected an integer, got {type(value).__name__}")
-    if not 1 <= value <= _UINT256_MAX:
-        raise RegistryFormatError(f"{what}: {value} is out of range (1 .. 2**256-1)")
-    return value
-
-
-def _check_status(enum: type[_E], value: object, what: str) -> _E:
-    """Accept a status as an enum member or as its exact name.
-
-    Args:
-        enum: the status enum.
-        value: a member of ``enum``, or a member name such as ``"ACTIVE"``.
-        what: how to name it in an error message.
-
-    Returns:
-        The enum member.
-
-    Raises:
-        ValueError: ``value`` is neither a member of ``enum`` nor one of its names.
-    """
-    if isinstance(value, enum):
-        return value
-    if isinstance(value, str) and value in enum.__members__:
-        return enum.__members__[value]
-    names = ", ".join(enum.__members__)
-    raise RegistryFormatError(f"{what}: {value!r} is not a {enum.__name__} (one of {names})")
-
-
-def _check_url(value: object, what: str) -> str:
-    """Check an instance URL: empty, or starting with ``http://`` / ``https://``.
-
-    Args:
-        value: the candidate URL.
-        what: how to name it in an error message.
-
-    Returns:
-        The URL.
-
-    Raises:
-        ValueError: not a string, or a non-empty string with another scheme.
-    """
-    if not isinstance(value, str):
-        raise RegistryFormatError(f"{what}: expected a string, got {type(value).__name__}")
-    if value and not value.startswith(("http://", "https://")):
-        raise RegistryFormatError(f"{what}: {value!r} must start with http:// or https://")
-    return value
-
-
-def _object(
-    data: object, where: str, required: tuple[str, ...], allowed: tuple[str, ...]
-) -> dict[str, object]:
-    """Check that ``data`` is a JSON object with exactly the allowed keys.
-
-    Args:
-        data: the parsed JSON value.
-        where: its location, for error messages.
-        required: keys that must be present.
-        allowed: every key that may be present (including ``required``).
-
-    Returns:
-        ``data`` as a dict.
-
-    Raises:
-        ValueError: not an object, an unknown key, or a missing required key.
-    """
-    if not isinstance(data, dict):
-        raise RegistryFormatError(f"{where}: expected an object, got {type(data).__name__}")
-    for key in data:
-        if key not in allowed:
-            raise RegistryFormatError(
-                f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})"
-            )
-    for key in required:
-        if key not in data:
-            raise RegistryFormatError(f"{where}: missing key {key!r}")
-    return {str(k): v for k, v in data.items()}
-
-
-def _array(data: object, where: str) -> list[object]:
-    """Check that ``data`` is a JSON array.
-
-    Args:
-        data: the parsed JSON value.
-        where: its location, for error messages.
-
-    Returns:
-        ``data`` as a list.
-
-    Raises:
-        ValueError: ``data`` is not a list.
-    """
-    if not isinstance(data, list):
-        raise RegistryFormatError(f"{where}: expected an array, got {type(data).__name__}")
-    return data
-
-
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``json`` object hook: refuse objects that repeat a key.
-
-    Args:
-        pairs: the object's key/value pairs in document order.
-
-    Returns:
-        The object as a dict.
-
-    Raises:
-        ValueError: a key occurs twice.
-    """
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise RegistryFormatError(f"duplicate JSON key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    """``json`` hook: refuse ``NaN`` / ``Infinity`` literals.
-
-    Args:
-        name: the literal.
-
-    Returns:
-        Never returns.
-
-    Raises:
-        ValueError: always.
-    """
-    raise RegistryFormatError(f"JSON literal {name} is not allowed")
 
 
 class StaticRegistry:
@@ -312,7 +75,7 @@ class StaticRegistry:
         self._by_wallet: dict[str, int] = {}
         self._operators: set[str] = set()
         self._kms_app_id: int | None = (
-            None if kms_app_id is None else _check_id(kms_app_id, "kms_app_id")
+            None if kms_app_id is None else check_id(kms_app_id, "kms_app_id")
         )
         for app in apps:
             self.add_app(app)
@@ -522,9 +285,9 @@ class StaticRegistry:
         Raises:
             ValueError: bad id, status or owner, or the app id already exists.
         """
-        app_id = _check_id(app.app_id, "app_id")
-        status = _check_status(AppStatus, app.status, f"app {app_id}: status")
-        owner = _normalize_wallet(app.owner, f"app {app_id}: owner")
+        app_id = check_id(app.app_id, "app_id")
+        status = check_status(AppStatus, app.status, f"app {app_id}: status")
+        owner = check_wallet(app.owner, f"app {app_id}: owner")
         if app_id in self._apps:
             raise RegistryFormatError(f"duplicate app id {app_id}")
         self._apps[app_id] = dataclasses.replace(app, status=status, owner=owner)
@@ -538,9 +301,9 @@ class StaticRegistry:
         Raises:
             ValueError: bad ids or status, no such app, or the version already exists.
         """
-        app_id = _check_id(version.app_id, "app_id")
-        version_id = _check_id(version.version_id, f"app {app_id}: version_id")
-        status = _check_status(
+        app_id = check_id(version.app_id, "app_id")
+        version_id = check_id(version.version_id, f"app {app_id}: version_id")
+        status = check_status(
             VersionStatus, version.status, f"version {version_id} of app {app_id}: status"
         )
         if app_id not in self._apps:
@@ -560,15 +323,15 @@ class StaticRegistry:
         Raises:
             ValueError: bad fields, dangling app / version, duplicate instance id or wallet.
         """
-        instance_id = _check_id(instance.instance_id, "instance_id")
+        instance_id = check_id(instance.instance_id, "instance_id")
         what = f"instance {instance_id}"
-        app_id = _check_id(instance.app_id, f"{what}: app_id")
-        version_id = _check_id(instance.version_id, f"{what}: version_id")
-        wallet = _normalize_wallet(instance.wallet, f"{what}: wallet")
-        status = _check_status(InstanceStatus, instance.status, f"{what}: status")
+        app_id = check_id(instance.app_id, f"{what}: app_id")
+        version_id = check_id(instance.version_id, f"{what}: version_id")
+        wallet = check_wallet(instance.wallet, f"{what}: wallet")
+        status = check_status(InstanceStatus, instance.status, f"{what}: status")
         if not isinstance(instance.zk_verified, bool):
             raise RegistryFormatError(f"{what}: zk_verified must be a bool")
-        url = _check_url(instance.instance_url, f"{what}: instance_url")
+        url = check_url(instance.instance_url, f"{what}: instance_url")
         if app_id not in self._apps:
             raise RegistryFormatError(f"{what} points at app {app_id}, which does not exist")
         if (app_id, version_id) not in self._versions:
@@ -595,7 +358,7 @@ class StaticRegistry:
         Raises:
             ValueError: bad address, or already an operator.
         """
-        normalized = _normalize_wallet(wallet, "operator")
+        normalized = check_wallet(wallet, "operator")
         if normalized in self._operators:
             raise RegistryFormatError(f"duplicate operator {normalized}")
         self._operators.add(normalized)
@@ -653,7 +416,7 @@ class StaticRegistry:
         app = self._apps.get(app_id)
         if app is None:
             raise KeyError(f"no app {app_id}")
-        new = _check_status(AppStatus, status, "status")
+        new = check_status(AppStatus, status, "status")
         self._apps[app_id] = dataclasses.replace(app, status=new)
 
     def set_version_status(self, app_id: int, version_id: int, status: VersionStatus | str) -> None:
@@ -671,7 +434,7 @@ class StaticRegistry:
         version = self._versions.get((app_id, version_id))
         if version is None:
             raise KeyError(f"no version {version_id} of app {app_id}")
-        new = _check_status(VersionStatus, status, "status")
+        new = check_status(VersionStatus, status, "status")
         self._versions[(app_id, version_id)] = dataclasses.replace(version, status=new)
 
     def set_instance_status(self, instance_id: int, status: InstanceStatus | str) -> None:
@@ -688,7 +451,7 @@ class StaticRegistry:
         instance = self._instances.get(instance_id)
         if instance is None:
             raise KeyError(f"no instance {instance_id}")
-        new = _check_status(InstanceStatus, status, "status")
+        new = check_status(InstanceStatus, status, "status")
         self._instances[instance_id] = dataclasses.replace(instance, status=new)
 
     # ------------------------------------------------------------------ JSON
@@ -706,56 +469,20 @@ class StaticRegistry:
         Raises:
             ValueError: the document does not follow the format; the message names the location.
         """
-        top = _object(data, "registry", (), _TOP_KEYS)
-        raw_kms = top.get("kms_app_id")
-        kms_app_id = None if raw_kms is None else _check_id(raw_kms, "kms_app_id")
+        kms_app_id, entries = registry_file.parse_document(data)
         registry = cls(kms_app_id=kms_app_id)
-
-        for i, item in enumerate(_array(top.get("operators", []), "operators")):
-            where = f"operators[{i}]"
-            _add(registry.add_operator, _normalize_wallet(item, where), where)
-
-        for i, item in enumerate(_array(top.get("apps", []), "apps")):
-            where = f"apps[{i}]"
-            fields = _object(item, where, ("app_id", "status"), _APP_KEYS)
-            app_id = _check_id(fields["app_id"], f"{where}.app_id")
-            app = App(
-                app_id=app_id,
-                status=_json_status(AppStatus, fields["status"], f"{where}.status"),
-                owner=_normalize_wallet(fields.get("owner", ZERO_ADDRESS), f"{where}.owner"),
-            )
-            _add(registry.add_app, app, where)
-            for j, vitem in enumerate(_array(fields.get("versions", []), f"{where}.versions")):
-                vwhere = f"{where}.versions[{j}]"
-                vfields = _object(vitem, vwhere, _VERSION_KEYS, _VERSION_KEYS)
-                version = AppVersion(
-                    app_id=app_id,
-                    version_id=_check_id(vfields["version_id"], f"{vwhere}.version_id"),
-                    status=_json_status(VersionStatus, vfields["status"], f"{vwhere}.status"),
-                )
-                _add(registry.add_version, version, vwhere)
-
-        for i, item in enumerate(_array(top.get("instances", []), "instances")):
-            where = f"instances[{i}]"
-            fields = _object(item, where, _INSTANCE_KEYS[:-1], _INSTANCE_KEYS)
-            zk = fields["zk_verified"]
-            if not isinstance(zk, bool):
-                raise RegistryFormatError(
-                    f"{where}.zk_verified: expected a bool, got {type(zk).__name__}"
-                )
-            instance = Instance(
-                instance_id=_check_id(fields["instance_id"], f"{where}.instance_id"),
-                app_id=_check_id(fields["app_id"], f"{where}.app_id"),
-                version_id=_check_id(fields["version_id"], f"{where}.version_id"),
-                wallet=_normalize_wallet(fields["wallet"], f"{where}.wallet"),
-                zk_verified=zk,
-                status=_json_status(InstanceStatus, fields["status"], f"{where}.status"),
-                instance_url=_check_url(fields.get("instance_url", ""), f"{where}.instance_url"),
-            )
-            _add(registry.add_instance, instance, where)
-
-        if "guardians" in top:
-            registry._guardians = _json_guardians(top["guardians"])
+        for entry in entries:
+            record = entry.record
+            if isinstance(record, GuardianSet):
+                registry._guardians = record
+            elif isinstance(record, str):
+                _add(registry.add_operator, record, entry.where)
+            elif isinstance(record, App):
+                _add(registry.add_app, record, entry.where)
+            elif isinstance(record, AppVersion):
+                _add(registry.add_version, record, entry.where)
+            else:
+                _add(registry.add_instance, record, entry.where)
         return registry
 
     @classmethod
@@ -775,12 +502,7 @@ class StaticRegistry:
         """
         raw = Path(path).read_bytes()
         try:
-            data = json.loads(
-                raw.decode("utf-8"),
-                object_pairs_hook=_reject_duplicate_keys,
-                parse_constant=_reject_constant,
-            )
-            return cls.from_json(data)
+            return cls.from_json(registry_file.decode_document(raw))
         except ValueError as exc:
             raise RegistryFormatError(f"{os.fspath(path)}: {exc}") from exc
 
@@ -790,102 +512,14 @@ class StaticRegistry:
         Returns:
             A JSON-able dict; ids sorted, addresses lowercase, statuses by name.
         """
-        apps: list[dict[str, Any]] = []
-        for app_id in sorted(self._apps):
-            app = self._apps[app_id]
-            versions = [
-                {"version_id": v.version_id, "status": v.status.name}
-                for (aid, _), v in sorted(self._versions.items())
-                if aid == app_id
-            ]
-            apps.append(
-                {
-                    "app_id": app.app_id,
-                    "status": app.status.name,
-                    "owner": app.owner,
-                    "versions": versions,
-                }
-            )
-        instances = [
-            {
-                "instance_id": inst.instance_id,
-                "app_id": inst.app_id,
-                "version_id": inst.version_id,
-                "wallet": inst.wallet,
-                "zk_verified": inst.zk_verified,
-                "status": inst.status.name,
-                "instance_url": inst.instance_url,
-            }
-            for _, inst in sorted(self._instances.items())
-        ]
-        doc: dict[str, Any] = {
-            "kms_app_id": self._kms_app_id,
-            "operators": sorted(self._operators),
-            "apps": apps,
-            "instances": instances,
-        }
-        if not self._guardians.empty:  # the file keeps no version (nor a cleared set)
-            doc["guardians"] = {
-                "wallets": list(self._guardians.wallets),
-                "enc_keys": ["0x" + key.hex() for key in self._guardians.enc_keys],
-                "threshold": self._guardians.threshold,
-            }
-        return doc
-
-
-def _json_status(enum: type[_E], value: object, where: str) -> _E:
-    """Parse a JSON status: its exact name as a string (numbers are not accepted in JSON).
-
-    Args:
-        enum: the status enum.
-        value: the JSON value.
-        where: its location, for error messages.
-
-    Returns:
-        The enum member.
-
-    Raises:
-        ValueError: not a string, or not one of the enum's names.
-    """
-    if not isinstance(value, str):
-        raise RegistryFormatError(f"{where}: expected a status name, got {type(value).__name__}")
-    return _check_status(enum, value, where)
-
-
-def _json_guardians(data: object) -> GuardianSet:
-    """Parse the ``"guardians"`` object (version 1: the file has no history).
-
-    Args:
-        data: the JSON value.
-
-    Returns:
-        The guardian set.
-
-    Raises:
-        ValueError: not the documented object, or a set KMSRegistry would refuse.
-    """
-    fields = _object(data, "guardians", _GUARDIAN_KEYS, _GUARDIAN_KEYS)
-    wallets = [
-        _normalize_wallet(item, f"guardians.wallets[{i}]")
-        for i, item in enumerate(_array(fields["wallets"], "guardians.wallets"))
-    ]
-    keys = []
-    for i, item in enumerate(_array(fields["enc_keys"], "guardians.enc_keys")):
-        try:
-            keys.append(parse_enc_key(item))
-        except GuardianSetError as exc:
-            raise RegistryFormatError(f"guardians.enc_keys[{i}]: {exc}") from exc
-    threshold = fields["threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, int):
-        raise RegistryFormatError(
-            f"guardians.threshold: expected an integer, got {type(threshold).__name__}"
+        return registry_file.render_document(
+            kms_app_id=self._kms_app_id,
+            operators=self._operators,
+            apps=self._apps.values(),
+            versions=self._versions.values(),
+            instances=self._instances.values(),
+            guardians=self._guardians,
         )
-    try:
-        return guardian_set(
-            wallets=wallets, enc_keys=keys, threshold=threshold, version=1, allow_empty=False
-        )
-    except GuardianSetError as exc:
-        raise RegistryFormatError(f"guardians: {exc}") from exc
 
 
 def _add(adder: Callable[[_T], None], record: _T, where: str) -> None:

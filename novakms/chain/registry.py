@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from novakms.auth.cache import ChainEvent, guardians_from_event
-from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set
+from novakms.auth.guardians import GuardianSet, guardian_set
 from novakms.auth.model import App, AppVersion, Instance
 from novakms.chain import abi
-from novakms.chain.rpc import ChainUnavailable, JsonRpcClient, RpcError
+from novakms.chain.rpc import JsonRpcClient
 from novakms.crypto.eth import normalize_wallet
+from novakms.errors import ChainUnavailable, GuardianSetError, RpcError
 
 __all__ = ["RegistryReader"]
 

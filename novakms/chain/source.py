@@ -30,9 +30,8 @@ from novakms.auth.guardians import GuardianSet
 from novakms.auth.model import App, AppVersion, Identity, Instance, peer_entry
 from novakms.auth.source import peer_refusal
 from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import ChainError
 from novakms.crypto.eth import normalize_wallet
-from novakms.errors import Forbidden, NovaKMSError, Unavailable
+from novakms.errors import ChainError, Forbidden, NovaKMSError, Unavailable
 from novakms.log import get_logger
 
 __all__ = ["ChainAuthorizationSource", "ChainSettings"]

@@ -22,14 +22,13 @@ from typing import Any
 
 import trio
 
-from novakms.admin.tx import TransactionFailed, TxSender
-from novakms.auth.guardians import GuardianSet, GuardianSetError, guardian_set, parse_enc_key
+from novakms.admin.tx import TxSender
+from novakms.auth.guardians import GuardianSet, guardian_set, parse_enc_key
 from novakms.auth.model import ZERO_ADDRESS
 from novakms.chain import abi
 from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import ChainError, JsonRpcClient
+from novakms.chain.rpc import JsonRpcClient
 from novakms.cli.common import (
-    CliError,
     address_type,
     check_node_address,
     fingerprint_bytes,
@@ -39,7 +38,15 @@ from novakms.cli.common import (
 from novakms.client.aio import Client
 from novakms.crypto.eth import normalize_wallet, parse_private_key
 from novakms.dev.world import clear_guardians, deploy_registries, set_guardians
-from novakms.errors import NovaKMSError, TransportError, Unavailable
+from novakms.errors import (
+    ChainError,
+    CliError,
+    GuardianSetError,
+    NovaKMSError,
+    TransactionFailed,
+    TransportError,
+    Unavailable,
+)
 
 __all__ = ["StatusFetcher", "add_parser", "wait_safe_to_stop"]
 

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from novakms.cli.common import CliError, check_node_address, in_enclave, print_json
+from novakms.cli.common import check_node_address, in_enclave, print_json
 from novakms.client.blocking import BlockingClient
 from novakms.crypto.signer import LocalSigner, SyncSigner
+from novakms.errors import CliError
 
 __all__ = ["add_parser"]
 

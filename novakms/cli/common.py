@@ -22,13 +22,13 @@ from novakms.config import Limits, enclave_mode, parse_limit_overrides
 from novakms.crypto.eth import normalize_wallet
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.dev.env import in_nitro_enclave
+from novakms.errors import CliError
 from novakms.net.addresses import parse_address
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_USAGE",
     "LIMIT_HELP",
-    "CliError",
     "address_type",
     "check_node_address",
     "fail",
@@ -48,19 +48,6 @@ EXIT_ERROR = 1  # the node or the chain answered with an error
 EXIT_USAGE = 2  # what the user asked for is wrong (CliError), as argparse's own exit code
 LIMIT_HELP = "override a limit, e.g. --limit max_inflight=64 (see protocol/PROTOCOL.md §10)"
 _MAX_SECRET_FILE_SIZE = 4096
-
-
-class CliError(Exception):
-    """A problem with what the user asked for; printed as an error and exit code 2.
-
-    Args:
-        message: what went wrong (never a secret).
-        **details: extra machine-readable fields of the error (e.g. ``reason``).
-    """
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.details: dict[str, Any] = details
 
 
 def fail(code: str, message: str, exit_code: int = EXIT_ERROR, **details: Any) -> NoReturn:

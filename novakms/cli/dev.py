@@ -18,12 +18,12 @@ from pathlib import Path
 import trio
 
 from novakms.auth.guardians import MAX_GUARDIANS
-from novakms.cli.common import LIMIT_HELP, CliError, in_enclave, parse_limits, read_master_secret
+from novakms.cli.common import LIMIT_HELP, in_enclave, parse_limits, read_master_secret
 from novakms.crypto.kdf import MASTER_SECRET_SIZE
 from novakms.crypto.signer import LocalSigner
-from novakms.dev.anvil import AnvilError
 from novakms.dev.cluster import ClusterPlan, run_cluster, run_static
 from novakms.dev.env import prepare_state
+from novakms.errors import AnvilError, CliError
 
 __all__ = ["add_parser"]
 

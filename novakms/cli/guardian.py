@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from novakms.cli.common import CliError, print_json, read_master_secret, write_private_file
+from novakms.cli.common import print_json, read_master_secret, write_private_file
 from novakms.crypto import guardian_shares as gs
 from novakms.crypto.eth import (
     format_private_key,
@@ -31,6 +31,7 @@ from novakms.crypto.eth import (
     normalize_wallet,
     wallet_from_private_key,
 )
+from novakms.errors import CliError, GuardianShareError
 
 __all__ = ["add_parser", "share_file_name"]
 
@@ -123,7 +124,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
     for share, key in zip(shares, guardian_set.enc_public_keys, strict=True):
         try:
             sealed.append(gs.seal_share(share, key))
-        except gs.GuardianShareError as exc:
+        except GuardianShareError as exc:
             raise CliError(
                 f"guardian {share.wallet}: its encryption key is unusable", reason=exc.reason
             ) from None
@@ -176,7 +177,7 @@ def _cmd_open(args: argparse.Namespace) -> int:
     sealed = _read_share_file(args.share)
     try:
         share = gs.open_share(sealed, key, wallet=args.wallet, set_version=args.set_version)
-    except gs.GuardianShareError as exc:
+    except GuardianShareError as exc:
         raise CliError(f"{args.share}: {exc}", reason=exc.reason) from None
     print_json(
         {
@@ -234,7 +235,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         wallet = client.wallet
         try:
             share = gs.open_share(sealed, key, wallet=wallet, set_version=version)
-        except gs.GuardianShareError as exc:
+        except GuardianShareError as exc:
             raise CliError(f"{args.share}: {exc}", reason=exc.reason) from None
         answer = client.call("guardian.restore", {"share": gs.encode_share(share)})
     print_json({"node": args.node, **answer})

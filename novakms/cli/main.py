@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from novakms import __version__
 from novakms.cli import admin, client, dev, guardian, serve
-from novakms.cli.common import EXIT_USAGE, CliError, fail
-from novakms.errors import NovaKMSError
+from novakms.cli.common import EXIT_USAGE, fail
+from novakms.errors import CliError, NovaKMSError
 from novakms.log import configure
 
 __all__ = ["build_parser", "main"]

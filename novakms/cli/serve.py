@@ -19,7 +19,6 @@ from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.cli.common import (
     LIMIT_HELP,
-    CliError,
     address_type,
     in_enclave,
     listen_addresses,
@@ -29,6 +28,7 @@ from novakms.cli.common import (
 )
 from novakms.config import Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
+from novakms.errors import CliError
 from novakms.net.odyn import DEFAULT_ODYN_URL
 from novakms.server.node import build_node
 from novakms.server.server import serve_until_signal

@@ -33,7 +33,13 @@ from novakms.client.results import (
     parse_kv_item,
 )
 from novakms.crypto.signer import Signer
-from novakms.errors import ChannelError, NovaKMSError, TransportError
+from novakms.errors import (
+    ChannelError,
+    NetworkError,
+    NovaKMSError,
+    TransportError,
+    TransportTimeout,
+)
 from novakms.net.addresses import parse_address
 from novakms.net.dial import Dialer, open_stream
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
@@ -125,7 +131,7 @@ class Client:
                 await framed.aclose()
                 raise
         assert scope.cancelled_caught
-        raise TransportError(f"connecting to {address} timed out after {timeout} s")
+        raise TransportTimeout(f"connecting to {address} timed out after {timeout} s")
 
     @classmethod
     async def _handshake(
@@ -142,7 +148,7 @@ class Client:
         await framed.send_body(hs.hello())
         body = await framed.receive_body()
         if body is None:
-            raise TransportError("the server closed the connection during the handshake")
+            raise NetworkError("the server closed the connection during the handshake")
         channel = hs.receive_challenge(body)
         sealed = SealedStream(framed, channel)
         if signer is None:
@@ -155,7 +161,7 @@ class Client:
         await sealed.send(auth)
         item = await sealed.receive()
         if item is END_OF_STREAM:
-            raise TransportError("the server closed the connection during the handshake")
+            raise NetworkError("the server closed the connection during the handshake")
         ready = hs.receive_ready(item)
         # Send no frame the server would refuse (it may accept less than this client does).
         framed.max_frame = min(framed.max_frame, ready.max_frame)
@@ -211,7 +217,7 @@ class Client:
                 try:
                     await self._sealed.send(request_message(request_id, op, args or {}))
                 except (TransportError, ChannelError) as exc:
-                    lost = TransportError(f"connection lost: {exc.message}")
+                    lost = NetworkError(f"connection lost: {exc.message}")
                     self._fail(lost)
                     raise lost from None
                 sent = True
@@ -221,7 +227,7 @@ class Client:
                     # The request frame may be half-written: the stream cannot be used any more.
                     self._fail(TransportError("connection abandoned after a cancelled send"))
                     await self._sealed.framed.aclose()
-                raise TransportError(f"{op} timed out after {limit} s")
+                raise TransportTimeout(f"{op} timed out after {limit} s")
         finally:
             del self._slots[request_id]
             if not self._reading:
@@ -260,7 +266,7 @@ class Client:
 
     def _dispatch(self, item: Any) -> None:
         if item is END_OF_STREAM:
-            raise TransportError("the server closed the connection")
+            raise NetworkError("the server closed the connection")
         notice = parse_close_notice(item)
         if notice is not None:
             raise notice

@@ -29,7 +29,7 @@ from novakms.client.results import (
     parse_kv_item,
 )
 from novakms.crypto.signer import SyncSigner
-from novakms.errors import NovaKMSError, TransportError
+from novakms.errors import NetworkError, NovaKMSError, TransportError, TransportTimeout
 from novakms.net.addresses import Address, parse_address
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
@@ -60,7 +60,7 @@ def _connect_socket(address: Address, timeout: float) -> socket.socket:
             sock.close()
             raise
     except OSError as exc:
-        raise TransportError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+        raise NetworkError(f"cannot connect to {address}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -76,12 +76,12 @@ def _open_tunnel(sock: socket.socket, target: Address) -> bytes:
         while (tunnelled := split_reply(received, target)) is None:
             chunk = sock.recv(65536)
             if not chunk:
-                raise TransportError(f"the proxy closed the connection during CONNECT {target}")
+                raise NetworkError(f"the proxy closed the connection during CONNECT {target}")
             received += chunk
     except TimeoutError:
-        raise TransportError(f"timed out waiting for the proxy to CONNECT {target}") from None
+        raise TransportTimeout(f"timed out waiting for the proxy to CONNECT {target}") from None
     except OSError as exc:
-        raise TransportError(f"connection to the proxy lost: {exc}") from None
+        raise NetworkError(f"connection to the proxy lost: {exc}") from None
     return tunnelled
 
 
@@ -159,7 +159,7 @@ class BlockingClient:
         try:
             sock.sendall(encode_frame(body, max_frame=max_frame))
         except OSError as exc:
-            raise TransportError(f"connection lost: {exc}") from None
+            raise NetworkError(f"connection lost: {exc}") from None
 
     @staticmethod
     def _receive(sock: socket.socket, decoder: FrameDecoder) -> bytes:
@@ -170,12 +170,12 @@ class BlockingClient:
             try:
                 data = sock.recv(65536)
             except TimeoutError:
-                raise TransportError("timed out waiting for the server") from None
+                raise TransportTimeout("timed out waiting for the server") from None
             except OSError as exc:
-                raise TransportError(f"connection lost: {exc}") from None
+                raise NetworkError(f"connection lost: {exc}") from None
             if not data:
                 decoder.eof()
-                raise TransportError("the server closed the connection")
+                raise NetworkError("the server closed the connection")
             decoder.feed(data)
 
     def __enter__(self) -> BlockingClient:

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 
+from novakms.auth.model import peer_address
 from novakms.auth.source import Membership
 from novakms.client.aio import Client
 from novakms.cluster.bootstrap import (
@@ -110,23 +110,6 @@ class Bootstrap:
     membership: Membership
     keyring: Keyring
     connector: PeerConnector
-
-
-def peer_address(instance_url: str) -> str:
-    """The KMS protocol address of a peer from its registered instance URL.
-
-    ``http(s)://HOST:PORT[/…]`` → ``HOST:PORT``; ``vsock://CID:PORT`` is kept.
-
-    Raises:
-        ValueError: no usable host and port.
-    """
-    if instance_url.startswith("vsock://"):
-        return instance_url
-    parts = urlsplit(instance_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-        raise ValueError(f"instance URL {instance_url!r} has no host:port")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{parts.port}"
 
 
 async def _peer_call(

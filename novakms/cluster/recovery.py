@@ -23,7 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-__all__ = ["RecoveryPool", "ShareRefused", "ShareView", "check_share"]
+from novakms.errors import ShareRefused
+
+__all__ = ["RecoveryPool", "ShareView", "check_share"]
 
 
 class ShareView(Protocol):
@@ -41,14 +43,6 @@ class ShareView(Protocol):
     def fingerprint(self) -> str: ...
     @property
     def wallet(self) -> str: ...
-
-
-class ShareRefused(ValueError):
-    """A share this node does not keep. ``reason`` is a stable code for the answer and logs."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def check_share(

@@ -39,21 +39,21 @@ full-size key and value, which covers the envelope and a clock of dozens of node
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Literal, TypeGuard
 
 from novakms.cluster.sync_messages import ENVELOPE_BYTES, SYNC_BUCKETS, frame_budget
 from novakms.config import Limits
-from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, SealError, open_value
+from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, open_value
+from novakms.crypto.eth import is_canonical_wallet
+from novakms.errors import InvalidRecord, SealError
 from novakms.store.records import HybridClock, Record, merge
 from novakms.wire import cbor
 
 __all__ = [
     "DEFAULT_BUCKETS",
     "ENVELOPE_BYTES",
-    "InvalidRecord",
     "Outbox",
     "Reason",
     "TombstoneAcks",
@@ -81,7 +81,6 @@ DEFAULT_BUCKETS: Final = SYNC_BUCKETS
 
 _UINT64_MAX: Final = (1 << 64) - 1
 _TAG_SIZE: Final = SEAL_OVERHEAD - NONCE_SIZE
-_WALLET: Final = re.compile(r"0x[0-9a-f]{40}")
 _FIELDS: Final = frozenset({"a", "k", "v", "c", "h", "n", "x"})
 
 _RECORD_LABEL: Final = b"novakms/1 replication record\x00"
@@ -110,19 +109,6 @@ Reason = Literal[
     "bad_expiry",
     "undecryptable",
 ]
-
-
-class InvalidRecord(ValueError):
-    """A replicated record was refused.
-
-    Attributes:
-        reason: a stable code for logs and metrics (see :data:`Reason`); the message adds
-            detail for the local log only, never for the peer.
-    """
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason: Reason = reason
 
 
 def record_to_wire(record: Record) -> dict[str, Any]:
@@ -154,7 +140,7 @@ def _uint(value: object) -> TypeGuard[int]:
 
 
 def _wallet(value: object) -> TypeGuard[str]:
-    return type(value) is str and _WALLET.fullmatch(value) is not None
+    return type(value) is str and is_canonical_wallet(value)
 
 
 def record_from_wire(item: object, *, limits: Limits, now_ms: int, max_skew_ms: int) -> Record:
@@ -296,21 +282,6 @@ def check_decryptable(record: Record, data_key: Callable[[int], bytes]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _array_head_size(count: int) -> int:
-    """Bytes of the CBOR head of an array of ``count`` items."""
-    if count < 24:
-        return 1
-    if count <= 0xFF:
-        return 2
-    if count <= 0xFFFF:
-        return 3
-    return 5 if count <= 0xFFFFFFFF else 9
-
-
-def _budget(max_bytes: int) -> int:
-    return frame_budget(max_bytes)
-
-
 class Outbox:
     """Local changes waiting to be pushed to peers, one record per key.
 
@@ -363,12 +334,12 @@ class Outbox:
         Raises:
             ValueError: ``max_bytes`` leaves no room beyond the envelope allowance.
         """
-        budget = _budget(max_bytes)
+        budget = frame_budget(max_bytes)
         batch: list[Record] = []
         used = 0
         for record in self._pending.values():
             size = wire_size(record)
-            if batch and _array_head_size(len(batch) + 1) + used + size > budget:
+            if batch and cbor.head_size(len(batch) + 1) + used + size > budget:
                 break
             batch.append(record)
             used += size
@@ -556,14 +527,14 @@ def snapshot_chunk(
     Raises:
         ValueError: ``max_bytes`` leaves no room beyond the envelope allowance.
     """
-    budget = _budget(max_bytes)
+    budget = frame_budget(max_bytes)
     chunk: list[dict[str, Any]] = []
     used = 0
     last: tuple[int, str] | None = None
     for record in ordered:
         wire = record_to_wire(record)
         size = len(cbor.encode(wire))
-        if chunk and _array_head_size(len(chunk) + 1) + used + size > budget:
+        if chunk and cbor.head_size(len(chunk) + 1) + used + size > budget:
             return chunk, last
         chunk.append(wire)
         used += size

@@ -35,13 +35,14 @@ from typing import Any, Protocol
 
 import trio
 
+from novakms.auth.model import peer_address
 from novakms.auth.source import Membership
 from novakms.client.aio import Client
 from novakms.cluster import readiness, replication
 from novakms.cluster import sync_messages as msg
 from novakms.cluster.anti_entropy import AntiEntropy
 from novakms.cluster.links import PeerLink, PeerLinks
-from novakms.cluster.peering import PeerConnector, peer_address
+from novakms.cluster.peering import PeerConnector
 from novakms.cluster.pushing import Pusher
 from novakms.config import Limits
 from novakms.errors import NovaKMSError

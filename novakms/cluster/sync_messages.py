@@ -1,7 +1,7 @@
 """The ``sync.*`` conversation between peers: typed requests and answers, parsed strictly.
 
 Pure (sans-I/O): no trio, sockets, clock or RNG. Both ends go through this module: the peer
-handlers (``novakms.handlers.op_sync_*``) parse requests with the ``parse_*_request``
+handlers (``novakms.server.ops.cluster.op_sync_*``) parse requests with the ``parse_*_request``
 functions, which raise :class:`~novakms.errors.BadRequest` (answered, the connection stays);
 the replicator parses every answer with the ``parse_*_answer`` functions, which raise
 :class:`~novakms.errors.ProtocolError` — a proven peer that answers out of protocol is broken

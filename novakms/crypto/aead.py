@@ -14,18 +14,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from novakms.crypto.kdf import derive_internal_key
+from novakms.errors import SealError
 
-__all__ = ["NONCE_SIZE", "SEAL_OVERHEAD", "SealError", "data_key", "open_value", "seal_value"]
+__all__ = ["NONCE_SIZE", "SEAL_OVERHEAD", "data_key", "open_value", "seal_value"]
 
 NONCE_SIZE = 12
 TAG_SIZE = 16
 SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE
 _AAD_LABEL = b"novakms/1 kv-value"
 DATA_KEY_LABEL = "kv-data-key"
-
-
-class SealError(Exception):
-    """A sealed value failed to open (wrong app, wrong key name, wrong data key, tampering)."""
 
 
 def data_key(*, master_secret: bytes, app_id: int) -> bytes:

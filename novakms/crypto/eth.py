@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TypeGuard
 
 from coincurve import PrivateKey, PublicKey
 from Crypto.Hash import keccak as _keccak
@@ -23,6 +24,7 @@ __all__ = [
     "eip191_digest",
     "format_private_key",
     "generate_private_key",
+    "is_canonical_wallet",
     "keccak256",
     "normalize_wallet",
     "parse_private_key",
@@ -37,6 +39,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 """Order of the secp256k1 group; scalars (private keys, r, s) live in ``1 .. N-1``."""
 
 _WALLET_RE = re.compile(r"0[xX][0-9a-fA-F]{40}")
+_CANONICAL_WALLET_RE = re.compile(r"0x[0-9a-f]{40}")
 _PRIVATE_KEY_RE = re.compile(r"0[xX][0-9a-fA-F]{64}")
 _EIP191_PREFIX = b"\x19Ethereum Signed Message:\n"
 _SIGNATURE_SIZE = 65
@@ -74,6 +77,22 @@ def normalize_wallet(text: str) -> str:
     if not isinstance(text, str) or _WALLET_RE.fullmatch(text) is None:
         raise ValueError("wallet must be '0x' followed by 40 hex digits")
     return "0x" + text[2:].lower()
+
+
+def is_canonical_wallet(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a wallet already in canonical form (what :func:`normalize_wallet`
+    returns): lowercase ``"0x"`` + 40 hex digits.
+
+    For values that must arrive canonical (from a peer, in a share, in a guardian set), where
+    normalizing would hide a sender that does not follow the format.
+
+    Args:
+        value: anything.
+
+    Returns:
+        True for a canonical wallet string.
+    """
+    return isinstance(value, str) and _CANONICAL_WALLET_RE.fullmatch(value) is not None
 
 
 def wallet_to_bytes(wallet: str) -> bytes:

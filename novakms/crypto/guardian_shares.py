@@ -28,14 +28,15 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, PyHPKEError
 
 from novakms.crypto import shamir
+from novakms.crypto.eth import is_canonical_wallet
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, derive_internal_key, secret_fingerprint
-from novakms.errors import ProtocolError
+from novakms.errors import GuardianShareError, ProtocolError
 from novakms.wire import cbor
 
 __all__ = [
@@ -48,8 +49,8 @@ __all__ = [
     "SEED_LABEL",
     "SHARE_FORMAT_VERSION",
     "GuardianSet",
+    "GuardianSetLike",
     "GuardianShare",
-    "GuardianShareError",
     "derive_enc_keypair",
     "enc_public_key_of",
     "encode_share",
@@ -90,7 +91,6 @@ MAX_COMBINATIONS: Final = math.comb(16, 8)
 
 _U64_MAX: Final = 2**64 - 1
 _MIN_IKM_SIZE: Final = 32
-_WALLET_RE: Final = re.compile(r"0x[0-9a-f]{40}")
 _FINGERPRINT_RE: Final = re.compile(r"0x[0-9a-f]{64}")
 _KEYS: Final = frozenset({"v", "x", "y", "k", "n", "set", "fp", "wallet"})
 
@@ -99,31 +99,12 @@ _SUITE: Final = CipherSuite.new(
 )
 
 
-class GuardianShareError(ValueError):
-    """A share, a sealed share or a sealing input that is not acceptable.
-
-    ``reason`` is a stable machine-readable code (PROTOCOL.md §9.3): for plaintexts
-    ``too_large``, ``not_cbor``, ``not_a_map``, ``keys``, ``version``, ``x``, ``y``,
-    ``threshold``, ``count``, ``set_version``, ``fingerprint``, ``wallet``, ``not_canonical``;
-    for sealed shares ``truncated``, ``too_large``, ``bad_key``, ``decrypt``, ``wrong_wallet``,
-    ``wrong_set``. Messages never contain a share value, a secret or a key.
-
-    Args:
-        reason: the code.
-        message: human-readable text.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_wallet(wallet: object) -> str:
-    if not isinstance(wallet, str) or _WALLET_RE.fullmatch(wallet) is None:
+    if not is_canonical_wallet(wallet):
         raise ValueError("a wallet must be lowercase '0x' + 40 hex digits")
     return wallet
 
@@ -136,6 +117,25 @@ def _check_set_version(version: object) -> int:
 
 # --------------------------------------------------------------------------------------------
 # values
+
+
+class GuardianSetLike(Protocol):
+    """What splitting needs of a guardian set: its wallets in order, threshold and version.
+
+    Both :class:`GuardianSet` and the authorization layer's
+    :class:`novakms.auth.guardians.GuardianSet` (the set as the chain holds it) satisfy it, so
+    a node splits the set it read without converting it; the split re-checks every field it
+    uses (wallets, version, threshold and count), whichever type it gets.
+    """
+
+    @property
+    def wallets(self) -> tuple[str, ...]: ...
+
+    @property
+    def threshold(self) -> int: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +217,7 @@ class GuardianShare:
             raise GuardianShareError("set_version", "set must be an int in 0..2**64-1")
         if not isinstance(self.fingerprint, str) or not _FINGERPRINT_RE.fullmatch(self.fingerprint):
             raise GuardianShareError("fingerprint", "fp must be lowercase '0x' + 64 hex digits")
-        if not isinstance(self.wallet, str) or not _WALLET_RE.fullmatch(self.wallet):
+        if not is_canonical_wallet(self.wallet):
             raise GuardianShareError("wallet", "wallet must be lowercase '0x' + 40 hex digits")
 
     @property
@@ -278,7 +278,7 @@ def share_seed(
     return derive_internal_key(master_secret=master_secret, label=SEED_LABEL, fields=fields)
 
 
-def make_shares(master_secret: bytes, guardian_set: GuardianSet) -> list[GuardianShare]:
+def make_shares(master_secret: bytes, guardian_set: GuardianSetLike) -> list[GuardianShare]:
     """The shares of a guardian set, guardian ``i`` (0-based) first with ``x = i + 1``.
 
     Deterministic: the same secret and set always give the same shares (not sealed yet; see
@@ -286,13 +286,14 @@ def make_shares(master_secret: bytes, guardian_set: GuardianSet) -> list[Guardia
 
     Args:
         master_secret: the 32-byte master secret.
-        guardian_set: the set.
+        guardian_set: the set (a :class:`GuardianSet` or any :class:`GuardianSetLike`).
 
     Returns:
         One share per guardian, in the set's order.
 
     Raises:
-        ValueError: the secret is not 32 bytes.
+        ValueError: the secret is not 32 bytes, or a wallet, the version, the threshold or
+            the count is out of range (ShamirError for the last two).
     """
     seed = share_seed(
         master_secret, guardian_set.version, guardian_set.wallets, guardian_set.threshold

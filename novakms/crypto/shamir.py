@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from novakms.errors import ShamirError
+
 __all__ = [
     "COEFFICIENT_SALT",
     "MAX_SECRET_SIZE",
     "MAX_SHARES",
     "MIN_SEED_SIZE",
     "POLYNOMIAL",
-    "ShamirError",
     "Share",
     "combine",
     "gf_inv",
@@ -58,10 +59,6 @@ MIN_SEED_SIZE = 32
 
 COEFFICIENT_SALT = b"novakms/1 shamir"
 """HKDF salt of the coefficient derivation (PROTOCOL.md §9.3)."""
-
-
-class ShamirError(ValueError):
-    """Shares or split parameters that cannot work (messages never contain share values)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,16 +63,9 @@ from typing import IO, Any, Self
 import httpx
 
 from novakms.chain.rpc import JsonRpcClient
+from novakms.errors import AnvilError, AnvilNotFound
 
-__all__ = [
-    "ANVIL_ENV",
-    "DEFAULT_CHAIN_ID",
-    "DEFAULT_MNEMONIC",
-    "AnvilError",
-    "AnvilNotFound",
-    "AnvilProcess",
-    "find_anvil",
-]
+__all__ = ["ANVIL_ENV", "DEFAULT_CHAIN_ID", "DEFAULT_MNEMONIC", "AnvilProcess", "find_anvil"]
 
 ANVIL_ENV = "NOVAKMS_ANVIL"
 """Environment variable naming an anvil binary to use instead of the project's npm one."""
@@ -87,14 +80,6 @@ _LISTENING_RE = re.compile(r"Listening on (\S+):(\d+)")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _OUTPUT_LINES = 200
 _POLL_INTERVAL = 0.005
-
-
-class AnvilError(RuntimeError):
-    """Anvil could not be started, did not answer, or did not stop cleanly."""
-
-
-class AnvilNotFound(AnvilError, FileNotFoundError):
-    """No anvil binary: run ``scripts/setup``."""
 
 
 _LIVE: weakref.WeakSet[AnvilProcess] = weakref.WeakSet()

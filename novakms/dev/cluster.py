@@ -30,7 +30,7 @@ import trio
 from novakms.admin.tx import TxSender
 from novakms.auth.static import StaticRegistry
 from novakms.chain import abi
-from novakms.cli.common import CliError, fingerprint_bytes, print_json, write_private_file
+from novakms.cli.common import fingerprint_bytes, print_json, write_private_file
 from novakms.client.aio import Client
 from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
@@ -38,7 +38,7 @@ from novakms.dev.anvil import AnvilProcess, find_anvil
 from novakms.dev.env import DevState, prepare_guardians, write_key_file
 from novakms.dev.nodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
 from novakms.dev.world import set_guardians, setup_world
-from novakms.errors import NovaKMSError
+from novakms.errors import CliError, NovaKMSError
 from novakms.server.node import build_node
 from novakms.server.server import serve_until_signal
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from novakms.errors import ChannelError, ProtocolError, TransportError
+from novakms.errors import ChannelError, NetworkError, ProtocolError
 from novakms.wire import cbor
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import FrameDecoder, encode_frame
@@ -73,7 +73,7 @@ class FramedStream:
             try:
                 data = await self.stream.receive_some(_RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise TransportError(f"connection lost: {exc}") from None
+                raise NetworkError(f"connection lost: {exc}") from None
             if not data:
                 self._decoder.eof()
                 return None
@@ -99,7 +99,7 @@ class FramedStream:
         try:
             await self.stream.send_all(encode_frame(body, max_frame=self.max_frame))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise TransportError(f"connection lost: {exc}") from None
+            raise NetworkError(f"connection lost: {exc}") from None
 
     async def aclose(self) -> None:
         """Close the underlying stream (never raises for an already-broken one)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import trio
 
-from novakms.errors import TransportError
+from novakms.errors import NetworkError
 from novakms.net.addresses import Address
 from novakms.net.sockets import connect_direct
 from novakms.wire.http_connect import MAX_HEAD, connect_request, split_reply
@@ -57,7 +57,7 @@ async def _read_reply(stream: trio.abc.Stream, target: Address, max_head: int) -
     while (tunnelled := split_reply(received, target, max_head=max_head)) is None:
         chunk = await stream.receive_some(max_head)
         if not chunk:
-            raise TransportError(f"the proxy closed the connection during CONNECT {target}")
+            raise NetworkError(f"the proxy closed the connection during CONNECT {target}")
         received += chunk
     return tunnelled
 
@@ -86,7 +86,7 @@ async def open_via_proxy(
         tunnelled = await _read_reply(stream, target, max_head)
     except trio.BrokenResourceError:
         await trio.aclose_forcefully(stream)
-        raise TransportError(f"connection to the proxy lost during CONNECT {target}") from None
+        raise NetworkError(f"connection to the proxy lost during CONNECT {target}") from None
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise

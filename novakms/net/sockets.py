@@ -12,7 +12,7 @@ import stat
 
 import trio
 
-from novakms.errors import TransportError
+from novakms.errors import NetworkError, TransportError
 from novakms.net.addresses import Address
 
 __all__ = ["connect_direct", "connection_source", "listener_address", "open_listener"]
@@ -114,4 +114,4 @@ async def connect_direct(address: Address) -> trio.abc.Stream:
             raise
         return trio.SocketStream(sock)
     except OSError as exc:
-        raise TransportError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+        raise NetworkError(f"cannot connect to {address}: {exc.strerror or exc}") from None

@@ -16,7 +16,7 @@ behind its listeners until told to stop. The nurseries, outermost first::
                               and in-flight requests finish within ``drain_timeout``
           listener nursery    ``trio.serve_listeners`` per listener; cancelled first
         per connection:       [PROXY header] -> admission -> handshake (one deadline) ->
-                              reader loop -> request tasks (<= max_inflight) -> ops.handle
+                              reader loop -> request tasks (<= max_inflight) -> dispatch.handle
 
 A node without a membership (``Node.membership is None``) starts only the sweeper.
 
@@ -53,6 +53,7 @@ from novakms.errors import (
     ChannelError,
     HandshakeError,
     InternalError,
+    InvalidRequest,
     NovaKMSError,
     ProtocolError,
     RateLimited,
@@ -65,18 +66,11 @@ from novakms.log import BoundLogger, get_logger
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.net.sockets import connection_source, listener_address, open_listener
-from novakms.server import ops
 from novakms.server.node import Node
+from novakms.server.ops import dispatch
 from novakms.wire import cbor
 from novakms.wire.handshake import HANDSHAKE_MAX_ITEMS, ServerHandshake
-from novakms.wire.messages import (
-    InvalidRequest,
-    Request,
-    close_notice,
-    error_response,
-    ok_response,
-    parse_request,
-)
+from novakms.wire.messages import Request, close_notice, error_response, ok_response, parse_request
 from novakms.wire.proxy_header import MAX_HEADER, parse_v2
 
 __all__ = ["Server", "serve"]
@@ -248,7 +242,7 @@ class Server:
         framed.set_receive_limit(self.limits.max_handshake_frame)
         conn = _Connection(self._next_id, framed, connection_source(stream), self.limits)
         log = self._log.bind(source=conn.source)
-        session: ops.Session | None = None
+        session: dispatch.Session | None = None
         try:
             with conn.scope:
                 # The PROXY header and the handshake share the handshake deadline.
@@ -371,7 +365,7 @@ class Server:
         conn.scope.cancel()  # a client that does not read: nothing more can be sent
         return False
 
-    async def _handshake(self, conn: _Connection, log: BoundLogger) -> ops.Session | None:
+    async def _handshake(self, conn: _Connection, log: BoundLogger) -> dispatch.Session | None:
         framed = conn.framed
         hs = ServerHandshake(
             wallet=self.node.wallet, eph_private=self._random(32), nonce=self._random(32)
@@ -417,10 +411,10 @@ class Server:
         framed.set_receive_limit(max_frame)
         conn.sealed = sealed
         # A key pair proves nothing by itself: the session stays unproven (evictable when idle)
-        # until its wallet passes authorization (ops.REGISTERED, see _run_request).
+        # until its wallet passes authorization (dispatch.REGISTERED, see _run_request).
         self._table.established(conn.id, proven=False)
         assert hs.role is not None  # set by receive_hello
-        return ops.Session(
+        return dispatch.Session(
             role=hs.role,
             wallet=wallet,
             source=conn.source,
@@ -429,7 +423,7 @@ class Server:
         )
 
     async def _request_loop(
-        self, conn: _Connection, session: ops.Session, log: BoundLogger
+        self, conn: _Connection, session: dispatch.Session, log: BoundLogger
     ) -> None:
         inflight: set[int] = set()
         slots = trio.Semaphore(self.limits.max_inflight)
@@ -443,7 +437,8 @@ class Server:
                 notice = conn.close_reason or _shutting_down()
             # Idle timeout, eviction and shutdown let in-flight requests finish (the drain); a
             # broken stream or a protocol violation makes their answers meaningless.
-            if notice is not None and not isinstance(notice, Unavailable):
+            drains = isinstance(notice, Unavailable) and not isinstance(notice, TransportError)
+            if notice is not None and not drains:
                 requests.cancel_scope.cancel()
         if notice is None:
             return
@@ -452,17 +447,17 @@ class Server:
             with trio.move_on_after(_NOTICE_TIMEOUT):
                 await self._send_sealed_quietly(conn.sealed, close_notice(notice))
 
-    def _decode_budget(self, session: ops.Session) -> int | None:
+    def _decode_budget(self, session: dispatch.Session) -> int | None:
         if session.wallet is None:
             return self.limits.max_anonymous_items
-        if session.role == "peer" and session.state.get(ops.REGISTERED) is True:
+        if session.role == "peer" and session.state.get(dispatch.REGISTERED) is True:
             return None  # an authorized KMS peer: bounded by max_frame alone
         return self.limits.max_request_items
 
     async def _read_requests(
         self,
         conn: _Connection,
-        session: ops.Session,
+        session: dispatch.Session,
         inflight: set[int],
         slots: trio.Semaphore,
         requests: trio.Nursery,
@@ -471,7 +466,7 @@ class Server:
         assert conn.sealed is not None
         sealed = conn.sealed
         while True:
-            unregistered = session.wallet is None or session.state.get(ops.REGISTERED) is False
+            unregistered = session.wallet is None or session.state.get(dispatch.REGISTERED) is False
             idle_timeout = (
                 self.limits.anonymous_idle_timeout if unregistered else self.limits.idle_timeout
             )
@@ -531,7 +526,7 @@ class Server:
     async def _run_request(
         self,
         conn: _Connection,
-        session: ops.Session,
+        session: dispatch.Session,
         request: Request,
         inflight: set[int],
         slots: trio.Semaphore,
@@ -540,7 +535,7 @@ class Server:
         self._table.busy(conn.id, +1)
         try:
             try:
-                result = await ops.handle(
+                result = await dispatch.handle(
                     self.node,
                     session,
                     request.op,
@@ -558,7 +553,7 @@ class Server:
             except Exception:
                 log.exception("request_crashed")
                 message = error_response(request.id, InternalError("internal error"))
-            if session.state.get(ops.REGISTERED) is True:
+            if session.state.get(dispatch.REGISTERED) is True:
                 self._table.prove(conn.id)
             # Before answering: the next request may already be awaited by the reader, and it
             # is decoded (with this budget) when it arrives, after the client read this answer.

@@ -21,7 +21,7 @@ from typing import Any
 from novakms.cluster import replication
 from novakms.cluster.readiness import State
 from novakms.config import Limits
-from novakms.errors import QuotaExceeded, Unavailable
+from novakms.errors import InvalidRecord, QuotaExceeded, Unavailable
 from novakms.log import get_logger
 from novakms.server.keyring import Keyring
 from novakms.store.kv import KVStore
@@ -186,7 +186,7 @@ class StoreGate:
                     max_skew_ms=self._limits.max_clock_skew_ms,
                 )
                 replication.check_decryptable(record, self._keyring.data_key)
-            except replication.InvalidRecord as exc:
+            except InvalidRecord as exc:
                 rejected.append(index)
                 self.rejected += 1
                 self._log.warning("replicated_record_rejected", peer=source, reason=exc.reason)

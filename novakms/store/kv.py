@@ -18,8 +18,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from novakms.config import Limits
-from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, SealError, open_value, seal_value
-from novakms.errors import BadRequest, Conflict, InternalError, NotFound, QuotaExceeded, TooLarge
+from novakms.crypto.aead import NONCE_SIZE, SEAL_OVERHEAD, open_value, seal_value
+from novakms.errors import (
+    BadRequest,
+    Conflict,
+    InternalError,
+    NotFound,
+    QuotaExceeded,
+    SealError,
+    TooLarge,
+)
 from novakms.store.records import ABSENT, HybridClock, Record, clock_increment, merge
 
 CLOCK_ENTRY_BYTES = 64

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from novakms.errors import ProtocolError
 
-__all__ = ["MAX_DEPTH", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "decode", "encode", "head_size"]
 
 #: Maximum nesting depth of arrays and maps; the top-level item is depth 1 (§3).
 MAX_DEPTH: Final = 16
@@ -54,6 +54,27 @@ _PACK_Q: Final = struct.Struct(">BQ").pack
 
 # Every single-byte string, so short heads cost a list lookup instead of an allocation.
 _BYTE: Final = [bytes((i,)) for i in range(256)]
+
+
+def head_size(arg: int) -> int:
+    """Bytes of the shortest CBOR head whose argument is ``arg`` (any major type, §4.2.1).
+
+    The one place the head widths are written down for sizing: a byte string of ``n`` bytes
+    takes ``head_size(n) + n``, an array of ``n`` items ``head_size(n)`` plus its items.
+
+    Args:
+        arg: the head's argument (a length, a count or an unsigned value), ``0 .. 2**64 - 1``.
+
+    Returns:
+        1, 2, 3, 5 or 9.
+    """
+    if arg < 24:
+        return 1
+    if arg <= 0xFF:
+        return 2
+    if arg <= 0xFFFF:
+        return 3
+    return 5 if arg <= 0xFFFFFFFF else 9
 
 
 def _head(major: int, arg: int) -> bytes:

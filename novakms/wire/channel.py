@@ -3,6 +3,11 @@
 Counters are implicit: both sides count the frames they seal and open, so a dropped, replayed,
 reordered or modified frame simply fails to open. After any failure the channel refuses all
 further use — the caller must close the connection.
+
+The channel has two states, open and broken (``_broken``); unlike the handshake's misuse, a use
+after the break raises :class:`~novakms.errors.ChannelError` and not a local usage error, on
+purpose: the glue's sender tasks legitimately race a failed open on the same connection, and
+for them the broken channel *is* a lost connection, handled where every ChannelError is.
 """
 
 from __future__ import annotations
@@ -27,8 +32,7 @@ _NONCE = struct.Struct(">IQ")
 def sealed_body_size(plaintext_size: int) -> int:
     """Size of the frame body that sealing ``plaintext_size`` bytes produces."""
     n = plaintext_size + TAG_SIZE
-    header = 1 if n < 24 else 2 if n < 2**8 else 3 if n < 2**16 else 5 if n < 2**32 else 9
-    return header + n
+    return cbor.head_size(n) + n
 
 
 class SecureChannel:

@@ -20,8 +20,10 @@ signers may be remote (Odyn).
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from novakms.crypto.eth import normalize_wallet, recover_wallet, wallet_to_bytes
 from novakms.errors import (
     HandshakeError,
+    LocalProtocolError,
     NovaKMSError,
     ProtocolError,
     UnsupportedVersion,
@@ -41,12 +44,16 @@ from novakms.wire.channel import SecureChannel
 from novakms.wire.messages import parse_close_notice
 
 __all__ = [
+    "CLIENT_TRANSITIONS",
     "HANDSHAKE_MAX_ITEMS",
     "PROTOCOL_VERSION",
+    "SERVER_TRANSITIONS",
     "ClientHandshake",
+    "ClientState",
     "Ready",
     "Role",
     "ServerHandshake",
+    "ServerState",
     "client_auth_text",
     "server_text",
     "session_keys",
@@ -151,6 +158,96 @@ def _raise_if_close(item: object) -> None:
         raise error
 
 
+# --------------------------------------------------------------------------------------------
+# The state machines
+#
+# Theory of operation
+# ===================
+#
+# Each side is one small automaton, written out as a table below: for every state, the methods
+# that may be called in it and the state each one leads to. Everything else the old code kept
+# in Optionals and flags (is there a hello yet, was the challenge sent) is the state.
+#
+# Two kinds of failure, never confused:
+#
+# * a *peer fault* -- a malformed message, a bad signature, a stale timestamp, a close notice
+#   from the other side -- raises ProtocolError / HandshakeError / the peer's own error exactly
+#   as PROTOCOL.md §4 prescribes, and moves the machine to FAILED: a handshake that failed once
+#   never continues (the caller closes the connection);
+# * *local misuse* -- a method called in a state whose row does not list it (out of order, a
+#   second time, after FAILED or after the end) -- raises LocalProtocolError (a UsageError,
+#   never sent) and leaves the state exactly as it was: it is a bug in this process, and the
+#   peer has done nothing wrong.
+#
+# The methods that take no part in the exchange (``auth_message``, ``ready``: static builders
+# of maps) are not in the tables. ``hello()`` may be asked for again while the machine waits
+# for the challenge: it returns the same bytes (the transcript is bound to them), never a new
+# hello.
+#
+# Client:  IDLE --hello--> HELLO_SENT --receive_challenge--> CHALLENGED --receive_ready--> READY
+#          (hello again in HELLO_SENT; auth_text any number of times in CHALLENGED)
+# Server:  IDLE --receive_hello--> HELLO_RECEIVED --challenge--> CHALLENGE_SENT
+#               --receive_auth--> AUTHENTICATED
+# Both:    any peer fault in a step --> FAILED (no method allowed)
+
+
+class ClientState(enum.Enum):
+    """Where a :class:`ClientHandshake` is."""
+
+    IDLE = "idle"
+    HELLO_SENT = "hello_sent"
+    CHALLENGED = "challenged"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ServerState(enum.Enum):
+    """Where a :class:`ServerHandshake` is."""
+
+    IDLE = "idle"
+    HELLO_RECEIVED = "hello_received"
+    CHALLENGE_SENT = "challenge_sent"
+    AUTHENTICATED = "authenticated"
+    FAILED = "failed"
+
+
+#: state -> {method allowed in it: the state it leads to on success}.
+CLIENT_TRANSITIONS: Mapping[ClientState, Mapping[str, ClientState]] = {
+    ClientState.IDLE: {"hello": ClientState.HELLO_SENT},
+    ClientState.HELLO_SENT: {
+        "hello": ClientState.HELLO_SENT,
+        "receive_challenge": ClientState.CHALLENGED,
+    },
+    ClientState.CHALLENGED: {
+        "auth_text": ClientState.CHALLENGED,
+        "receive_ready": ClientState.READY,
+    },
+    ClientState.READY: {},
+    ClientState.FAILED: {},
+}
+
+#: state -> {method allowed in it: the state it leads to on success}.
+SERVER_TRANSITIONS: Mapping[ServerState, Mapping[str, ServerState]] = {
+    ServerState.IDLE: {"receive_hello": ServerState.HELLO_RECEIVED},
+    ServerState.HELLO_RECEIVED: {"challenge": ServerState.CHALLENGE_SENT},
+    ServerState.CHALLENGE_SENT: {"receive_auth": ServerState.AUTHENTICATED},
+    ServerState.AUTHENTICATED: {},
+    ServerState.FAILED: {},
+}
+
+
+def _next_state(table: Mapping[Any, Mapping[str, Any]], state: enum.Enum, method: str) -> Any:
+    """The state ``method`` leads to from ``state``.
+
+    Raises:
+        LocalProtocolError: ``method`` is not allowed in ``state`` (nothing changes).
+    """
+    target = table[state].get(method)
+    if target is None:
+        raise LocalProtocolError(f"{method}() is not allowed in state {state.name}")
+    return target
+
+
 @dataclass(frozen=True, slots=True)
 class Ready:
     """What the server's Ready message told the client."""
@@ -163,10 +260,16 @@ class Ready:
 class ClientHandshake:
     """Client side: ``hello()`` → ``receive_challenge()`` → ``auth_*()`` → ``receive_ready()``.
 
+    The allowed order is :data:`CLIENT_TRANSITIONS`; :attr:`state` says where the machine is.
+
     Args:
         role: ``"app"``, ``"peer"`` or ``"guardian"``.
         eph_private: a fresh 32-byte X25519 private key (used once).
         expect_wallet: when given, the server must prove exactly this wallet.
+
+    Attributes:
+        th: the transcript hash, once the challenge was accepted (else None).
+        server_wallet: the wallet the server proved, once the challenge was accepted.
     """
 
     def __init__(self, *, role: Role, eph_private: bytes, expect_wallet: str | None = None) -> None:
@@ -174,19 +277,31 @@ class ClientHandshake:
             raise ValueError(f"unknown role {role!r}")
         self.role: Role = role
         self._eph_private = eph_private
-        self._eph_public = _public(eph_private)
         self._expect = normalize_wallet(expect_wallet) if expect_wallet is not None else None
-        self._hello: bytes | None = None
+        self._hello = cbor.encode(
+            {"v": PROTOCOL_VERSION, "role": role, "eph": _public(eph_private)}
+        )
+        self._state = ClientState.IDLE
         self.th: bytes | None = None
         self.server_wallet: str | None = None
-        self._channel: SecureChannel | None = None
+
+    @property
+    def state(self) -> ClientState:
+        """Where the handshake is (see :data:`CLIENT_TRANSITIONS`)."""
+        return self._state
+
+    @property
+    def hello_body(self) -> bytes:
+        """The ClientHello body this machine sends (the ``H`` of the transcript); no step."""
+        return self._hello
 
     def hello(self) -> bytes:
-        """The ClientHello frame body."""
-        if self._hello is None:
-            self._hello = cbor.encode(
-                {"v": PROTOCOL_VERSION, "role": self.role, "eph": self._eph_public}
-            )
+        """The ClientHello frame body (the same bytes when asked again before the challenge).
+
+        Raises:
+            LocalProtocolError: called after the challenge was received, or after a failure.
+        """
+        self._state = _next_state(CLIENT_TRANSITIONS, self._state, "hello")
         return self._hello
 
     def receive_challenge(self, body: bytes) -> SecureChannel:
@@ -196,9 +311,19 @@ class ClientHandshake:
             NovaKMSError: the server sent a close notice (its error is raised as is).
             ProtocolError: malformed challenge.
             HandshakeError: bad server signature, or not the expected wallet.
+            LocalProtocolError: no hello was sent yet, or called twice or after a failure.
         """
-        if self._hello is None or self.th is not None:
-            raise ProtocolError("unexpected ServerChallenge")
+        target = _next_state(CLIENT_TRANSITIONS, self._state, "receive_challenge")
+        try:
+            th, wallet, channel = self._check_challenge(body)
+        except Exception:
+            self._state = ClientState.FAILED
+            raise
+        self.th, self.server_wallet = th, wallet
+        self._state = target
+        return channel
+
+    def _check_challenge(self, body: bytes) -> tuple[bytes, str, SecureChannel]:
         item = cbor.decode(body)
         _raise_if_close(item)
         msg = _exact_keys(item, {"v", "eph", "nonce", "wallet", "sig"}, "ServerChallenge")
@@ -225,14 +350,17 @@ class ClientHandshake:
         k_c2s, k_s2c = session_keys(
             own_eph_private=self._eph_private, other_eph_public=server_eph, th=th
         )
-        self.th, self.server_wallet = th, wallet
-        self._channel = SecureChannel(send_key=k_c2s, recv_key=k_s2c)
-        return self._channel
+        return th, wallet, SecureChannel(send_key=k_c2s, recv_key=k_s2c)
 
     def auth_text(self, ts: int) -> str:
-        """The text to sign for Proof-of-Possession at unix time ``ts``."""
-        if self.th is None or self.server_wallet is None:
-            raise ProtocolError("no challenge received yet")
+        """The text to sign for Proof-of-Possession at unix time ``ts``.
+
+        Raises:
+            LocalProtocolError: no challenge was accepted yet (or the handshake is over).
+        """
+        self._state = _next_state(CLIENT_TRANSITIONS, self._state, "auth_text")
+        assert self.th is not None  # set with the accepted challenge / hello
+        assert self.server_wallet is not None
         return client_auth_text(role=self.role, th=self.th, server_wallet=self.server_wallet, ts=ts)
 
     @staticmethod
@@ -248,7 +376,19 @@ class ClientHandshake:
         Raises:
             NovaKMSError: the server refused (close notice), e.g. ``unauthenticated``.
             ProtocolError: malformed Ready.
+            LocalProtocolError: no challenge was accepted yet, or called twice.
         """
+        target = _next_state(CLIENT_TRANSITIONS, self._state, "receive_ready")
+        try:
+            ready = self._check_ready(item)
+        except Exception:
+            self._state = ClientState.FAILED
+            raise
+        self._state = target
+        return ready
+
+    @staticmethod
+    def _check_ready(item: object) -> Ready:
         _raise_if_close(item)
         msg = _exact_keys(item, {"wallet", "limits"}, "Ready")
         limits = _exact_keys(msg["limits"], {"max_frame", "max_inflight"}, "Ready.limits")
@@ -265,10 +405,16 @@ class ClientHandshake:
 class ServerHandshake:
     """Server side: ``receive_hello()`` → ``challenge()`` → ``receive_auth()`` → ``ready()``.
 
+    The allowed order is :data:`SERVER_TRANSITIONS`; :attr:`state` says where the machine is.
+
     Args:
         wallet: the server's wallet (its signer's address).
         eph_private: a fresh 32-byte X25519 private key (used once).
         nonce: a fresh 32-byte random nonce.
+
+    Attributes:
+        role: the role the client asked for, once its hello was accepted (else None).
+        th: the transcript hash, once the hello was accepted (else None).
     """
 
     def __init__(self, *, wallet: str, eph_private: bytes, nonce: bytes) -> None:
@@ -278,10 +424,15 @@ class ServerHandshake:
         self._eph_private = eph_private
         self._eph_public = _public(eph_private)
         self._nonce = nonce
+        self._state = ServerState.IDLE
+        self._client_eph = b""  # the client's key, from the accepted hello on
         self.role: Role | None = None
         self.th: bytes | None = None
-        self._client_eph: bytes | None = None
-        self._challenge_sent = False
+
+    @property
+    def state(self) -> ServerState:
+        """Where the handshake is (see :data:`SERVER_TRANSITIONS`)."""
+        return self._state
 
     def receive_hello(self, body: bytes) -> str:
         """Check the ClientHello; return the text the server must sign.
@@ -289,9 +440,26 @@ class ServerHandshake:
         Raises:
             UnsupportedVersion: a version this server does not speak (send as close notice).
             ProtocolError: anything else wrong with the hello.
+            LocalProtocolError: called twice, or after a failure.
         """
-        if self.th is not None:
-            raise ProtocolError("unexpected ClientHello")
+        target = _next_state(SERVER_TRANSITIONS, self._state, "receive_hello")
+        try:
+            role, client_eph = self._check_hello(body)
+        except Exception:
+            self._state = ServerState.FAILED
+            raise
+        self.role, self._client_eph = role, client_eph
+        self.th = transcript_hash(
+            hello_body=body,
+            server_eph=self._eph_public,
+            nonce=self._nonce,
+            server_wallet=self.wallet,
+        )
+        self._state = target
+        return server_text(th=self.th, server_wallet=self.wallet)
+
+    @staticmethod
+    def _check_hello(body: bytes) -> tuple[Role, bytes]:
         item = cbor.decode(body, max_items=HANDSHAKE_MAX_ITEMS)
         if isinstance(item, dict) and "v" in item:
             # Types before values: ``True == 1`` in Python, so a bool must not pass as 1.
@@ -305,30 +473,29 @@ class ServerHandshake:
         msg = _exact_keys(item, {"v", "role", "eph"}, "ClientHello")
         if msg["role"] not in ROLES:
             raise ProtocolError("ClientHello.role must be 'app', 'peer' or 'guardian'")
-        self._client_eph = _bytes_of(msg, "eph", _EPH_SIZE, "ClientHello")
-        self.role = msg["role"]
-        self.th = transcript_hash(
-            hello_body=body,
-            server_eph=self._eph_public,
-            nonce=self._nonce,
-            server_wallet=self.wallet,
-        )
-        return server_text(th=self.th, server_wallet=self.wallet)
+        role: Role = msg["role"]
+        return role, _bytes_of(msg, "eph", _EPH_SIZE, "ClientHello")
 
     def challenge(self, signature: bytes) -> tuple[bytes, SecureChannel]:
         """The ServerChallenge body and the server's channel end.
 
         Raises:
             HandshakeError: the client's ephemeral key is unusable.
+            ValueError: ``signature`` is not 65 bytes (nothing changes).
+            LocalProtocolError: no hello was accepted yet, or called twice.
         """
-        if self.th is None or self._client_eph is None or self._challenge_sent:
-            raise ProtocolError("challenge out of order")
+        target = _next_state(SERVER_TRANSITIONS, self._state, "challenge")
         if len(signature) != _SIG_SIZE:
             raise ValueError("signature must be 65 bytes")
-        k_c2s, k_s2c = session_keys(
-            own_eph_private=self._eph_private, other_eph_public=self._client_eph, th=self.th
-        )
-        self._challenge_sent = True
+        assert self.th is not None  # set with HELLO_RECEIVED
+        try:
+            k_c2s, k_s2c = session_keys(
+                own_eph_private=self._eph_private, other_eph_public=self._client_eph, th=self.th
+            )
+        except Exception:
+            self._state = ServerState.FAILED
+            raise
+        self._state = target
         body = cbor.encode(
             {
                 "v": PROTOCOL_VERSION,
@@ -346,9 +513,20 @@ class ServerHandshake:
         Raises:
             HandshakeError: bad signature, stale timestamp, anonymous peer.
             ProtocolError: malformed ClientAuth.
+            LocalProtocolError: the challenge was not sent yet, or called twice.
         """
-        if self.th is None or not self._challenge_sent or self.role is None:
-            raise ProtocolError("ClientAuth out of order")
+        target = _next_state(SERVER_TRANSITIONS, self._state, "receive_auth")
+        try:
+            wallet = self._check_auth(item, now=now, window=window)
+        except Exception:
+            self._state = ServerState.FAILED
+            raise
+        self._state = target
+        return wallet
+
+    def _check_auth(self, item: object, *, now: int, window: int) -> str | None:
+        assert self.th is not None  # set with the accepted challenge / hello
+        assert self.role is not None
         if item == {}:
             if self.role != "app":
                 raise HandshakeError(f"the {self.role} role must authenticate")

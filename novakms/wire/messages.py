@@ -10,11 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from novakms.errors import BadRequest, NovaKMSError, ProtocolError, error_from_wire
+from novakms.errors import InvalidRequest, NovaKMSError, ProtocolError, error_from_wire
 
 __all__ = [
     "MAX_ID",
-    "InvalidRequest",
     "Request",
     "Response",
     "close_notice",
@@ -49,14 +48,6 @@ class Response:
     id: int
     ok: Mapping[str, Any] | None = None
     error: NovaKMSError | None = None
-
-
-class InvalidRequest(BadRequest):
-    """A frame that is not a valid request; ``request_id`` is set when it carried a usable id."""
-
-    def __init__(self, message: str, request_id: int | None) -> None:
-        super().__init__(message)
-        self.request_id = request_id
 
 
 def parse_request(item: object) -> Request:

@@ -13,11 +13,11 @@ from novakms.auth.guardians import (
     ENC_KEY_SIZE,
     MAX_GUARDIANS,
     GuardianSet,
-    GuardianSetError,
     guardian_set,
     no_guardians,
     parse_enc_key,
 )
+from novakms.errors import GuardianSetError
 
 W1, W2, W3 = ("0x" + c * 40 for c in "abc")
 K1, K2, K3 = (bytes([i]) * 32 for i in (1, 2, 3))

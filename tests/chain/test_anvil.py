@@ -12,15 +12,9 @@ import pytest
 import trio
 from eth_account import Account
 
-from novakms.chain.rpc import JsonRpcClient, RpcError
-from novakms.dev.anvil import (
-    ANVIL_ENV,
-    DEFAULT_MNEMONIC,
-    AnvilError,
-    AnvilNotFound,
-    AnvilProcess,
-    find_anvil,
-)
+from novakms.chain.rpc import JsonRpcClient
+from novakms.dev.anvil import ANVIL_ENV, DEFAULT_MNEMONIC, AnvilProcess, find_anvil
+from novakms.errors import AnvilError, AnvilNotFound, RpcError
 from tests.chain import FORTY_TWO, PING_TOPIC, deploy_unsigned, send_unsigned
 
 StartAnvil = Callable[..., AnvilProcess]

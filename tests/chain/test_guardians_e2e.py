@@ -10,16 +10,16 @@ import pytest
 import trio
 from eth_abi.abi import encode as abi_encode
 
-from novakms.admin.tx import TransactionFailed, TxSender
+from novakms.admin.tx import TxSender
 from novakms.auth.guardians import GuardianSet, no_guardians
 from novakms.chain import abi
 from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import ChainUnavailable, JsonRpcClient
+from novakms.chain.rpc import JsonRpcClient
 from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.crypto.eth import keccak256
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import clear_guardians, deploy_registries, set_guardians
-from novakms.errors import Unavailable
+from novakms.errors import ChainUnavailable, TransactionFailed, Unavailable
 from tests.chain.faultproxy import fault_proxy
 
 POLL = 0.2

@@ -9,17 +9,9 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.chain.rpc import (
-    ChainError,
-    ChainUnavailable,
-    JsonRpcClient,
-    RpcError,
-    block_param,
-    parse_data,
-    parse_quantity,
-)
+from novakms.chain.rpc import JsonRpcClient, block_param, parse_data, parse_quantity
 from novakms.dev.anvil import AnvilProcess
-from novakms.errors import NovaKMSError
+from novakms.errors import ChainError, ChainUnavailable, NovaKMSError, RpcError
 from tests.chain import (
     FORTY_TWO,
     IDENTITY_PRECOMPILE,

@@ -9,9 +9,10 @@ import pytest
 import trio
 from eth_abi.abi import encode as abi_encode
 
-from novakms.admin.tx import TransactionFailed, TransactionTimeout, TxSender, decode_revert_reason
-from novakms.chain.rpc import ChainError, JsonRpcClient, RpcError, parse_quantity
+from novakms.admin.tx import TxSender, decode_revert_reason
+from novakms.chain.rpc import JsonRpcClient, parse_quantity
 from novakms.dev.anvil import AnvilProcess
+from novakms.errors import ChainError, RpcError, TransactionFailed, TransactionTimeout
 from tests.chain import FORTY_TWO, NOPE_REVERT, TEST_CONTRACT
 from tests.chain.faultproxy import fault_proxy
 

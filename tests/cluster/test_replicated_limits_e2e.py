@@ -13,7 +13,7 @@ from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.cluster.replication import record_to_wire
 from novakms.errors import Unavailable
-from novakms.server import ops
+from novakms.server.ops import dispatch
 from novakms.store.records import HLC_LOGICAL_BITS, Record
 from tests.harness.build import replicator
 from tests.harness.world import LIMITS, signer, until, wait_everywhere
@@ -76,17 +76,17 @@ def paused(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """While ``paused[0]``, every node answers sync.* calls (but sync.hello) ``unavailable``:
     no replication, so two nodes can each take a write the other has not seen."""
     flag = [False]
-    for op in [op for op in ops.OPS if op.startswith("sync.") and op != "sync.hello"]:
-        auth, honest = ops.OPS[op]
+    for op in [op for op in dispatch.OPS if op.startswith("sync.") and op != "sync.hello"]:
+        auth, honest = dispatch.OPS[op]
 
         async def maybe_pause(
-            ctx: ops.OpContext, args: Mapping[str, Any], honest: ops.Handler = honest
+            ctx: dispatch.OpContext, args: Mapping[str, Any], honest: dispatch.Handler = honest
         ) -> dict[str, Any]:
             if flag[0]:
                 raise Unavailable("replication paused by the test", reason="paused")
             return await honest(ctx, args)
 
-        monkeypatch.setitem(ops.OPS, op, ops.Op(auth, maybe_pause))
+        monkeypatch.setitem(dispatch.OPS, op, dispatch.Op(auth, maybe_pause))
     return flag
 
 

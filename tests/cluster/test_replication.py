@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from novakms.cluster.replication import (
     ENVELOPE_BYTES,
-    InvalidRecord,
     Outbox,
     TombstoneAcks,
     app_digests,
@@ -40,6 +39,7 @@ from novakms.cluster.replication import (
 )
 from novakms.config import Limits
 from novakms.crypto.aead import data_key, seal_value
+from novakms.errors import InvalidRecord
 from novakms.store.kv import KVStore
 from novakms.store.records import HLC_LOGICAL_BITS, Clock, Record, clock_join
 from novakms.wire import cbor

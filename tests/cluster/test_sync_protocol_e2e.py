@@ -10,13 +10,13 @@ import pytest
 from novakms.client.aio import Client
 from novakms.cluster.proof import cluster_proof
 from novakms.errors import BadRequest
-from novakms.server import ops
 from novakms.server.node import Node
+from novakms.server.ops import dispatch
 from tests.harness.build import replicator
 from tests.harness.world import signer, until, wait_everywhere
 
 APP = signer("app")
-LYING_OPS = [op for op in ops.OPS if op.startswith("sync.") and op != "sync.hello"]
+LYING_OPS = [op for op in dispatch.OPS if op.startswith("sync.") and op != "sync.hello"]
 
 
 @pytest.fixture
@@ -25,16 +25,16 @@ def liars(monkeypatch: pytest.MonkeyPatch) -> set[Node]:
     sync.* call, over their real server and peer channel."""
     lying: set[Node] = set()
     for op in LYING_OPS:
-        auth, honest = ops.OPS[op]
+        auth, honest = dispatch.OPS[op]
 
         async def maybe_lie(
-            ctx: ops.OpContext, args: Mapping[str, Any], honest: ops.Handler = honest
+            ctx: dispatch.OpContext, args: Mapping[str, Any], honest: dispatch.Handler = honest
         ) -> dict[str, Any]:
             if ctx.wallet in {node.wallet for node in lying}:
                 return {}  # the auth column (proven_peer) was checked before
             return await honest(ctx, args)
 
-        monkeypatch.setitem(ops.OPS, op, ops.Op(auth, maybe_lie))
+        monkeypatch.setitem(dispatch.OPS, op, dispatch.Op(auth, maybe_lie))
     return lying
 
 

@@ -13,12 +13,12 @@ from novakms.crypto.aead import (
     NONCE_SIZE,
     SEAL_OVERHEAD,
     TAG_SIZE,
-    SealError,
     data_key,
     open_value,
     seal_value,
 )
 from novakms.crypto.kdf import derive_app_key, derive_internal_key
+from novakms.errors import SealError
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(1, 33))

@@ -311,3 +311,13 @@ def test_generate_broken_rng() -> None:
         generate_private_key(lambda n: bytes(n - 1))
     with pytest.raises(TypeError, match="str"):
         parse_private_key(KEY)  # type: ignore[arg-type]
+
+
+def test_canonical_wallets_are_what_normalize_wallet_returns() -> None:
+    from novakms.crypto.eth import is_canonical_wallet, normalize_wallet
+
+    mixed = "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"
+    assert not is_canonical_wallet(mixed) and is_canonical_wallet(normalize_wallet(mixed))
+    assert not is_canonical_wallet("0X" + "ab" * 20)
+    assert not is_canonical_wallet(b"0x" + b"ab" * 20)
+    assert not is_canonical_wallet("0x" + "ab" * 19)

@@ -17,7 +17,6 @@ from novakms.crypto.eth import wallet_from_private_key
 from novakms.crypto.guardian_shares import (
     GuardianSet,
     GuardianShare,
-    GuardianShareError,
     encode_share,
     make_shares,
     open_share,
@@ -26,6 +25,7 @@ from novakms.crypto.guardian_shares import (
     seal_share,
 )
 from novakms.crypto.kdf import derive_internal_key, secret_fingerprint
+from novakms.errors import GuardianShareError
 from novakms.wire import cbor
 
 SECRET = hashlib.sha256(b"guardian test secret").digest()
@@ -510,3 +510,13 @@ def test_recover_refuses_bad_arguments() -> None:
         recover(SHARES, threshold=0, pin_fingerprint=FP)
     with pytest.raises(TypeError):
         recover([SHARES[0].share], threshold=2, pin_fingerprint=FP)  # type: ignore[list-item]
+
+
+def test_the_chain_guardian_set_splits_like_the_share_set() -> None:
+    from novakms.auth.guardians import GuardianSet as ChainGuardianSet
+
+    chain_set = ChainGuardianSet(
+        wallets=SET.wallets, enc_keys=SET.enc_public_keys, threshold=SET.threshold, version=1
+    )
+    assert SET.version == 1
+    assert make_shares(bytes(range(32)), chain_set) == make_shares(bytes(range(32)), SET)

@@ -11,6 +11,7 @@ from novakms.crypto import guardian_shares as gs
 from novakms.crypto import shamir
 from novakms.crypto.eth import wallet_from_private_key
 from novakms.crypto.kdf import secret_fingerprint
+from novakms.errors import GuardianShareError
 from tests.harness.registry import load_vectors
 
 V: dict[str, Any] = load_vectors("guardians.json")
@@ -110,14 +111,14 @@ def test_recover(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", V["bad_plaintexts"], ids=lambda c: c["name"])
 def test_bad_plaintexts(case: dict[str, Any]) -> None:
-    with pytest.raises(gs.GuardianShareError) as info:
+    with pytest.raises(GuardianShareError) as info:
         gs.parse_share(bytes.fromhex(case["plaintext"]))
     assert info.value.reason == case["reason"], case["why"]
 
 
 @pytest.mark.parametrize("case", V["bad_sealed"], ids=lambda c: c["name"])
 def test_bad_sealed(case: dict[str, Any]) -> None:
-    with pytest.raises(gs.GuardianShareError) as info:
+    with pytest.raises(GuardianShareError) as info:
         gs.open_share(
             bytes.fromhex(case["sealed"]),
             bytes.fromhex(MEMBERS[case["guardian"]]["enc_private"]),

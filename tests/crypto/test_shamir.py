@@ -11,7 +11,8 @@ from shamir_mnemonic.shamir import RawShare
 from shamir_mnemonic.shamir import _interpolate as slip39_interpolate
 
 from novakms.crypto import shamir
-from novakms.crypto.shamir import ShamirError, Share, combine, gf_inv, gf_mul, interpolate, split
+from novakms.crypto.shamir import Share, combine, gf_inv, gf_mul, interpolate, split
+from novakms.errors import ShamirError
 
 SEED = bytes(range(100, 132))
 SECRET = bytes(range(32))

@@ -569,3 +569,12 @@ def test_decode_budget_must_be_positive() -> None:
     with pytest.raises(ValueError):
         decode(b"\x00", max_items=0)
     assert decode(b"\x00", max_items=1) == 0
+
+
+@pytest.mark.parametrize("n", [0, 23, 24, 255, 256, 65535, 65536])
+def test_head_size_is_what_encoding_writes(n: int) -> None:
+    from novakms.wire.cbor import head_size
+
+    assert head_size(n) == len(encode(bytes(n))) - n
+    assert head_size(n) == len(encode([0] * n)) - n
+    assert head_size(2**32 - 1) == 5 and head_size(2**32) == 9

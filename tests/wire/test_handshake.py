@@ -15,6 +15,7 @@ from novakms.errors import (
     ChannelError,
     HandshakeError,
     InvalidSignature,
+    LocalProtocolError,
     NovaKMSError,
     ProtocolError,
     RateLimited,
@@ -25,7 +26,16 @@ from novakms.errors import (
 from novakms.wire import cbor
 from novakms.wire.channel import SecureChannel
 from novakms.wire.framing import FrameDecoder, encode_frame
-from novakms.wire.handshake import ClientHandshake, ServerHandshake, session_keys, transcript_hash
+from novakms.wire.handshake import (
+    CLIENT_TRANSITIONS,
+    SERVER_TRANSITIONS,
+    ClientHandshake,
+    ClientState,
+    ServerHandshake,
+    ServerState,
+    session_keys,
+    transcript_hash,
+)
 from novakms.wire.messages import (
     close_notice,
     error_response,
@@ -138,7 +148,7 @@ def test_vectors_anonymous_auth() -> None:
 def test_vectors_peer_role() -> None:
     peer = V["peer"]
     client, server, _, _ = run_to_challenge(role="peer")
-    assert client.hello() == h("client_hello_body", peer)
+    assert client.hello_body == h("client_hello_body", peer)
     assert client.th == h("transcript_hash", peer)
     assert client.auth_text(peer["ts"]) == peer["client_text"]
     assert peer["client_text"].startswith("NovaKMS:Auth:")
@@ -150,7 +160,7 @@ def test_vectors_peer_role() -> None:
 def test_vectors_guardian_role() -> None:
     guardian = V["guardian"]
     client, server, _, _ = run_to_challenge(role="guardian")
-    assert client.hello() == h("client_hello_body", guardian)
+    assert client.hello_body == h("client_hello_body", guardian)
     assert client.th == h("transcript_hash", guardian)
     assert client.auth_text(V["ts"]) == guardian["client_text"]
     assert guardian["client_text"].startswith("NovaKMS:GuardianAuth:")
@@ -317,19 +327,133 @@ def test_client_reports_the_servers_close_notice() -> None:
         client.receive_ready(client_channel.open(notice))
 
 
-def test_out_of_order_steps_are_refused() -> None:
+def test_out_of_order_steps_are_local_misuse_not_peer_faults() -> None:
     server = ServerHandshake(
         wallet=V["server_wallet"], eph_private=h("server_eph_private"), nonce=h("server_nonce")
     )
-    with pytest.raises(ProtocolError):
+    with pytest.raises(LocalProtocolError):
         server.challenge(bytes(65))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(LocalProtocolError):
         server.receive_auth({}, now=0, window=1)
     client = ClientHandshake(role="app", eph_private=h("client_eph_private"))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(LocalProtocolError):
         client.receive_challenge(h("challenge_body"))
-    with pytest.raises(ProtocolError):
+    with pytest.raises(LocalProtocolError):
         client.auth_text(0)
+    assert not issubclass(LocalProtocolError, ProtocolError)
+    assert server.state is ServerState.IDLE and client.state is ClientState.IDLE
+
+
+# -- every state x every method ---------------------------------------------------------------
+
+_CLIENT_PATH = {  # the steps that bring a fresh client into each state
+    ClientState.IDLE: [],
+    ClientState.HELLO_SENT: ["hello"],
+    ClientState.CHALLENGED: ["hello", "receive_challenge"],
+    ClientState.READY: ["hello", "receive_challenge", "receive_ready"],
+    ClientState.FAILED: ["hello", "bad_challenge"],
+}
+_SERVER_PATH = {
+    ServerState.IDLE: [],
+    ServerState.HELLO_RECEIVED: ["receive_hello"],
+    ServerState.CHALLENGE_SENT: ["receive_hello", "challenge"],
+    ServerState.AUTHENTICATED: ["receive_hello", "challenge", "receive_auth"],
+    ServerState.FAILED: ["bad_hello"],
+}
+
+
+def _ready_item() -> dict[str, Any]:
+    return ServerHandshake.ready(wallet=None, max_frame=1024, max_inflight=4)
+
+
+def _client_step(client: ClientHandshake, method: str) -> object:
+    if method == "hello":
+        return client.hello()
+    if method == "receive_challenge":
+        return client.receive_challenge(h("challenge_body"))
+    if method == "bad_challenge":
+        with pytest.raises(ProtocolError):
+            client.receive_challenge(cbor.encode("not a challenge"))
+        return None
+    if method == "auth_text":
+        return client.auth_text(V["ts"])
+    assert method == "receive_ready"
+    return client.receive_ready(_ready_item())
+
+
+def _server_step(server: ServerHandshake, method: str) -> object:
+    if method == "receive_hello":
+        return server.receive_hello(h("client_hello_body"))
+    if method == "bad_hello":
+        with pytest.raises(ProtocolError):
+            server.receive_hello(cbor.encode("not a hello"))
+        return None
+    if method == "challenge":
+        return server.challenge(h("server_sig"))
+    assert method == "receive_auth"
+    return server.receive_auth({}, now=0, window=1)
+
+
+@pytest.mark.parametrize("state", list(ClientState))
+@pytest.mark.parametrize("method", ["hello", "receive_challenge", "auth_text", "receive_ready"])
+def test_every_client_state_and_method(state: ClientState, method: str) -> None:
+    client = ClientHandshake(role="app", eph_private=h("client_eph_private"))
+    for step in _CLIENT_PATH[state]:
+        _client_step(client, step)
+    assert client.state is state
+    target = CLIENT_TRANSITIONS[state].get(method)
+    if target is None:
+        with pytest.raises(LocalProtocolError):
+            _client_step(client, method)
+        assert client.state is state
+    else:
+        _client_step(client, method)
+        assert client.state is target
+
+
+@pytest.mark.parametrize("state", list(ServerState))
+@pytest.mark.parametrize("method", ["receive_hello", "challenge", "receive_auth"])
+def test_every_server_state_and_method(state: ServerState, method: str) -> None:
+    server = ServerHandshake(
+        wallet=V["server_wallet"], eph_private=h("server_eph_private"), nonce=h("server_nonce")
+    )
+    for step in _SERVER_PATH[state]:
+        _server_step(server, step)
+    assert server.state is state
+    target = SERVER_TRANSITIONS[state].get(method)
+    if target is None:
+        with pytest.raises(LocalProtocolError):
+            _server_step(server, method)
+        assert server.state is state
+    else:
+        _server_step(server, method)
+        assert server.state is target
+
+
+def test_a_peer_fault_fails_the_machine_for_good() -> None:
+    client, server, client_channel, server_channel = run_to_challenge()
+    with pytest.raises(ProtocolError):
+        client.receive_ready({"wallet": None})
+    assert client.state is ClientState.FAILED
+    with pytest.raises(LocalProtocolError):
+        client.receive_ready(_ready_item())
+    with pytest.raises(HandshakeError):
+        server.receive_auth(
+            {"wallet": V["client_wallet"], "ts": 0, "sig": bytes(65)}, now=10**6, window=1
+        )
+    assert server.state is ServerState.FAILED
+    with pytest.raises(LocalProtocolError):
+        server.receive_auth({}, now=0, window=1)
+
+
+def test_a_bad_signature_argument_changes_nothing() -> None:
+    server = ServerHandshake(
+        wallet=V["server_wallet"], eph_private=h("server_eph_private"), nonce=h("server_nonce")
+    )
+    server.receive_hello(h("client_hello_body"))
+    with pytest.raises(ValueError, match="65 bytes"):
+        server.challenge(b"short")
+    assert server.state is ServerState.HELLO_RECEIVED
 
 
 def test_transcript_hash_binds_every_input() -> None:

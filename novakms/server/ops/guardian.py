@@ -10,24 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from novakms.auth.guardians import GuardianSet
-from novakms.cluster.recovery import ShareRefused, check_share
+from novakms.cluster.recovery import check_share
 from novakms.crypto import guardian_shares
-from novakms.errors import BadRequest, Unavailable
+from novakms.errors import BadRequest, GuardianShareError, ShareRefused, Unavailable
 from novakms.log import get_logger
 from novakms.server.ops.args import Args
 from novakms.server.ops.context import OpContext
 
 __all__ = ["op_guardian_restore", "op_guardian_share"]
-
-
-def _share_set(guardians: GuardianSet) -> guardian_shares.GuardianSet:
-    return guardian_shares.GuardianSet(
-        wallets=guardians.wallets,
-        enc_public_keys=guardians.enc_keys,
-        threshold=guardians.threshold,
-        version=guardians.version,
-    )
 
 
 def _guardian_wallet(ctx: OpContext) -> str:
@@ -50,7 +40,7 @@ async def op_guardian_share(ctx: OpContext, args: Mapping[str, Any]) -> dict[str
             fingerprint=keyring.fingerprint(),
         )
     index = guardians.wallets.index(wallet)
-    share = guardian_shares.make_shares(secret, _share_set(guardians))[index]
+    share = guardian_shares.make_shares(secret, guardians)[index]
     sealed = guardian_shares.seal_share(share, guardians.enc_keys[index])
     get_logger("novakms.guardians", node=ctx.wallet).info(
         "share_handed_out", guardian=wallet, set_version=guardians.version
@@ -74,7 +64,7 @@ async def op_guardian_restore(ctx: OpContext, args: Mapping[str, Any]) -> dict[s
     assert raw is not None  # required=True
     try:
         share = guardian_shares.parse_share(raw)
-    except guardian_shares.GuardianShareError as exc:
+    except GuardianShareError as exc:
         raise BadRequest(f"not a guardian share: {exc}", reason=exc.reason) from None
     if keyring.initialized and not keyring.pin_mismatch:
         return {"recovered": True, "received": 0, "threshold": guardians.threshold}
