@@ -19,7 +19,6 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from novakms.auth.model import Identity
 from novakms.config import Limits
 from novakms.crypto.kdf import derive_app_key
 from novakms.crypto.signer import LocalSigner
@@ -27,36 +26,13 @@ from novakms.errors import NovaKMSError, TransportError, Unavailable
 from novakms.net.framed import END_OF_STREAM, SealedStream
 from novakms.wire.messages import parse_close_notice
 from tests.harness.clock import unix_clock
+from tests.harness.registry import GatedSource
 from tests.harness.server import MemoryServer, app_registry, start_memory_server
 
 SECRET = bytes(range(32))
 NODE = LocalSigner(hashlib.sha256(b"novakms lifecycle test node").digest())
 APP = LocalSigner(hashlib.sha256(b"novakms lifecycle test app").digest())
 WATCHER = LocalSigner(hashlib.sha256(b"novakms lifecycle test watcher").digest())
-
-
-class GatedSource:
-    """The static registry, with ``authorize_app`` waiting on a gate (a request held open)."""
-
-    name = "gated"
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gate = trio.Event()
-        self.calls = 0
-
-    async def authorize_app(self, wallet: str) -> Identity:
-        self.calls += 1
-        await self.gate.wait()
-        identity: Identity = await self.inner.authorize_app(wallet)
-        return identity
-
-    async def authorize_peer(self, wallet: str) -> Identity:
-        identity: Identity = await self.inner.authorize_peer(wallet)
-        return identity
-
-    def describe(self) -> dict[str, object]:
-        return {}
 
 
 async def serve(nursery: trio.Nursery, limits: Limits, *, gated: bool = False) -> MemoryServer:

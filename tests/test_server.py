@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.auth.model import Identity
-from novakms.auth.source import AuthorizationSource
 from novakms.client.aio import Client
 from novakms.client.blocking import BlockingClient
 from novakms.config import Limits
@@ -33,7 +31,7 @@ from novakms.net.dial import open_stream
 from novakms.net.framed import END_OF_STREAM, SealedStream
 from novakms.wire import cbor
 from novakms.wire.messages import parse_close_notice
-from tests.harness.registry import MASTER_SECRET, Wallets
+from tests.harness.registry import MASTER_SECRET, GatedSource, Wallets
 from tests.sessions import handshake
 
 
@@ -213,31 +211,6 @@ async def test_many_tasks_share_one_connection(start_server: Any, wallets: Walle
             for i in range(200):
                 nursery.start_soon(one, i)
     assert results == {i: expected_key(1, f"k/{i}") for i in range(200)}
-
-
-class GatedSource:
-    """Wraps the static registry; authorize_app waits on a gate and counts calls."""
-
-    name = "gated"
-
-    def __init__(self, inner: AuthorizationSource) -> None:
-        self.inner = inner
-        self.gate = trio.Event()
-        self.calls = 0
-        self.crash = False
-
-    async def authorize_app(self, wallet: str) -> Identity:
-        self.calls += 1
-        if self.crash:
-            raise RuntimeError("boom: a bug in the source")
-        await self.gate.wait()
-        return await self.inner.authorize_app(wallet)
-
-    async def authorize_peer(self, wallet: str) -> Identity:
-        return await self.inner.authorize_peer(wallet)
-
-    def describe(self) -> dict[str, object]:
-        return {}
 
 
 async def test_responses_come_back_out_of_order(start_server: Any, wallets: Wallets) -> None:

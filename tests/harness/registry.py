@@ -12,9 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from novakms.auth.model import Identity
+from novakms.auth.source import Registry
 from novakms.crypto.signer import LocalSigner
 
-__all__ = ["MASTER_SECRET", "VECTORS", "Wallets", "dev_key", "load_vectors", "registry_json"]
+__all__ = [
+    "MASTER_SECRET",
+    "VECTORS",
+    "GatedSource",
+    "Wallets",
+    "dev_key",
+    "load_vectors",
+    "registry_json",
+]
 
 VECTORS = Path(__file__).resolve().parent.parent.parent / "protocol" / "vectors"
 MASTER_SECRET = bytes(range(32))
@@ -105,3 +117,29 @@ def registry_json(w: Wallets) -> dict[str, Any]:
             inst(7, w.deprecated_version, 1, 3),
         ],
     }
+
+
+class GatedSource:
+    """A registry whose ``authorize_app`` waits on :attr:`gate` (a request held open) and counts
+    its calls; with :attr:`crash` it raises instead (a bug in the source)."""
+
+    name = "gated"
+
+    def __init__(self, inner: Registry) -> None:
+        self.inner = inner
+        self.gate = trio.Event()
+        self.calls = 0
+        self.crash = False
+
+    async def authorize_app(self, wallet: str) -> Identity:
+        self.calls += 1
+        if self.crash:
+            raise RuntimeError("boom: a bug in the source")
+        await self.gate.wait()
+        return await self.inner.authorize_app(wallet)
+
+    async def authorize_peer(self, wallet: str) -> Identity:
+        return await self.inner.authorize_peer(wallet)
+
+    def describe(self) -> dict[str, object]:
+        return {}
