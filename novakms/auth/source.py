@@ -12,7 +12,7 @@ rules. Sources:
 
 Two declared roles, so the server never probes a source for attributes:
 
-* :class:`Registry` (alias :class:`AuthorizationSource`) — the request path: ``authorize_app``,
+* :class:`Registry` — the request path: ``authorize_app``,
   ``authorize_peer``, ``describe``. Every source is one.
 * :class:`Membership` — the cluster's view of the registry: the KMS operators (``peers``), the
   owner's pin of the master secret (``pinned`` / ``master_secret_pin``), the guardian set, and
@@ -41,7 +41,7 @@ from novakms.auth.guardians import GuardianSet
 from novakms.auth.model import Identity
 from novakms.errors import Forbidden
 
-__all__ = ["AuthorizationSource", "Membership", "Registry", "peer_refusal"]
+__all__ = ["Membership", "Registry", "peer_refusal"]
 
 
 async def peer_refusal(
@@ -63,7 +63,7 @@ async def peer_refusal(
 
 
 @runtime_checkable
-class AuthorizationSource(Protocol):
+class Registry(Protocol):
     """Decides whether an authenticated wallet may act as an app or as a KMS peer."""
 
     @property
@@ -108,10 +108,6 @@ class AuthorizationSource(Protocol):
             A map that includes at least ``{"source": name}``.
         """
         ...
-
-
-#: The request path's name for an authorization source.
-Registry = AuthorizationSource
 
 
 @runtime_checkable

@@ -45,7 +45,7 @@ _T = TypeVar("_T")
 class StaticRegistry:
     """In-memory registry records, authorizing through :mod:`novakms.auth.policy`.
 
-    Implements :class:`novakms.auth.source.AuthorizationSource` with name ``"static"``.
+    Implements :class:`novakms.auth.source.Registry` with name ``"static"``.
 
     Args:
         apps: the apps.
@@ -89,7 +89,7 @@ class StaticRegistry:
             raise RegistryFormatError("guardians must be a GuardianSet")
         self._guardians = no_guardians() if guardians is None else guardians
 
-    # ------------------------------------------------------------------ AuthorizationSource
+    # ------------------------------------------------------------------ Registry
 
     @property
     def name(self) -> str:

@@ -67,7 +67,7 @@ class _Flight:
 
 
 class ChainAuthorizationSource:
-    """An :class:`~novakms.auth.source.AuthorizationSource` backed by the registries.
+    """An :class:`~novakms.auth.source.Registry` backed by the registries.
 
     Args:
         reader: the registry reader.
@@ -189,7 +189,7 @@ class ChainAuthorizationSource:
             await self._version(instance.app_id, instance.version_id),
         )
 
-    # -- AuthorizationSource ----------------------------------------------------------------
+    # -- Registry ----------------------------------------------------------------
 
     async def authorize_app(self, wallet: str) -> Identity:
         """Authorize an app instance's wallet now (see DESIGN §3)."""

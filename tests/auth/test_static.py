@@ -20,7 +20,7 @@ from novakms.auth.model import (
     InstanceStatus,
     VersionStatus,
 )
-from novakms.auth.source import AuthorizationSource
+from novakms.auth.source import Registry
 from novakms.auth.static import StaticRegistry
 from novakms.errors import Forbidden
 
@@ -349,8 +349,8 @@ def test_describe(registry: StaticRegistry) -> None:
 
 
 def test_is_an_authorization_source(registry: StaticRegistry) -> None:
-    source: AuthorizationSource = registry  # checked statically by mypy
-    assert isinstance(source, AuthorizationSource)
+    source: Registry = registry  # checked statically by mypy
+    assert isinstance(source, Registry)
 
 
 # ---------------------------------------------------------------------------------- mutators

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from novakms.auth.model import App, AppStatus, AppVersion, Instance, InstanceStatus, VersionStatus
-from novakms.auth.source import AuthorizationSource
+from novakms.auth.source import Registry
 from novakms.auth.static import StaticRegistry
 from novakms.client.aio import Client
 from novakms.config import Limits
@@ -79,7 +79,7 @@ async def start_memory_server(
     nursery: trio.Nursery,
     *,
     signer: LocalSigner,
-    auth: AuthorizationSource,
+    auth: Registry,
     clock: Callable[[], float],
     limits: Limits | None = None,
     master_secret: bytes | None = None,
