@@ -22,7 +22,7 @@ from novakms.server import node as composition
 from novakms.server.node import Node
 from novakms.server.server import Server
 
-__all__ = ["build_node", "build_server", "replicator"]
+__all__ = ["RunningNodes", "build_node", "build_server", "replicator"]
 
 
 def build_node(
@@ -71,3 +71,42 @@ def replicator(node: Node) -> Replicator:
     """The node's replicator (a node built with a membership has one)."""
     assert node.replicator is not None, "this node runs no replicator (no membership)"
     return node.replicator
+
+
+class RunningNodes:
+    """Servers each run in a cancel scope of their own: one can crash while the others serve.
+
+    Args:
+        nursery: where the servers run.
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.servers: dict[str, Server] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.stopped: dict[str, trio.Event] = {}
+
+    async def run_server(self, server: Server) -> None:
+        """Start ``server``; returns once it listens."""
+        await self.nursery.start(self._serve, server)
+
+    async def _serve(self, server: Server, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        wallet = server.node.wallet
+        self.servers[wallet] = server
+        stopped = self.stopped[wallet] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self.scopes[wallet] = scope
+                await server.run(task_status=task_status)
+        finally:
+            stopped.set()
+
+    def stop(self, node: Node) -> None:
+        """Kill a node (its memory, secret and data included), as a crash would."""
+        self.scopes.pop(node.wallet).cancel()
+
+    async def shut_down(self, node: Node) -> None:
+        """Stop a node gracefully (as SIGTERM does) and wait until it has stopped."""
+        self.scopes.pop(node.wallet)
+        self.servers[node.wallet].shutdown()
+        await self.stopped[node.wallet].wait()

@@ -26,9 +26,8 @@ from novakms.config import Limits
 from novakms.crypto.signer import LocalSigner
 from novakms.errors import NotFound, Unavailable
 from novakms.server.node import Node
-from novakms.server.server import Server
 from novakms.store.records import Record
-from tests.harness.build import build_node, build_server, replicator
+from tests.harness.build import RunningNodes, build_node, build_server, replicator
 from tests.harness.memory import MemoryNetwork
 
 __all__ = [
@@ -90,7 +89,7 @@ def digests(node: Node) -> dict[int, bytes]:
     return replication.app_digests(node.store.records())
 
 
-class MemoryCluster:
+class MemoryCluster(RunningNodes):
     """Operators ``node0..`` and the app ``app`` in a static registry, over a memory network.
 
     Args:
@@ -108,7 +107,8 @@ class MemoryCluster:
         size: int = 3,
         label: str = "node",
     ) -> None:
-        self.nursery, self.clock = nursery, clock
+        super().__init__(nursery)
+        self.clock = clock
         self.network = MemoryNetwork()
         self.app = signer("app")
         self.registry = StaticRegistry(
@@ -125,9 +125,6 @@ class MemoryCluster:
         for i in range(size):
             self.members.append(self.register(signer(f"{label}{i}"), f"node{i}:7000"))
         self.nodes: dict[str, Node] = {}
-        self.servers: dict[str, Server] = {}
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.stopped: dict[str, trio.Event] = {}
 
     def _register(self, wallet: str, app_id: int, url: str) -> None:
         self._instances += 1
@@ -180,7 +177,7 @@ class MemoryCluster:
         )
         listener = self.network.listen(address)
         server = build_server(node=node, listeners=[(listener, address)])
-        await self.nursery.start(self._serve, server)
+        await self.run_server(server)
         self.nodes[who.wallet] = node
         return node
 
@@ -203,27 +200,6 @@ class MemoryCluster:
         member = self.register(who, f"node{len(self.members)}:7000")
         self.members.append(member)
         return await self.start(*member, **start), member[1]
-
-    async def _serve(self, server: Server, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        wallet = server.node.wallet
-        self.servers[wallet] = server
-        stopped = self.stopped[wallet] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self.scopes[wallet] = scope
-                await server.run(task_status=task_status)
-        finally:
-            stopped.set()
-
-    def stop(self, node: Node) -> None:
-        """Kill a node (its memory, secret and data included), as a crash would."""
-        self.scopes.pop(node.wallet).cancel()
-
-    async def shut_down(self, node: Node) -> None:
-        """Stop a node gracefully (as SIGTERM does) and wait until it has stopped."""
-        self.scopes.pop(node.wallet)
-        self.servers[node.wallet].shutdown()
-        await self.stopped[node.wallet].wait()
 
     async def connect(self, address: str, **options: Any) -> Client:
         """A client of the node at ``address`` (default: as the app), over the memory network."""

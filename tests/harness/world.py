@@ -29,8 +29,7 @@ from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import DevChain, register_instance, setup_world
 from novakms.errors import NotFound, Unavailable
 from novakms.server.node import Node
-from novakms.server.server import Server
-from tests.harness.build import build_node, build_server
+from tests.harness.build import RunningNodes, build_node, build_server
 from tests.harness.cluster import signer, until
 
 __all__ = [
@@ -65,18 +64,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Cluster:
+class Cluster(RunningNodes):
     """Nodes on loopback TCP, authorized by the registries on the anvil chain."""
 
     def __init__(
         self, nursery: trio.Nursery, anvil: AnvilProcess, chain: DevChain, admin: TxSender
     ) -> None:
-        self.nursery, self.anvil, self.chain, self.admin = nursery, anvil, chain, admin
+        super().__init__(nursery)
+        self.anvil, self.chain, self.admin = anvil, chain, admin
         self.clients: list[JsonRpcClient] = []
         self.nodes: list[Node] = []
-        self.scopes: dict[str, trio.CancelScope] = {}
-        self.servers: dict[str, Server] = {}
-        self.stopped: dict[str, trio.Event] = {}
 
     async def start(
         self,
@@ -104,20 +101,9 @@ class Cluster:
             require_pin=require_pin,
         )
         server = build_server(node=node, listen=[f"tcp://127.0.0.1:{port}"])
-        await self.nursery.start(self._serve, server)
+        await self.run_server(server)
         self.nodes.append(node)
         return node
-
-    async def _serve(self, server: Server, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        wallet = server.node.wallet
-        self.servers[wallet] = server
-        stopped = self.stopped[wallet] = trio.Event()
-        try:
-            with trio.CancelScope() as scope:
-                self.scopes[wallet] = scope
-                await server.run(task_status=task_status)
-        finally:
-            stopped.set()
 
     async def join(
         self, who: LocalSigner, *, version_id: int = 1, **start: Any
@@ -133,16 +119,6 @@ class Cluster:
             version_id=version_id,
         )
         return await self.start(who, port, **start), port
-
-    def stop(self, node: Node) -> None:
-        """Kill a node (its memory, secret and data included), as a crash would."""
-        self.scopes.pop(node.wallet).cancel()
-
-    async def shut_down(self, node: Node) -> None:
-        """Stop a node gracefully (as SIGTERM does) and wait until it has stopped."""
-        self.scopes.pop(node.wallet)
-        self.servers[node.wallet].shutdown()
-        await self.stopped[node.wallet].wait()
 
     async def pin(self, secret_hash: bytes) -> None:
         await self.admin.send(
