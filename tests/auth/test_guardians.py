@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from novakms.auth.cache import AuthCache, ChainEvent, guardians_from_event
@@ -158,6 +158,7 @@ def reference_valid(wallets: list[str], keys: list[bytes], threshold: int) -> bo
         and ZERO not in wallets
         and len(set(wallets)) == n
         and bytes(32) not in keys
+        and len(set(keys)) == n  # KMSRegistry: DuplicateGuardianEncKey
     )
 
 
@@ -169,6 +170,7 @@ _POOL = [ZERO, W1, W2, W3] + ["0x" + f"{i:040x}" for i in range(0x100, 0x114)]
     keys=st.lists(st.sampled_from([bytes(32), K1, K2, K3]), max_size=MAX_GUARDIANS + 2),
     threshold=st.integers(-1, MAX_GUARDIANS + 2),
 )
+@example(wallets=[W1, W2], keys=[K1, K1], threshold=1)  # one key for two guardians: refused
 def test_rules_match_the_reference(wallets: list[str], keys: list[bytes], threshold: int) -> None:
     try:
         s = guardian_set(wallets=wallets, enc_keys=keys, threshold=threshold, version=3)
