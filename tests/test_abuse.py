@@ -461,7 +461,7 @@ async def test_the_request_after_a_peers_first_authorization_gets_the_peer_budge
 ) -> None:
     # app2's instance stands in for a KMS node: its app is the KMS app and it is an operator.
     srv = await start_server(registry_changes={"kms_app_id": 2, "operators": [wallets.app2.wallet]})
-    srv.node.auth = gated = GatedPeers(srv.node.auth)
+    srv.node.registry = gated = GatedPeers(srv.node.registry)
     async with await Client.connect(srv.tcp, signer=wallets.app2, role="peer") as peer:
         proof = cluster_proof(
             master_secret=MASTER_SECRET, transcript_hash=peer.transcript_hash, direction="c2s"

@@ -115,7 +115,7 @@ async def test_graceful_shutdown_finishes_inflight_requests(
     nursery: trio.Nursery, autojump_clock: MockClock
 ) -> None:
     srv = await serve(nursery, Limits(drain_timeout=5), gated=True)
-    gated = srv.node.auth
+    gated = srv.node.registry
     assert isinstance(gated, GatedSource)
     watcher = await srv.session(WATCHER)
     async with await srv.connect(signer=APP) as kms:

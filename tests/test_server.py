@@ -215,7 +215,7 @@ async def test_many_tasks_share_one_connection(start_server: Any, wallets: Walle
 
 async def test_responses_come_back_out_of_order(start_server: Any, wallets: Wallets) -> None:
     srv = await start_server()
-    srv.node.auth = gated = GatedSource(srv.node.auth)
+    srv.node.registry = gated = GatedSource(srv.node.registry)
     order: list[str] = []
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
 
@@ -235,7 +235,7 @@ async def test_responses_come_back_out_of_order(start_server: Any, wallets: Wall
 
 async def test_inflight_limit_applies_backpressure(start_server: Any, wallets: Wallets) -> None:
     srv = await start_server(limits=Limits(max_inflight=2))
-    srv.node.auth = gated = GatedSource(srv.node.auth)
+    srv.node.registry = gated = GatedSource(srv.node.registry)
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         assert kms.server_max_inflight == 2
         async with trio.open_nursery() as nursery:
@@ -254,7 +254,7 @@ async def test_crashing_handler_is_an_internal_error_not_a_crash(
     start_server: Any, wallets: Wallets
 ) -> None:
     srv = await start_server()
-    srv.node.auth = gated = GatedSource(srv.node.auth)
+    srv.node.registry = gated = GatedSource(srv.node.registry)
     gated.crash = True
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         with pytest.raises(InternalError) as info:
@@ -344,7 +344,7 @@ async def test_malformed_sealed_messages(start_server: Any) -> None:
 
 async def test_duplicate_inflight_id_closes(start_server: Any, wallets: Wallets) -> None:
     srv = await start_server()
-    srv.node.auth = gated = GatedSource(srv.node.auth)
+    srv.node.registry = gated = GatedSource(srv.node.registry)
     s = await raw_session(srv.tcp, signer=wallets.app1)
     await s.send({"id": 9, "op": "derive", "args": {"path": "p"}})
     while gated.calls == 0:  # the first request is now held in flight by the gate

@@ -144,13 +144,8 @@ class Node:
         """The authorization source of the request path."""
         return self._registry
 
-    @property
-    def auth(self) -> Registry:
-        """The registry (the older name)."""
-        return self._registry
-
-    @auth.setter
-    def auth(self, registry: Registry) -> None:
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
         # Requests read the registry when they start: a swap applies to the next request.
         self._registry = registry
 

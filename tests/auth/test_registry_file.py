@@ -8,7 +8,7 @@ from novakms.auth import registry_file
 from novakms.auth.guardians import GuardianSet, no_guardians
 from novakms.auth.model import App, AppVersion, Instance
 from novakms.errors import RegistryFormatError
-from tests.auth.test_static import document
+from tests.auth.registry_documents import document
 
 
 def test_records_come_in_document_order_with_their_locations() -> None:
