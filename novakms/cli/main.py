@@ -1,12 +1,13 @@
-"""``novakms``: serve a node, run a development KMS, talk to a node as a client, and the
-offline guardian tools (``novakms guardian``, in :mod:`novakms.cli.guardian`).
+"""``novakms``: serve a node, run a development KMS, talk to a node as a client, forward
+connections to an enclave (``novakms bridge``), and the offline guardian tools (``novakms
+guardian``, in :mod:`novakms.cli.guardian`).
 
 Machine-readable output goes to stdout as JSON; logs go to stderr. Client errors print
 ``{"error": {"code": …, "message": …}}`` and exit 1; usage errors exit 2.
 """
 
 # This module's docstring is also the top-level --help text. It assembles the subcommands,
-# each in its own module (serve, dev, client, admin, guardian: every one adds its parser and
+# each in its own module (serve, dev, client, admin, guardian, bridge: every one adds its parser and
 # its command function), and maps errors to JSON and exit codes in one place, main().
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 from collections.abc import Sequence
 
 from novakms import __version__
-from novakms.cli import admin, client, dev, guardian, serve
+from novakms.cli import admin, bridge, client, dev, guardian, serve
 from novakms.cli.common import EXIT_USAGE, fail
 from novakms.errors import CliError, NovaKMSError
 from novakms.log import configure
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"novakms {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("NOVAKMS_LOG_LEVEL", "INFO"))
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, dev, client, admin, guardian):
+    for module in (serve, dev, client, admin, guardian, bridge):
         module.add_parser(commands)
     return parser
 
