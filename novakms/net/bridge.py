@@ -18,7 +18,6 @@ at once, before the upstream is dialed.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
 
 import trio
 
@@ -93,9 +92,8 @@ class Bridge:
             async with upstream:
                 self.forwarded += 1
                 async with trio.open_nursery() as pumps:
-                    done = [False, False]
-                    pumps.start_soon(_pump, client, upstream, pumps.cancel_scope, done, 0)
-                    pumps.start_soon(_pump, upstream, client, pumps.cancel_scope, done, 1)
+                    pumps.start_soon(_pump, client, upstream, pumps.cancel_scope)
+                    pumps.start_soon(_pump, upstream, client, pumps.cancel_scope)
         finally:
             self.active -= 1
             await trio.aclose_forcefully(client)
@@ -124,10 +122,8 @@ def _header_for(sock: trio.socket.SocketType) -> bytes:
     """The PROXY v2 header announcing ``sock``'s peer (LOCAL when it has no IP address)."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return encode_v2(None)
-    peer: Sequence[object] = sock.getpeername()
-    local: Sequence[object] = sock.getsockname()
-    source, port = str(peer[0]), int(str(peer[1]))
-    dest = str(local[0])
+    peer, local = sock.getpeername(), sock.getsockname()
+    source, port, dest = str(peer[0]), int(peer[1]), str(local[0])
     if sock.family == socket.AF_INET6 and source.startswith("::ffff:") and "." in source:
         source, dest = source.removeprefix("::ffff:"), dest.removeprefix("::ffff:")
         if ":" in dest:
@@ -135,17 +131,11 @@ def _header_for(sock: trio.socket.SocketType) -> bytes:
     return encode_v2(source, port, dest=dest)
 
 
-async def _pump(
-    source: trio.abc.Stream,
-    sink: trio.abc.Stream,
-    scope: trio.CancelScope,
-    done: list[bool],
-    index: int,
-) -> None:
+async def _pump(source: trio.abc.Stream, sink: trio.abc.Stream, scope: trio.CancelScope) -> None:
     """Copy ``source`` into ``sink`` until it ends; then half-close ``sink``.
 
-    A broken stream on either side ends the whole connection (``scope``); when both directions
-    have ended normally, so does the connection.
+    A broken stream on either side ends the whole connection (``scope``); otherwise the
+    connection ends when both directions have.
     """
     try:
         while chunk := await source.receive_some(_CHUNK):
@@ -153,8 +143,4 @@ async def _pump(
         if isinstance(sink, trio.abc.HalfCloseableStream):
             await sink.send_eof()
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        scope.cancel()
-        return
-    done[index] = True
-    if all(done):
         scope.cancel()

@@ -60,11 +60,11 @@ def build_server(
     node: Node,
     listeners: Sequence[tuple[trio.abc.Listener[trio.abc.Stream], str]] = (),
     listen: Sequence[str] = (),
-    clock: Callable[[], float] | None = None,
 ) -> Server:
-    """A server for ``node`` on pre-opened ``listeners`` and/or real ``listen`` addresses."""
+    """A server for ``node`` (on the node's clock) on pre-opened ``listeners`` and/or real
+    ``listen`` addresses."""
     config = ServerConfig(listen=tuple(listen), limits=node.limits)
-    return Server(config=config, node=node, listeners=listeners, clock=clock)
+    return Server(config=config, node=node, listeners=listeners)
 
 
 def replicator(node: Node) -> Replicator:
