@@ -248,8 +248,8 @@ async def acks_test(ready: dict[str, Any], count: int) -> dict[str, Any]:
                 start = time.perf_counter()
                 answer = await kms.kv_put(f"acks/{label}/{i:05d}", VALUE, acks=acks)
                 times.append(time.perf_counter() - start)
-                if acks is not None and answer["acked"] < acks:
-                    raise RuntimeError(f"acked {answer['acked']} < {acks}")
+                if acks is not None and answer.acked < acks:
+                    raise RuntimeError(f"acked {answer.acked} < {acks}")
             times.sort()
             results[label] = {
                 "p50_ms": percentile(times, 0.50) * 1e3,
@@ -267,7 +267,7 @@ async def node_status(address: str) -> dict[str, Any] | None:
     try:
         with trio.fail_after(5):
             async with await Client.connect(address, timeout=2) as kms:
-                return dict(await kms.status())
+                return dict(await kms.call("status"))
     except (NovaKMSError, OSError, trio.TooSlowError):
         return None
 

@@ -296,7 +296,7 @@ class KmsTarget:
         """Readiness: an anonymous ``health`` call."""
         async with await self._connect(signer=None) as kms:
             answer = await kms.health()
-        if answer.get("status") != "ok":
+        if answer.status != "ok":
             raise BenchError(f"health answered {answer!r}")
 
     async def prepare(self) -> None:

@@ -216,7 +216,7 @@ class Writer:
 async def status(address: str) -> dict[str, Any] | None:
     try:
         async with await Client.connect(address, timeout=5.0) as kms:
-            return dict(await kms.status())
+            return dict(await kms.call("status"))
     except NovaKMSError:
         return None
 
@@ -328,8 +328,8 @@ async def all_keys(client: Client, prefix: str) -> list[str]:
     cursor = None
     while True:
         page = await client.kv_list(prefix=prefix, limit=1000, cursor=cursor)
-        keys += page["keys"]
-        cursor = page["cursor"]
+        keys += page.keys
+        cursor = page.cursor
         if cursor is None:
             return keys
 

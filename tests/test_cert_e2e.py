@@ -54,9 +54,9 @@ async def test_leaf_chains_to_the_callers_app_ca_only(start_server: Any, wallets
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         issued = await kms.cert_sign(csr)
         ca_b = x509.load_pem_x509_certificate((await kms.cert_ca(2)).encode())
-    leaf = x509.load_pem_x509_certificate(issued["certificate"].encode())
-    ca_a = x509.load_pem_x509_certificate(issued["ca"].encode())
-    assert issued["app_id"] == 1
+    leaf = x509.load_pem_x509_certificate(issued.certificate.encode())
+    ca_a = x509.load_pem_x509_certificate(issued.ca.encode())
+    assert issued.app_id == 1
     leaf.verify_directly_issued_by(ca_a)
     with pytest.raises((ValueError, InvalidSignature)):
         leaf.verify_directly_issued_by(ca_b)
@@ -96,7 +96,7 @@ async def test_validity_default_and_cap(start_server: Any, wallets: Wallets) -> 
     async with await Client.connect(srv.tcp, signer=wallets.app2) as kms:
         for days, expected in ((None, 7), (30, 30), (3650, 90)):
             issued = await kms.cert_sign(make_csr()[0], days=days)
-            leaf = x509.load_pem_x509_certificate(issued["certificate"].encode())
+            leaf = x509.load_pem_x509_certificate(issued.certificate.encode())
             lifetime = leaf.not_valid_after_utc - datetime.now(UTC)
             assert (
                 timedelta(days=expected) - timedelta(minutes=2)
@@ -122,7 +122,7 @@ async def test_bad_csrs(start_server: Any, wallets: Wallets) -> None:
         with pytest.raises(BadRequest):
             await kms.call("cert.sign", {"csr": 5})
         issued = await kms.cert_sign(der)  # DER is accepted too
-        assert issued["certificate"].startswith("-----BEGIN CERTIFICATE-----")
+        assert issued.certificate.startswith("-----BEGIN CERTIFICATE-----")
 
 
 async def test_cert_sign_needs_an_app_and_cert_ca_does_not(start_server: Any) -> None:
@@ -166,7 +166,7 @@ async def test_a_leaf_cannot_carry_another_apps_kms_issued_name(
         own = await kms.cert_sign(
             csr_with_subject(x509.NameAttribute(NameOID.COMMON_NAME, "nova-app-1"))
         )
-    leaf = x509.load_pem_x509_certificate(own["certificate"].encode())
+    leaf = x509.load_pem_x509_certificate(own.certificate.encode())
     assert leaf.subject.rfc4514_string() == "CN=nova-app-1"
 
 

@@ -913,7 +913,7 @@ def _status(address: str) -> Any:
 
     try:
         with BlockingClient.connect(address, timeout=5) as client:
-            return client.status()
+            return client.call("status")
     except NovaKMSError:
         return None
 

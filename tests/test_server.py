@@ -102,7 +102,7 @@ async def test_unauthorized_wallets_are_forbidden(
             await kms.derive("p")
         assert info.value.details["reason"] == reason
         # The connection stays usable for unauthenticated ops.
-        assert await kms.health() == {"status": "ok"}
+        assert (await kms.health()).status == "ok"
 
 
 async def test_anonymous_derive_is_unauthenticated(start_server: Any) -> None:
@@ -111,7 +111,7 @@ async def test_anonymous_derive_is_unauthenticated(start_server: Any) -> None:
         assert kms.wallet is None
         with pytest.raises(Unauthenticated):
             await kms.derive("p")
-        status = await kms.status()
+        status = await kms.call("status")
         assert status["ready"] is True and status["secret"]["initialized"] is True
         assert (
             status["secret"]["fingerprint"].startswith("0x")
@@ -143,7 +143,7 @@ async def test_node_without_secret_is_unavailable(start_server: Any, wallets: Wa
         with pytest.raises(Unavailable) as info:
             await kms.derive("p")
         assert info.value.reason == "not_ready"
-        status = await kms.status()
+        status = await kms.call("status")
         assert status["ready"] is False and status["secret"] == {
             "initialized": False,
             "fingerprint": None,
@@ -260,7 +260,7 @@ async def test_crashing_handler_is_an_internal_error_not_a_crash(
         with pytest.raises(InternalError) as info:
             await kms.derive("p")
         assert "boom" not in info.value.message  # details stay in the server log
-        assert await kms.health() == {"status": "ok"}
+        assert (await kms.health()).status == "ok"
 
 
 # --- limits ------------------------------------------------------------------------------------
@@ -427,7 +427,7 @@ def test_blocking_client(wallets: Wallets, tmp_path: Any) -> None:
             with BlockingClient.connect(
                 address, signer=wallets.app2, expect_wallet=wallets.node.wallet
             ) as kms:
-                assert kms.health() == {"status": "ok"}
+                assert kms.health().status == "ok"
                 assert kms.derive("b", length=48).key == expected_key(2, "b", length=48)
                 with pytest.raises(BadRequest):
                     kms.derive("")
@@ -457,6 +457,7 @@ async def test_nodes_lists_operators_from_the_static_registry(
             "reason": "unknown_wallet",
             "instance_id": None,
             "instance_url": None,
+            "address": None,  # nowhere to dial without an instance URL
             "status": None,
             "zk_verified": None,
             "version_id": None,

@@ -28,6 +28,7 @@ __all__ = [
     "InstanceStatus",
     "Role",
     "VersionStatus",
+    "dialable_address",
     "peer_address",
     "peer_entry",
 ]
@@ -140,9 +141,11 @@ def peer_entry(
 ) -> dict[str, Any]:
     """A KMS operator and its instance details, as the ``nodes`` operation reports them.
 
-    ``authorized`` is the verdict of the same peer policy that admits incoming peer requests
-    (instance, app, version, KMS app and operator rules): only authorized entries are dialed,
-    pushed to and counted for acknowledgements. ``refusal`` is the policy's reason otherwise.
+    ``address`` is where to dial its KMS protocol (:func:`peer_address` of its
+    ``instance_url``; None when that URL has none). ``authorized`` is the verdict of the same
+    peer policy that admits incoming peer requests (instance, app, version, KMS app and
+    operator rules): only authorized entries are dialed, pushed to and counted for
+    acknowledgements. ``refusal`` is the policy's reason otherwise.
     """
     return {
         "authorized": refusal is None,
@@ -150,10 +153,19 @@ def peer_entry(
         "wallet": wallet,
         "instance_id": None if instance is None else instance.instance_id,
         "instance_url": None if instance is None else instance.instance_url,
+        "address": None if instance is None else dialable_address(instance.instance_url),
         "status": None if instance is None else instance.status.name,
         "zk_verified": None if instance is None else instance.zk_verified,
         "version_id": None if instance is None else instance.version_id,
     }
+
+
+def dialable_address(instance_url: str) -> str | None:
+    """:func:`peer_address`, or None for a URL without a usable host and port."""
+    try:
+        return peer_address(instance_url)
+    except ValueError:
+        return None
 
 
 def peer_address(instance_url: str) -> str:

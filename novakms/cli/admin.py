@@ -327,7 +327,7 @@ def _cmd_wait_safe(args: argparse.Namespace) -> int:
     async def fetch_status() -> Mapping[str, Any]:
         # Anonymous, a fresh connection per call: a restarting node is simply dialed again.
         async with await Client.connect(args.node, timeout=_WAIT_SAFE_CALL_TIMEOUT) as kms:
-            return await kms.status()
+            return (await kms.status()).document
 
     waited = trio.run(
         functools.partial(
@@ -345,8 +345,8 @@ async def _node_fingerprint(address: str) -> str:
             status = await kms.status()
     except NovaKMSError as exc:
         raise CliError(f"cannot read the fingerprint from {address}: {exc.message}") from None
-    fingerprint = status.get("secret", {}).get("fingerprint")
-    if not isinstance(fingerprint, str):
+    fingerprint = status.secret.fingerprint
+    if fingerprint is None:
         raise CliError(f"{address} holds no master secret yet (status.secret.fingerprint)")
     return fingerprint
 

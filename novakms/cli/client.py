@@ -8,6 +8,7 @@ the JSON each operation prints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,9 @@ def _cmd_client(args: argparse.Namespace) -> int:
         args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
     ) as client:
         if args.op == "health":
-            print_json(client.health())
+            print_json(dataclasses.asdict(client.health()))
         elif args.op == "status":
-            print_json(client.status())
+            print_json(client.status().document)
         elif args.op == "nodes":
             print_json(client.call("nodes"))
         elif args.op == "derive":
@@ -143,14 +144,15 @@ def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
             args.kv_key, value, ttl_ms=args.ttl_ms, if_version=args.if_version, acks=args.acks
         )
         return {
-            "key": result["key"],
-            "version": result["version"],
-            "updated_at_ms": result["updated_at_ms"],
-            "acked": result["acked"],
+            "key": result.key,
+            "version": result.version,
+            "updated_at_ms": result.updated_at_ms,
+            "acked": result.acked,
         }
     if args.kv_op == "delete":
-        return client.kv_delete(args.kv_key, if_version=args.if_version)
-    return client.kv_list(prefix=args.prefix, limit=args.limit, cursor=args.cursor)
+        return dataclasses.asdict(client.kv_delete(args.kv_key, if_version=args.if_version))
+    page = client.kv_list(prefix=args.prefix, limit=args.limit, cursor=args.cursor)
+    return {"keys": list(page.keys), "cursor": page.cursor}
 
 
 def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
@@ -163,4 +165,4 @@ def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
     except OSError as exc:
         raise CliError(f"cannot read {args.csr}: {exc.strerror or exc}") from None
     result = client.cert_sign(csr, days=args.days)
-    print_json({"certificate": result["certificate"], "ca": result["ca"]})
+    print_json({"certificate": result.certificate, "ca": result.ca})

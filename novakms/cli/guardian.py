@@ -229,7 +229,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     key = _read_enc_key(args.enc_key)
     sealed = _read_share_file(args.share)
     with _connect(args) as client:
-        version = client.status().get("guardians", {}).get("set_version")
+        version = client.status().document.get("guardians", {}).get("set_version")
         if not isinstance(version, int):
             raise CliError(f"{args.node} reports no guardian set")
         wallet = client.wallet
@@ -250,10 +250,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print_json(
         {
             "node": args.node,
-            "ready": status.get("ready"),
-            "reason": status.get("reason"),
-            "fingerprint": status.get("secret", {}).get("fingerprint"),
-            "guardians": status.get("guardians"),
+            "ready": status.ready,
+            "reason": status.reason,
+            "fingerprint": status.secret.fingerprint,
+            "guardians": status.document.get("guardians"),
         }
     )
     return 0

@@ -1,5 +1,6 @@
 """Clients for apps: :mod:`novakms.client.aio` (trio), :mod:`novakms.client.blocking` (plain
-sockets, no event loop) and the results both return (:mod:`novakms.client.results`).
+sockets, no event loop) and the typed results both return (:mod:`novakms.client.results`).
+The package carries ``py.typed``: ``mypy --strict`` in an app sees every signature.
 
 Importing this package loads neither trio nor a socket: ``Client`` and ``BlockingClient`` are
 imported on first use, so ``from novakms.client import BlockingClient`` stays trio-free.
@@ -9,13 +10,43 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from novakms.client.results import DEFAULT_TIMEOUT, DeriveResult, KVItem
+from novakms.client.results import (
+    DEFAULT_TIMEOUT,
+    CertIssued,
+    DeleteResult,
+    DeriveResult,
+    GuardianShare,
+    Health,
+    KVItem,
+    KVPage,
+    NodeEntry,
+    Nodes,
+    PutResult,
+    RestoreResult,
+    Status,
+)
 
 if TYPE_CHECKING:
     from novakms.client.aio import Client
     from novakms.client.blocking import BlockingClient
 
-__all__ = ["DEFAULT_TIMEOUT", "BlockingClient", "Client", "DeriveResult", "KVItem"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BlockingClient",
+    "CertIssued",
+    "Client",
+    "DeleteResult",
+    "DeriveResult",
+    "GuardianShare",
+    "Health",
+    "KVItem",
+    "KVPage",
+    "NodeEntry",
+    "Nodes",
+    "PutResult",
+    "RestoreResult",
+    "Status",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,11 +26,30 @@ import trio
 
 from novakms.client.results import (
     DEFAULT_TIMEOUT,
+    CertIssued,
+    DeleteResult,
     DeriveResult,
+    GuardianShare,
+    Health,
     KVItem,
+    KVPage,
+    Nodes,
+    PutResult,
+    RestoreResult,
+    Status,
     optional_args,
+    parse_cert_ca,
+    parse_cert_issued,
+    parse_delete_result,
     parse_derive_result,
+    parse_guardian_share,
+    parse_health,
     parse_kv_item,
+    parse_kv_page,
+    parse_nodes,
+    parse_put_result,
+    parse_restore_result,
+    parse_status,
 )
 from novakms.crypto.signer import Signer
 from novakms.errors import (
@@ -278,15 +297,19 @@ class Client:
         slot.done, slot.result, slot.error = True, response.ok, response.error
         slot.wake.set()
 
-    # Convenience wrappers for the operations -----------------------------------------------
+    # The operations, each with its typed result ------------------------------------------
 
-    async def health(self) -> Mapping[str, Any]:
+    async def health(self) -> Health:
         """``health``: liveness."""
-        return await self.call("health")
+        return parse_health(await self.call("health"))
 
-    async def status(self) -> Mapping[str, Any]:
-        """``status``: node, readiness and counters."""
-        return await self.call("status")
+    async def status(self) -> Status:
+        """``status``: node, readiness and counters (``Status.document`` has all of it)."""
+        return parse_status(await self.call("status"))
+
+    async def nodes(self) -> Nodes:
+        """``nodes``: the KMS operators, each with a dialable ``address`` and the node's view."""
+        return parse_nodes(await self.call("nodes"))
 
     async def derive(
         self, path: str, *, context: str | None = None, length: int | None = None
@@ -307,37 +330,39 @@ class Client:
         ttl_ms: int | None = None,
         if_version: str | None = None,
         acks: int | None = None,
-    ) -> Mapping[str, Any]:
+    ) -> PutResult:
         """``kv.put``: write a value; ``if_version="absent"`` writes only a new key.
 
         With ``acks=N`` the answer waits until N peers have stored the write (``acks_timeout``
         if they do not within the node's ``ack_timeout``; the write is kept either way).
         """
         args = optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version, acks=acks)
-        return await self.call("kv.put", args)
+        return parse_put_result(await self.call("kv.put", args))
 
-    async def kv_delete(self, key: str, *, if_version: str | None = None) -> Mapping[str, Any]:
+    async def kv_delete(self, key: str, *, if_version: str | None = None) -> DeleteResult:
         """``kv.delete``: delete a key (compare-and-set with ``if_version``)."""
-        return await self.call("kv.delete", optional_args(key=key, if_version=if_version))
+        args = optional_args(key=key, if_version=if_version)
+        return parse_delete_result(await self.call("kv.delete", args))
 
     async def kv_list(
         self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
-    ) -> Mapping[str, Any]:
+    ) -> KVPage:
         """``kv.list``: one page of keys; pass the returned ``cursor`` for the next page."""
-        return await self.call("kv.list", optional_args(prefix=prefix, limit=limit, cursor=cursor))
+        args = optional_args(prefix=prefix, limit=limit, cursor=cursor)
+        return parse_kv_page(await self.call("kv.list", args))
 
-    async def guardian_share(self) -> Mapping[str, Any]:
+    async def guardian_share(self) -> GuardianShare:
         """``guardian.share``: this guardian's share, sealed to its encryption key."""
-        return await self.call("guardian.share")
+        return parse_guardian_share(await self.call("guardian.share"))
 
-    async def guardian_restore(self, share: bytes) -> Mapping[str, Any]:
+    async def guardian_restore(self, share: bytes) -> RestoreResult:
         """``guardian.restore``: hand an opened share to a node that lost the secret."""
-        return await self.call("guardian.restore", {"share": share})
+        return parse_restore_result(await self.call("guardian.restore", {"share": share}))
 
     async def cert_ca(self, app_id: int) -> str:
         """``cert.ca``: an app's CA certificate (PEM)."""
-        return str((await self.call("cert.ca", {"app_id": app_id}))["certificate"])
+        return parse_cert_ca(await self.call("cert.ca", {"app_id": app_id}))
 
-    async def cert_sign(self, csr: str | bytes, *, days: int | None = None) -> Mapping[str, Any]:
+    async def cert_sign(self, csr: str | bytes, *, days: int | None = None) -> CertIssued:
         """``cert.sign``: a leaf certificate for the caller's app from a CSR (PEM or DER)."""
-        return await self.call("cert.sign", optional_args(csr=csr, days=days))
+        return parse_cert_issued(await self.call("cert.sign", optional_args(csr=csr, days=days)))

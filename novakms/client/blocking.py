@@ -22,11 +22,30 @@ from typing import Any
 
 from novakms.client.results import (
     DEFAULT_TIMEOUT,
+    CertIssued,
+    DeleteResult,
     DeriveResult,
+    GuardianShare,
+    Health,
     KVItem,
+    KVPage,
+    Nodes,
+    PutResult,
+    RestoreResult,
+    Status,
     optional_args,
+    parse_cert_ca,
+    parse_cert_issued,
+    parse_delete_result,
     parse_derive_result,
+    parse_guardian_share,
+    parse_health,
     parse_kv_item,
+    parse_kv_page,
+    parse_nodes,
+    parse_put_result,
+    parse_restore_result,
+    parse_status,
 )
 from novakms.crypto.signer import SyncSigner
 from novakms.errors import NetworkError, NovaKMSError, TransportError, TransportTimeout
@@ -223,13 +242,19 @@ class BlockingClient:
         assert response.ok is not None
         return response.ok
 
-    def health(self) -> Mapping[str, Any]:
-        """``health``: liveness."""
-        return self.call("health")
+    # The operations, each with its typed result (as in ``Client``) ------------------------
 
-    def status(self) -> Mapping[str, Any]:
-        """``status``: node, readiness and counters."""
-        return self.call("status")
+    def health(self) -> Health:
+        """``health``: liveness."""
+        return parse_health(self.call("health"))
+
+    def status(self) -> Status:
+        """``status``: node, readiness and counters (``Status.document`` has all of it)."""
+        return parse_status(self.call("status"))
+
+    def nodes(self) -> Nodes:
+        """``nodes``: the KMS operators, each with a dialable ``address``."""
+        return parse_nodes(self.call("nodes"))
 
     def derive(
         self, path: str, *, context: str | None = None, length: int | None = None
@@ -250,25 +275,35 @@ class BlockingClient:
         ttl_ms: int | None = None,
         if_version: str | None = None,
         acks: int | None = None,
-    ) -> Mapping[str, Any]:
+    ) -> PutResult:
         """``kv.put`` (``acks`` as in ``Client.kv_put``)."""
         args = optional_args(key=key, value=value, ttl_ms=ttl_ms, if_version=if_version, acks=acks)
-        return self.call("kv.put", args)
+        return parse_put_result(self.call("kv.put", args))
 
-    def kv_delete(self, key: str, *, if_version: str | None = None) -> Mapping[str, Any]:
+    def kv_delete(self, key: str, *, if_version: str | None = None) -> DeleteResult:
         """``kv.delete``."""
-        return self.call("kv.delete", optional_args(key=key, if_version=if_version))
+        args = optional_args(key=key, if_version=if_version)
+        return parse_delete_result(self.call("kv.delete", args))
 
     def kv_list(
         self, *, prefix: str | None = None, limit: int | None = None, cursor: str | None = None
-    ) -> Mapping[str, Any]:
+    ) -> KVPage:
         """``kv.list``."""
-        return self.call("kv.list", optional_args(prefix=prefix, limit=limit, cursor=cursor))
+        args = optional_args(prefix=prefix, limit=limit, cursor=cursor)
+        return parse_kv_page(self.call("kv.list", args))
+
+    def guardian_share(self) -> GuardianShare:
+        """``guardian.share``."""
+        return parse_guardian_share(self.call("guardian.share"))
+
+    def guardian_restore(self, share: bytes) -> RestoreResult:
+        """``guardian.restore``."""
+        return parse_restore_result(self.call("guardian.restore", {"share": share}))
 
     def cert_ca(self, app_id: int) -> str:
         """``cert.ca``."""
-        return str(self.call("cert.ca", {"app_id": app_id})["certificate"])
+        return parse_cert_ca(self.call("cert.ca", {"app_id": app_id}))
 
-    def cert_sign(self, csr: str | bytes, *, days: int | None = None) -> Mapping[str, Any]:
+    def cert_sign(self, csr: str | bytes, *, days: int | None = None) -> CertIssued:
         """``cert.sign``."""
-        return self.call("cert.sign", optional_args(csr=csr, days=days))
+        return parse_cert_issued(self.call("cert.sign", optional_args(csr=csr, days=days)))

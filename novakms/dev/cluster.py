@@ -213,7 +213,7 @@ async def _fetch_share(address: str, guardian: dict[str, Any]) -> None:
     signer = LocalSigner.from_file(guardian["key_file"])
     async with await Client.connect(address, signer=signer, role="guardian", timeout=10) as kms:
         answer = await kms.guardian_share()
-    write_private_file(Path(guardian["share_file"]), answer["share"], exclusive=False)
+    write_private_file(Path(guardian["share_file"]), answer.share, exclusive=False)
 
 
 async def _await_one_secret(nodes: Sequence[DevNode]) -> str:
@@ -226,7 +226,7 @@ async def _await_one_secret(nodes: Sequence[DevNode]) -> str:
                     raise CliError("a node exited while starting (see its log above)")
                 try:
                     async with await Client.connect(node.address, timeout=2) as kms:
-                        fingerprint = (await kms.status()).get("secret", {}).get("fingerprint")
+                        fingerprint = (await kms.status()).secret.fingerprint
                     if isinstance(fingerprint, str):
                         fingerprints.add(fingerprint)
                         break
@@ -252,7 +252,7 @@ async def _await_cluster_ready(nodes: Sequence[DevNode]) -> None:
                 try:
                     async with await Client.connect(node.address, timeout=2) as kms:
                         status = await kms.status()
-                        if status.get("ready") and not status.get("syncing"):
+                        if status.ready and not status.syncing:
                             break
                 except NovaKMSError:
                     pass

@@ -250,7 +250,7 @@ async def test_rpc_outage_keeps_cached_identities_then_fails_closed_and_recovers
             with pytest.raises(Unavailable) as info:
                 await app2.derive("k")
             assert info.value.reason == "auth_source"
-            status = await app2.status()
+            status = await app2.call("status")
         with trio.fail_after(10):
             while world.source.last_error is None:
                 await trio.sleep(0.05)
@@ -281,7 +281,7 @@ async def test_status_and_nodes_report_chain_state(
 ) -> None:
     world = await start_world(nursery, anvil, wallets)
     async with await Client.connect(world.address) as kms:
-        status = await kms.status()
+        status = await kms.call("status")
         nodes = await kms.call("nodes")
     auth = status["auth"]
     assert auth["source"] == "chain" and auth["block_tag"] == "finalized"
@@ -293,6 +293,8 @@ async def test_status_and_nodes_report_chain_state(
         and entry["zk_verified"] is True
     )
     assert entry["instance_id"] == 3
+    # The registered URL, and the address a client dials for it.
+    assert entry["instance_url"] == "http://127.0.0.1:1" and entry["address"] == "127.0.0.1:1"
 
 
 async def test_garbage_registry_answers_are_unavailable_not_authorized(

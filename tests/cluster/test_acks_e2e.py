@@ -22,7 +22,7 @@ async def connected(world: Any) -> tuple[Any, list[tuple[Any, int]], list[Any]]:
 
 async def peer_status(port: int) -> dict[str, Any]:
     async with await Client.connect(f"127.0.0.1:{port}") as kms:
-        status = await kms.status()
+        status = await kms.call("status")
     return {p["wallet"]: p for p in status["cluster"]["peers"]}
 
 
@@ -30,12 +30,12 @@ async def test_put_with_acks_answers_once_the_peers_hold_the_write(world: Any) -
     cluster, members, nodes = await connected(world)
     async with await Client.connect(f"127.0.0.1:{members[0][1]}", signer=APP) as a:
         result = await a.kv_put("k", b"acknowledged", acks=2)
-        assert result["acked"] == 2
+        assert result.acked == 2
         # Acknowledged means stored: both peers serve it now, with no waiting or polling.
         for _, port in members[1:]:
             assert await value_on(port, "k") == b"acknowledged"
         # Without acks the answer does not wait for anyone.
-        assert (await a.kv_put("k2", b"v"))["acked"] == 0
+        assert (await a.kv_put("k2", b"v")).acked == 0
     peers = await peer_status(members[0][1])
     assert all(p["acked"] >= 1 and p["last_ack_ms"] is not None for p in peers.values())
     # `nodes` reports what replication knows about reaching each peer.
@@ -92,7 +92,7 @@ async def test_a_revoked_kms_version_is_no_longer_a_peer(world: Any) -> None:
     await cluster.join(d, version_id=2)
     await until(lambda: replicator(nodes[0]).peer_count() == 3)
     async with await Client.connect(f"127.0.0.1:{pa}", signer=APP) as a:
-        assert (await a.kv_put("before", b"v", acks=3))["acked"] == 3
+        assert (await a.kv_put("before", b"v", acks=3)).acked == 3
         # The owner revokes version 2: within a poll D is out of A's dial / push / ack set.
         await cluster.admin.send(
             cluster.chain.nova_app_registry,
@@ -103,7 +103,7 @@ async def test_a_revoked_kms_version_is_no_longer_a_peer(world: Any) -> None:
         with pytest.raises(Unavailable) as info:
             await a.kv_put("after", b"v", acks=3)
         assert info.value.reason == "not_enough_peers"
-        assert (await a.kv_put("after", b"v", acks=2))["acked"] == 2
+        assert (await a.kv_put("after", b"v", acks=2)).acked == 2
         listed = {n["wallet"]: n for n in (await a.call("nodes"))["nodes"]}
     assert (listed[d.wallet]["authorized"], listed[d.wallet]["reason"]) == (
         False,

@@ -48,7 +48,7 @@ async def test_conflicting_secrets_without_pin_are_split_brain(world: Any) -> No
     await until(lambda: fresh.not_ready.reason == "split_brain")
     assert fresh.master_secret is None
     async with await Client.connect(f"127.0.0.1:{pc}") as kms:
-        status = await kms.status()
+        status = await kms.call("status")
     assert status["ready"] is False and status["reason"] == "split_brain"
 
 
@@ -89,7 +89,7 @@ async def test_a_held_secret_that_stops_matching_the_pin_is_not_served(world: An
         assert info.value.reason == "secret_mismatch"
         with pytest.raises(Unavailable):
             await app.cert_ca(1)
-        status = await app.status()
+        status = await app.call("status")
         assert (status["ready"], status["reason"]) == (False, "secret_mismatch")
         assert status["secret"]["matches_pin"] is False
         # Nor does it give the secret, or a proof of it, to a peer, nor exchange records on a
@@ -155,7 +155,7 @@ async def test_an_unpinned_cluster_bootstraps_but_serves_apps_only_once_pinned(
     app = signer("app")
     for _, port in members:
         async with await Client.connect(f"127.0.0.1:{port}", signer=app) as kms:
-            status = await kms.status()
+            status = await kms.call("status")
             assert status["ready"] is False and status["reason"] == "unpinned"
             assert status["secret"]["fingerprint"] == fingerprint
             assert status["secret"]["pinned"] is False
@@ -171,6 +171,6 @@ async def test_an_unpinned_cluster_bootstraps_but_serves_apps_only_once_pinned(
     keys = set()
     for _, port in members:
         async with await Client.connect(f"127.0.0.1:{port}", signer=app) as kms:
-            assert (await kms.status())["ready"] is True
+            assert (await kms.call("status"))["ready"] is True
             keys.add((await kms.derive("p")).key)
     assert len(keys) == 1

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from novakms.client.aio import Client
+from novakms.client.results import RestoreResult
 from novakms.crypto import guardian_shares
 from novakms.crypto.guardian_shares import GuardianShare
 from novakms.crypto.kdf import derive_app_key, secret_fingerprint
@@ -88,20 +89,20 @@ async def test_two_of_three_guardians_restore_every_key_after_a_total_loss(drill
     for i in range(3):
         async with await as_guardian(members[i][1], i) as kms:
             answer = await kms.guardian_share()
-        assert answer["fingerprint"] == fingerprint and answer["threshold"] == THRESHOLD
+        assert answer.fingerprint == fingerprint and answer.threshold == THRESHOLD
         shares.append(
             guardian_shares.open_share(
-                answer["share"],
+                answer.share,
                 ENC_KEYS[i][0],
                 wallet=GUARDIANS[i].wallet,
-                set_version=answer["set_version"],
+                set_version=answer.set_version,
             )
         )
     # Every node hands out the same shares (deterministic split).
     async with await as_guardian(members[2][1], 0) as kms:
         again = await kms.guardian_share()
     reopened = guardian_shares.open_share(
-        again["share"], ENC_KEYS[0][0], wallet=GUARDIANS[0].wallet, set_version=1
+        again.share, ENC_KEYS[0][0], wallet=GUARDIANS[0].wallet, set_version=1
     )
     assert reopened == shares[0]
     # An app cannot ask for shares, and a non-guardian wallet cannot either.
@@ -135,23 +136,23 @@ async def test_two_of_three_guardians_restore_every_key_after_a_total_loss(drill
             fingerprint=shares[0].fingerprint,
             wallet=shares[0].wallet,
         )
-        answer = await kms.guardian_restore(guardian_shares.encode_share(forged))
-        assert answer == {"recovered": False, "received": 1, "threshold": THRESHOLD}
+        restored = await kms.guardian_restore(guardian_shares.encode_share(forged))
+        assert restored == RestoreResult(recovered=False, received=1, threshold=THRESHOLD)
     async with await Client.connect(f"127.0.0.1:{target}") as kms:
-        progress = (await kms.status())["guardians"]["recovery"]
+        progress = (await kms.call("status"))["guardians"]["recovery"]
     assert progress == {"received": 1, "from": [GUARDIANS[0].wallet], "threshold": THRESHOLD}
 
     # ...and with one good share it still does not install a wrong secret.
     async with await as_guardian(target, 1) as kms:
-        answer = await kms.guardian_restore(guardian_shares.encode_share(shares[1]))
-    assert answer["recovered"] is False and answer["received"] == 2
+        restored = await kms.guardian_restore(guardian_shares.encode_share(shares[1]))
+    assert restored.recovered is False and restored.received == 2
     assert nodes[1].master_secret is None
 
     # The second good share restores it; the other nodes fetch it from there.
     started = time.perf_counter()
     async with await as_guardian(target, 2) as kms:
-        answer = await kms.guardian_restore(guardian_shares.encode_share(shares[2]))
-    assert answer == {"recovered": True, "received": 3, "threshold": THRESHOLD}
+        restored = await kms.guardian_restore(guardian_shares.encode_share(shares[2]))
+    assert restored == RestoreResult(recovered=True, received=3, threshold=THRESHOLD)
     await until(lambda: all(n.serving_apps and not n.syncing for n in nodes), seconds=60)
     print(f"second good share -> every node serving: {time.perf_counter() - started:.2f} s")
     assert {n.fingerprint() for n in nodes} == {fingerprint}
@@ -161,9 +162,8 @@ async def test_two_of_three_guardians_restore_every_key_after_a_total_loss(drill
 
     # A node that holds the secret has nothing to restore.
     async with await as_guardian(target, 0) as kms:
-        assert (await kms.guardian_restore(guardian_shares.encode_share(shares[0])))[
-            "recovered"
-        ] is True
+        restored = await kms.guardian_restore(guardian_shares.encode_share(shares[0]))
+        assert restored.recovered is True
 
 
 async def test_a_node_that_holds_an_unpinned_secret_hands_out_no_share(drill: Any) -> None:
@@ -230,7 +230,7 @@ async def test_bring_your_own_secret_restores_a_new_cluster_with_every_app_key_u
         )
         async with await as_guardian(members[0][1], i) as kms:
             answer = await kms.guardian_restore(guardian_shares.encode_share(share))
-    assert answer["recovered"] is True
+    assert answer.recovered is True
     await until(lambda: all(n.serving_apps and not n.syncing for n in nodes), seconds=60)
     for _, port in members:
         for app_id, app in enumerate(APPS, start=1):

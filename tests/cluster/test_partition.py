@@ -108,7 +108,7 @@ async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
         with pytest.raises(Unavailable) as info:
             await kms.kv_get("bulk/00000")
         assert info.value.reason == "syncing"
-        status = await kms.status()
+        status = await kms.call("status")
     assert status["syncing"] is True and status["cluster"]["snapshot"]["state"] == "syncing"
 
     cluster.network.heal()

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from novakms.auth.model import dialable_address
 from novakms.client.aio import Client
 from novakms.cluster.peering import peer_address
 from novakms.errors import TransportError
@@ -31,6 +32,8 @@ def test_peer_address_from_the_registered_instance_url(url: str, address: str) -
 def test_peer_address_refuses_urls_without_host_and_port(url: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         peer_address(url)
+    # What ``nodes`` reports as the entry's ``address`` then: none to dial.
+    assert dialable_address(url) is None
 
 
 @pytest.mark.skipif(not hasattr(socket, "AF_VSOCK"), reason="no AF_VSOCK in this Python")

@@ -114,7 +114,7 @@ async def test_merges_obey_the_app_quota_and_stay_queued_at_the_sender(
     assert a.store is not None and a.store.record(1, "on-b") is None
     assert to_b.outbox.has(1, "on-a") or (1, "on-a") in to_b.inflight  # still queued
     async with await Client.connect(f"127.0.0.1:{members[0][1]}") as kms:
-        peers = {p["wallet"]: p for p in (await kms.status())["cluster"]["peers"]}
+        peers = {p["wallet"]: p for p in (await kms.call("status"))["cluster"]["peers"]}
     assert peers[b.wallet]["deferred"] >= 1 and peers[b.wallet]["pending"] >= 0
 
     # Freeing room lets the queued record through, everywhere.

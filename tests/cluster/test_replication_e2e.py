@@ -76,7 +76,7 @@ async def test_a_late_node_catches_up_from_a_snapshot(world: Any) -> None:
     assert node.store is not None and len(node.store.records()) == 30
     assert await value_on(port, "item/07") == b"value-7"
     async with await Client.connect(f"127.0.0.1:{port}") as kms:
-        status = await kms.status()
+        status = await kms.call("status")
     peers = status["cluster"]["peers"]
     assert {p["wallet"] for p in peers} == {s.wallet for s, _ in members}
     snapshot = status["cluster"]["snapshot"]

@@ -61,7 +61,7 @@ async def test_a_peer_back_from_a_45_s_outage_gets_its_backlog_within_a_push_rou
     # acks=2 works again at once.
     async with await cluster.connect(address_a) as kms:
         answer = await kms.kv_put("after", b"x", acks=2)
-    assert answer["acked"] == 2
+    assert answer.acked == 2
 
 
 QUIET = replace_limits(MEMORY_LIMITS, anti_entropy_interval=120.0)
@@ -84,7 +84,7 @@ async def test_a_graceful_shutdown_pushes_the_outbox_before_exiting(
             await kms.kv_put(f"queued/{i:02d}", b"q")
     assert all(stored(n, 1, "queued/00") is None for n in others)
     async with await cluster.connect(address_a, signer=None) as kms:
-        a_status = await kms.status()
+        a_status = await kms.call("status")
     assert a_status["safe_to_stop"] is False
     assert a_status["safe_to_stop_reason"] == "unconfirmed"
     assert a_status["unconfirmed"] == 50

@@ -34,7 +34,7 @@ async def proxies() -> AsyncIterator[list[ConnectProxy]]:
 
 async def status(port: int) -> Any:
     async with await Client.connect(f"127.0.0.1:{port}") as kms:
-        return await kms.status()
+        return await kms.call("status")
 
 
 async def put(port: int, key: str, value: bytes, **options: Any) -> Any:
@@ -170,11 +170,11 @@ async def test_a_node_without_peers_is_safe_to_stop_only_while_empty(
 ) -> None:
     srv = await start_server()
     async with await Client.connect(srv.tcp) as kms:
-        empty = await kms.status()
+        empty = await kms.call("status")
     assert empty["safe_to_stop"] is True and empty["safe_to_stop_reason"] is None
     async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
         await kms.kv_put("alone", b"1")
-        held = await kms.status()
+        held = await kms.call("status")
     # Whatever it holds, it holds alone.
     assert held["safe_to_stop"] is False
     assert held["safe_to_stop_reason"] == "unconfirmed" and held["unconfirmed"] == 1

@@ -65,7 +65,7 @@ async def test_a_peer_answering_empty_maps_is_a_counted_protocol_error(
     # The node kept running and keeps replicating with its honest peer.
     async with await Client.connect(f"127.0.0.1:{port_a}", signer=APP) as kms:
         await kms.kv_put("second", b"2")
-        status = await kms.status()
+        status = await kms.call("status")
     await wait_everywhere([(a, port_a), (b, port_b)], "second", b"2")
     await until(lambda: replicator(node_a).links[b.wallet].acked >= 2)
     peers = {p["wallet"]: p for p in status["cluster"]["peers"]}

@@ -23,7 +23,7 @@ import trio
 from novakms.chain import abi
 from novakms.cli.admin import wait_safe_to_stop
 from novakms.client.aio import Client
-from novakms.client.results import KVItem
+from novakms.client.results import KVItem, PutResult
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.anvil import AnvilProcess
 from novakms.dev.world import enroll_version
@@ -97,7 +97,7 @@ def serving(node: Node) -> bool:
 
 async def status(member: Member) -> Mapping[str, Any]:
     async with await Client.connect(member.address, expect_wallet=member.node.wallet) as kms:
-        return await kms.status()
+        return await kms.call("status")
 
 
 async def nodes_view(member: Member) -> dict[str, Mapping[str, Any]]:
@@ -141,7 +141,7 @@ async def observe(member: Member, keys: Mapping[int, list[str]]) -> Seen:
                 except NovaKMSError as exc:
                     seen.kv[app_id, key] = f"{exc.code}/{exc.details.get('reason')}"
             listed = await kms.kv_list(limit=1000)
-            seen.listed[app_id] = list(listed["keys"])
+            seen.listed[app_id] = list(listed.keys)
             for path, context, length in DERIVES:
                 try:
                     result = await kms.derive(path, context=context, length=length)
@@ -168,11 +168,11 @@ def describe_item(item: KVItem | str) -> str:
     )
 
 
-def remember(seen: Seen, app_id: int, value: bytes, answer: Mapping[str, Any]) -> None:
+def remember(seen: Seen, app_id: int, value: bytes, answer: PutResult) -> None:
     """Add a write (``kv.put``'s answer) to what the apps must see from now on."""
-    key = answer["key"]
+    key = answer.key
     seen.kv[app_id, key] = KVItem(
-        key, value, answer["version"], answer["updated_at_ms"], answer["expires_at_ms"]
+        key, value, answer.version, answer.updated_at_ms, answer.expires_at_ms
     )
     seen.listed[app_id] = sorted({*seen.listed[app_id], key})
 
@@ -274,7 +274,7 @@ async def wait_safe(member: Member) -> None:
 
     async def fetch_status() -> Mapping[str, Any]:
         async with await Client.connect(member.address, timeout=5.0) as kms:
-            return await kms.status()
+            return await kms.call("status")
 
     try:
         await wait_safe_to_stop(fetch_status, timeout=120.0, interval=0.1)
@@ -307,9 +307,9 @@ async def test_a_rolling_upgrade_to_a_new_kms_version_changes_nothing_apps_see(
     for app_id in APPS:
         for i, (key, value) in enumerate(VALUES.items()):
             async with await app_client(old[i % 3], app_id) as kms:
-                assert (await kms.kv_put(key, value, acks=2))["acked"] == 2
+                assert (await kms.kv_put(key, value, acks=2)).acked == 2
         async with await app_client(old[1], app_id) as kms:
-            assert (await kms.kv_put("overwritten", OVERWRITTEN, acks=2))["acked"] == 2
+            assert (await kms.kv_put("overwritten", OVERWRITTEN, acks=2)).acked == 2
             await kms.kv_put(DELETED, b"gone soon", acks=2)
             await kms.kv_delete(DELETED)
     stores = [m.node.store for m in old]
@@ -348,7 +348,7 @@ async def test_a_rolling_upgrade_to_a_new_kms_version_changes_nothing_apps_see(
     assert all(view[m.node.wallet]["authorized"] for m in old + new), view
     async with await app_client(old[0], 1) as kms:
         answer = await kms.kv_put("during/deprecated", b"to five peers", acks=5)
-    assert answer["acked"] == 5
+    assert answer.acked == 5
     remember(before, 1, b"to five peers", answer)
 
     # -- the version-1 nodes stopped one at a time ---------------------------------------------
@@ -387,7 +387,7 @@ async def test_a_rolling_upgrade_to_a_new_kms_version_changes_nothing_apps_see(
     assert isinstance(cas, KVItem)
     async with await app_client(new[2], 1) as kms:
         answer = await kms.kv_put("cas/counter", b"1", if_version=cas.version, acks=2)
-    assert answer["acked"] == 2
+    assert answer.acked == 2
     for member in new:
         async with await app_client(member, 1) as kms:
             assert (await kms.kv_get("cas/counter")).value == b"1"
