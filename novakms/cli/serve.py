@@ -114,8 +114,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--registry", help="development only: static registry JSON file")
     serve.add_argument(
         "--require-pin",
-        action="store_true",
-        default=None,
+        action=argparse.BooleanOptionalAction,
         help="development mode: serve apps only under the owner's pinned secret, as enclave "
         "mode always does",
     )

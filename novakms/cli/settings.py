@@ -15,7 +15,8 @@ comma-separated variable, and a value from a higher source *replaces* the lower 
 ``--limit NAME=VALUE`` is the exception: the file's ``[limits]`` table, ``NOVAKMS_LIMITS``
 (``name=value,name=value``) and the flags are merged *per limit name*, the higher source
 winning for a name both set. A flag (``--require-pin``) is a TOML boolean and a variable of
-``1/true/yes/on`` or ``0/false/no/off``.
+``1/true/yes/on`` or ``0/false/no/off``; a ``--no-…`` form on the command line (argparse's
+``BooleanOptionalAction``) turns off what a lower source turned on.
 
 For this to work the parser's options carry no defaults of their own (None, so that "not
 given" can be told from "given the default"); the defaults are handed to :func:`resolve`.
@@ -89,7 +90,7 @@ def settings_of(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) ->
             raise ValueError(f"{longs[0]} has a default; give it to resolve() instead")
         name = longs[0][2:]
         kind: Kind
-        if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction):
             kind = "flag"
         elif isinstance(action, argparse._AppendAction):
             kind = "limits" if action.dest == "limit" else "list"

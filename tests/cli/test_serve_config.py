@@ -44,7 +44,7 @@ def test_every_serve_option_has_a_file_key_and_a_variable() -> None:
         s[2:]
         for action in serve_parser()._actions
         for s in action.option_strings
-        if s.startswith("--")
+        if s.startswith("--") and not s.startswith("--no-")  # --no-require-pin: the flag's off form
     } - {"help", "config", "check"}
     keys = by_key()
     assert set(keys) == (longs - {"limit"}) | {"limits"}
@@ -262,3 +262,18 @@ def test_a_missing_config_file_is_refused(tmp_path: Path) -> None:
     out = serve("--config", "nope.toml", env={"IN_ENCLAVE": "1"}, cwd=tmp_path)
     assert out.returncode == 2
     assert "cannot read the config nope.toml" in one_json_line(out)["error"]["message"]
+
+
+def test_a_flag_turned_on_below_is_turned_off_by_its_no_form() -> None:
+    args = serve_parser().parse_args(["--no-require-pin"])
+    given = {s.dest: getattr(args, s.dest) for s in SETTINGS}
+    resolved = resolve(
+        SETTINGS,
+        given,
+        environ={"NOVAKMS_REQUIRE_PIN": "1"},
+        file_values={"require_pin": True},
+        defaults={},
+    )
+    assert resolved["require_pin"] is False
+    unset = serve_parser().parse_args([])
+    assert unset.require_pin is None  # not given: the lower sources decide

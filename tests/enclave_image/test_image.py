@@ -28,7 +28,9 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from novakms.cli.serve import ENCLAVE_CHAIN_RPC
 from novakms.client.blocking import BlockingClient
+from novakms.config import Limits
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.env import prepare_state
 
@@ -78,10 +80,15 @@ def test_the_dockerfile_pins_everything_and_runs_as_no_one_in_particular() -> No
     assert "site-packages/pip*" in final and "site-packages/setuptools*" in final
     assert "COPY --from=build /opt/novakms /opt/novakms" in final
     assert "/opt/build" not in final  # the build venv stays behind
-    # What it copies exists, and the entrypoint is the one copied.
+    assert "python3.11/ensurepip" in final
+    # What it copies exists and is in the build context; the entrypoint is the one copied.
+    ignore = (IMAGE / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "*" in ignore  # everything out, then what goes in
+    context = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
         for path in source.split():
             assert (ROOT / path).exists(), path
+            assert any(path == c or path.startswith(c + "/") for c in context), path
     [entry] = re.findall(r'^ENTRYPOINT \["(\S+)"\]$', final, re.MULTILINE)
     assert f"COPY enclave-image/entrypoint {entry}" in final
     assert "NOVAKMS_CONFIG=/etc/novakms/novakms.toml" in final
@@ -161,34 +168,37 @@ def test_the_runtime_config_is_well_formed_and_agrees_with_the_node_config() -> 
     assert set(runtime) == {
         "version",
         "name",
-        "sources",
         "target",
-        "defaults",
+        "sources",
+        "api",
         "ingress",
         "egress",
-        "nova",
+        "helios_rpc",
+        "defaults",
     }
     assert runtime["version"] == "v1" and runtime["name"] == "novakms"
     assert isinstance(runtime["sources"]["app"], str) and isinstance(runtime["target"], str)
     defaults = runtime["defaults"]
     assert isinstance(defaults["cpu_count"], int) and defaults["cpu_count"] >= 2
-    assert isinstance(defaults["memory_mb"], int) and defaults["memory_mb"] >= 1024
-    # The store's global quota fits in the enclave's memory, with room for everything else.
-    quota = node["limits"]["global_quota_bytes"]
+    assert isinstance(defaults["memory_mb"], int)
+    # The store lives in enclave memory: its global quota fits, with room for everything else.
+    quota = node.get("limits", {}).get("global_quota_bytes", Limits().global_quota_bytes)
     assert quota <= defaults["memory_mb"] * 2**20 // 2
-    # Ingress: exactly the ports the node listens on, over vsock.
+    # Ingress: Odyn relays each vsock port to the same port on loopback, where the node listens.
     listens = node.get("listen", []) + node["listen-proxy"]
-    assert all(a.startswith("vsock://") for a in listens)
+    assert all(urlsplit(a).hostname == "127.0.0.1" for a in listens), listens
     assert sorted(i["listen_port"] for i in runtime["ingress"]) == sorted(map(_port, listens))
     # Egress: the node's peer proxy is the enclave's egress proxy, on loopback.
     assert node["peer-proxy"] == f"127.0.0.1:{runtime['egress']['proxy_port']}"
-    assert runtime["egress"]["allow"] and all(
-        isinstance(h, str) for h in runtime["egress"]["allow"]
-    )
+    allow = runtime["egress"]["allow"]
+    assert allow and all(isinstance(h, str) and h for h in allow)
     # The Nova services the node calls: Odyn on 18000, the light client on 127.0.0.1:18545.
     odyn = urlsplit(node["odyn-url"])
-    assert runtime["nova"]["odyn"]["listen"] == f"{odyn.hostname}:{odyn.port}" == "127.0.0.1:18000"
-    assert runtime["nova"]["light_client"]["rpc"] == node["chain-rpc"] == "http://127.0.0.1:18545"
+    assert runtime["api"]["listen_port"] == 18000
+    assert (odyn.hostname, odyn.port) == ("127.0.0.1", runtime["api"]["listen_port"])
+    [chain] = runtime["helios_rpc"]["chains"]
+    assert runtime["helios_rpc"]["enabled"] is True
+    assert node["chain-rpc"] == f"http://127.0.0.1:{chain['local_rpc_port']}" == ENCLAVE_CHAIN_RPC
 
 
 def entrypoint(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -213,7 +223,7 @@ def test_serve_accepts_the_image_config() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     check = json.loads(out.stdout)
     assert check["mode"] == "enclave" and check["require_pin"] is True
-    assert check["listen"] == [] and check["listen_proxy"] == ["vsock://4294967295:7400"]
+    assert check["listen"] == [] and check["listen_proxy"] == ["tcp://127.0.0.1:7400"]
     assert check["chain"]["kms_registry"] == KMS and check["peer_proxy"] == "127.0.0.1:10000"
     assert json.loads(out.stderr.strip().splitlines()[-1]) == check  # the entrypoint's own check
 
