@@ -251,7 +251,8 @@ class NodeTable:
         """
         new = {m.address: m for m in nodes}
         removed = [e.member for a, e in self._entries.items() if a not in new or new[a] != e.member]
-        added = [m for a, m in new.items() if a not in self._entries or m in removed]
+        gone = {m.address for m in removed}
+        added = [m for a, m in new.items() if a not in self._entries or a in gone]
         for member in removed:
             del self._entries[member.address]
         for member in added:
