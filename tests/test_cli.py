@@ -477,6 +477,53 @@ def test_client_cert_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.stdout.encode()))
 
 
+def test_client_without_node_finds_the_cluster_on_chain(
+    dev: dict[str, Any], tmp_path: Path
+) -> None:
+    chain = dev["chain"]
+    found = ["client", "--chain-rpc", chain["rpc"], "--kms-registry", chain["kms_registry"]]
+    found += ["--nova-app-registry", chain["nova_app_registry"]]
+    app = dev["apps"][0]
+    signed = [*found, "--key", app["key_file"]]
+    out = novakms(*signed, "derive", "--path", "db/key", "--context", "v1", "--length", "48")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout) == {
+        "app_id": app["app_id"],
+        "path": "db/key",
+        "length": 48,
+        "key": base64.b64encode(hkdf(app["app_id"], "db/key:v1", 48)).decode(),
+    }
+    # Every op works without --node.
+    assert json.loads(novakms(*found, "health").stdout) == {"status": "ok"}
+    assert json.loads(novakms(*found, "status").stdout)["ready"] is True
+    nodes = json.loads(novakms(*found, "nodes").stdout)
+    by_wallet = {n["wallet"]: n["address"] for n in nodes["nodes"]}
+    assert by_wallet == {n["wallet"]: n["address"] for n in dev["nodes"]}
+    put = json.loads(
+        novakms(*signed, "kv", "put", "cli/chain", "--value", "v", "--acks", "2").stdout
+    )
+    get = json.loads(novakms(*signed, "kv", "get", "cli/chain").stdout)
+    assert get["value"] == base64.b64encode(b"v").decode() and get["version"] == put["version"]
+    page = json.loads(novakms(*signed, "kv", "list", "--prefix", "cli/chain").stdout)
+    assert page == {"keys": ["cli/chain"], "cursor": None}
+    deleted = novakms(*signed, "kv", "delete", "cli/chain", "--if-version", put["version"])
+    assert json.loads(deleted.stdout)["deleted"] is True
+    ca = novakms(*found, "cert", "ca", "--app-id", "1")
+    assert ca.returncode == 0 and ca.stdout.startswith("-----BEGIN CERTIFICATE-----")
+    # The choice is one or the other; the chain names the wallets.
+    both = novakms(*found, "--node", dev["nodes"][0]["address"], "health")
+    assert both.returncode == 2 and "not both" in json.loads(both.stdout)["error"]["message"]
+    partial = novakms("client", "--chain-rpc", chain["rpc"], "health")
+    assert partial.returncode == 2
+    pinned = novakms(*found, "--expect-wallet", dev["nodes"][0]["wallet"], "health")
+    assert pinned.returncode == 2
+    # A chain that cannot be read is an error, not a guess.
+    dead = ["client", "--chain-rpc", "http://127.0.0.1:1", "--kms-registry"]
+    dead += [chain["kms_registry"], "--nova-app-registry", chain["nova_app_registry"], "health"]
+    out = novakms(*dead)
+    assert out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == "unavailable"
+
+
 def test_no_secret_or_key_on_any_command_line(dev: dict[str, Any]) -> None:
     keys = [p.read_text().strip().removeprefix("0x") for p in dev["state"].glob("*.key")]
     for pid in [dev["dev_pid"], *(n["pid"] for n in dev["nodes"])]:

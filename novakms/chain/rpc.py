@@ -25,17 +25,16 @@ Results are validated strictly: quantities must be ``0x`` + 1..64 hex digits, da
 ``0x`` + an even number of hex digits, addresses and hashes must have their exact sizes, and
 logs must come from the requested addresses, blocks and topics.
 
-Why one module: the bounded HTTP exchange, the JSON-RPC envelope and the strict result parsers
-are one concept (a JSON-RPC answer is either a validated value or a ChainError), and nothing
-else uses the parsers but this client and :mod:`novakms.admin.tx`. The error classes live in
-:mod:`novakms.errors` with every other; what is left is about 650 lines.
+The envelope checks and the strict value parsers are pure and live in
+:mod:`novakms.chain.jsonrpc` (re-exported here), shared with the blocking client of the cluster
+client's chain reads (:mod:`novakms.chain.blocking_rpc`), which must not load trio. The error
+classes live in :mod:`novakms.errors` with every other.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from collections.abc import Sequence
 from types import TracebackType
@@ -44,8 +43,22 @@ from typing import Any, Self
 import httpx
 import trio
 
-from novakms.crypto.eth import normalize_wallet
-from novakms.errors import ChainUnavailable, RpcError
+from novakms.chain.jsonrpc import (
+    BLOCK_TAGS,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUT,
+    HEADERS,
+    BlockId,
+    block_param,
+    check_response,
+    check_timeout,
+    decode_json,
+    hash_text,
+    normalize_address,
+    parse_data,
+    parse_quantity,
+)
+from novakms.errors import ChainUnavailable
 from novakms.net.httpbody import OneShotBody
 
 __all__ = [
@@ -59,115 +72,6 @@ __all__ = [
     "parse_data",
     "parse_quantity",
 ]
-
-DEFAULT_TIMEOUT = 5.0
-"""Seconds allowed for one JSON-RPC call, end to end."""
-
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-"""Largest response body accepted (decoded), in bytes."""
-
-BLOCK_TAGS = frozenset({"earliest", "latest", "safe", "finalized", "pending"})
-"""The named block tags of the JSON-RPC API."""
-
-BlockId = str | int
-"""A block: one of :data:`BLOCK_TAGS`, a block number, or a ``0x`` hex quantity."""
-
-_QUANTITY_RE = re.compile(r"0x[0-9a-fA-F]{1,64}")
-_DATA_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
-_HEADERS = {"accept": "application/json", "content-type": "application/json"}
-
-
-def _short(value: Any) -> str:
-    """A bounded repr of a received value, for error messages."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def parse_quantity(value: Any, *, what: str) -> int:
-    """Decode a JSON-RPC quantity (``0x`` + 1..64 hex digits).
-
-    Args:
-        value: the received JSON value.
-        what: what it is, for the error message.
-
-    Returns:
-        The integer.
-
-    Raises:
-        ChainUnavailable: not a hex quantity.
-    """
-    if not isinstance(value, str) or _QUANTITY_RE.fullmatch(value) is None:
-        raise ChainUnavailable(f"{what}: expected a hex quantity, got {_short(value)}")
-    return int(value, 16)
-
-
-def parse_data(value: Any, *, what: str, size: int | None = None) -> bytes:
-    """Decode JSON-RPC data (``0x`` + an even number of hex digits).
-
-    Args:
-        value: the received JSON value.
-        what: what it is, for the error message.
-        size: the exact byte length required, if any.
-
-    Returns:
-        The bytes.
-
-    Raises:
-        ChainUnavailable: not hex data, or not ``size`` bytes long.
-    """
-    if not isinstance(value, str) or _DATA_RE.fullmatch(value) is None:
-        raise ChainUnavailable(f"{what}: expected hex data, got {_short(value)}")
-    raw = bytes.fromhex(value[2:])
-    if size is not None and len(raw) != size:
-        raise ChainUnavailable(f"{what}: expected {size} bytes, got {len(raw)}")
-    return raw
-
-
-def _hash_text(value: Any, *, what: str) -> str:
-    """Validate a 32-byte hash and return it as lowercase ``0x`` hex."""
-    return "0x" + parse_data(value, what=what, size=32).hex()
-
-
-def normalize_address(address: str) -> str:
-    """Validate an address given by the caller.
-
-    Args:
-        address: ``0x`` + 40 hex digits (any case; the EIP-55 checksum is not enforced).
-
-    Returns:
-        Lowercase ``0x`` + 40 hex digits.
-
-    Raises:
-        ValueError: not an address.
-    """
-    try:
-        return normalize_wallet(address)  # the one normalizer; only the message says "address"
-    except ValueError:
-        raise ValueError("address must be '0x' followed by 40 hex digits") from None
-
-
-def block_param(block: BlockId) -> str:
-    """The JSON-RPC form of a block id given by the caller.
-
-    Args:
-        block: a tag from :data:`BLOCK_TAGS`, a block number >= 0, or a hex quantity.
-
-    Returns:
-        The tag, or the number as a hex quantity.
-
-    Raises:
-        ValueError: anything else (including booleans).
-    """
-    if isinstance(block, int) and not isinstance(block, bool):
-        if block < 0:
-            raise ValueError("block number must be >= 0")
-        return hex(block)
-    if isinstance(block, str):
-        if block in BLOCK_TAGS:
-            return block
-        if _QUANTITY_RE.fullmatch(block):
-            return hex(int(block, 16))
-    raise ValueError(f"block must be one of {sorted(BLOCK_TAGS)} or a block number")
 
 
 def _topic_param(topic: Any) -> str:
@@ -194,19 +98,6 @@ def _topics_param(topics: Sequence[Any]) -> list[str | list[str] | None]:
         else:
             out.append(_topic_param(position))
     return out
-
-
-def _reject_constant(name: str) -> Any:
-    """``json.loads`` hook: NaN and Infinity are not JSON."""
-    raise ValueError(f"invalid JSON constant {name}")
-
-
-def _check_timeout(timeout: float) -> float:
-    """Validate a positive finite number of seconds."""
-    value = float(timeout)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("timeout must be a positive finite number of seconds")
-    return value
 
 
 class JsonRpcClient:
@@ -243,7 +134,7 @@ class JsonRpcClient:
         self._url = url
         port = f":{parsed.port}" if parsed.port is not None else ""
         self._endpoint = f"{parsed.scheme}://{parsed.host}{port}"
-        self._timeout = _check_timeout(timeout)
+        self._timeout = check_timeout(timeout)
         self._max_response_bytes = int(max_response_bytes)
         self._ids = itertools.count(1)
         self._client: httpx.AsyncClient | None = None
@@ -310,7 +201,7 @@ class JsonRpcClient:
             ChainUnavailable: transport failure, timeout, status, oversize or non-JSON body.
             ValueError: the parameters are not JSON-serialisable.
         """
-        seconds = self._timeout if timeout is None else _check_timeout(timeout)
+        seconds = self._timeout if timeout is None else check_timeout(timeout)
         try:
             content = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
@@ -321,7 +212,7 @@ class JsonRpcClient:
                 request = client.build_request(
                     "POST",
                     self._url,
-                    headers={**_HEADERS, "content-length": str(len(content))},
+                    headers={**HEADERS, "content-length": str(len(content))},
                     timeout=httpx.Timeout(seconds),
                 )
                 request.stream = OneShotBody(content)
@@ -339,10 +230,7 @@ class JsonRpcClient:
             raise ChainUnavailable(f"{what}: {type(exc).__name__}: {detail}") from None
         except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
             raise ChainUnavailable(f"{what}: {type(exc).__name__}") from None
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            raise ChainUnavailable(f"{what}: the answer is not JSON") from None
+        return decode_json(body, what=what)
 
     async def _read_body(self, response: httpx.Response, *, what: str) -> bytes:
         """Check the status and read the body, at most ``max_response_bytes`` of it.
@@ -375,44 +263,6 @@ class JsonRpcClient:
             raise ChainUnavailable(f"{what}: answer larger than {limit} bytes")
         return bytes(body)
 
-    @staticmethod
-    def _response(answer: Any, *, request_id: int, method: str) -> Any:
-        """Check one JSON-RPC response object and return its result.
-
-        Args:
-            answer: the decoded response.
-            request_id: the id that was sent.
-            method: the method, for messages.
-
-        Returns:
-            The ``result`` value.
-
-        Raises:
-            ChainUnavailable: not a JSON-RPC 2.0 response to this request.
-            RpcError: a well-formed error object.
-        """
-        if not isinstance(answer, dict):
-            raise ChainUnavailable(f"{method}: the answer is not a JSON-RPC response object")
-        if answer.get("jsonrpc") != "2.0":
-            raise ChainUnavailable(f"{method}: the answer is not JSON-RPC 2.0")
-        answer_id = answer.get("id")
-        if isinstance(answer_id, bool) or answer_id != request_id:
-            raise ChainUnavailable(f"{method}: the answer has the wrong id {_short(answer_id)}")
-        has_result = "result" in answer
-        has_error = "error" in answer
-        if has_result == has_error:
-            raise ChainUnavailable(f"{method}: the answer needs exactly one of result and error")
-        if has_result:
-            return answer["result"]
-        error = answer["error"]
-        if not isinstance(error, dict):
-            raise ChainUnavailable(f"{method}: malformed error object")
-        code = error.get("code")
-        message = error.get("message")
-        if not isinstance(code, int) or isinstance(code, bool) or not isinstance(message, str):
-            raise ChainUnavailable(f"{method}: malformed error object")
-        raise RpcError(message[:1000], rpc_code=code, data=error.get("data"), method=method)
-
     async def call(
         self, method: str, params: Sequence[Any] = (), *, timeout: float | None = None
     ) -> Any:
@@ -433,7 +283,7 @@ class JsonRpcClient:
         request_id = next(self._ids)
         payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": list(params)}
         answer = await self._post(payload, what=method, timeout=timeout)
-        return self._response(answer, request_id=request_id, method=method)
+        return check_response(answer, request_id=request_id, method=method)
 
     async def batch(
         self, calls: Sequence[tuple[str, Sequence[Any]]], *, timeout: float | None = None
@@ -462,7 +312,7 @@ class JsonRpcClient:
         what = f"batch of {len(calls)} ({calls[0][0]}, ...)"
         answer = await self._post(payload, what=what, timeout=timeout)
         if isinstance(answer, dict):  # a single error object for the whole batch
-            self._response({**answer, "id": ids[0]}, request_id=ids[0], method=what)
+            check_response({**answer, "id": ids[0]}, request_id=ids[0], method=what)
         if not isinstance(answer, list) or len(answer) != len(calls):
             raise ChainUnavailable(f"{what}: the answer is not a list of {len(calls)} responses")
         by_id: dict[int, Any] = {}
@@ -472,7 +322,7 @@ class JsonRpcClient:
                 raise ChainUnavailable(f"{what}: the answers do not match the requests")
             by_id[item_id] = item
         return [
-            self._response(by_id[i], request_id=i, method=m)
+            check_response(by_id[i], request_id=i, method=m)
             for i, (m, _) in zip(ids, calls, strict=True)
         ]
 
@@ -646,7 +496,7 @@ class JsonRpcClient:
         topics = log.get("topics")
         if not isinstance(topics, list) or len(topics) > 4:
             raise ChainUnavailable(f"{what}: malformed topics")
-        seen = [_hash_text(t, what=f"{what} topic") for t in topics]
+        seen = [hash_text(t, what=f"{what} topic") for t in topics]
         for position, expected in enumerate(topic_filter):
             if expected is None:
                 continue

@@ -3,6 +3,11 @@
 Holds the subcommand's arguments (``health``, ``status``, ``nodes``, ``derive``, ``kv …``,
 ``cert …``), the choice of signer (a key file, or the enclave's Odyn API with ``--odyn``) and
 the JSON each operation prints.
+
+Either one node (``--node``, with ``--expect-wallet`` to pin its wallet) or the cluster the
+chain lists (``--chain-rpc``, ``--kms-registry``, ``--nova-app-registry``): then the blocking
+cluster client finds the nodes and their wallets in the registries, uses a healthy one and
+fails over as :mod:`novakms.client.cluster_core` says. The JSON printed is the same.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from novakms.cli.common import check_node_address, in_enclave, print_json
+from novakms.cli.common import address_type, check_node_address, in_enclave, print_json
 from novakms.client.blocking import BlockingClient
+from novakms.client.blocking_cluster import BlockingClusterClient
+from novakms.client.cluster_core import ClusterSettings
+from novakms.client.results import Nodes
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.errors import CliError
 
@@ -27,8 +35,17 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     Args:
         commands: the top-level subparsers of ``novakms``.
     """
-    client = commands.add_parser("client", help="call a KMS node")
-    client.add_argument("--node", required=True, help="HOST:PORT, unix:///path or vsock://CID:PORT")
+    client = commands.add_parser("client", help="call a KMS node (or the cluster on chain)")
+    client.add_argument("--node", help="HOST:PORT, unix:///path or vsock://CID:PORT")
+    client.add_argument("--chain-rpc", help="without --node: find the nodes on this chain")
+    client.add_argument("--kms-registry", type=address_type, help="with --chain-rpc")
+    client.add_argument("--nova-app-registry", type=address_type, help="with --chain-rpc")
+    client.add_argument(
+        "--block-tag",
+        choices=["finalized", "safe", "latest"],
+        default="finalized",
+        help="the block the registries are read at (with --chain-rpc)",
+    )
     client.add_argument("--key", help="the app's wallet key file (0x + 64 hex)")
     client.add_argument(
         "--odyn", nargs="?", const="http://127.0.0.1:18000", help="sign with the enclave's Odyn API"
@@ -94,18 +111,47 @@ def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
     return None
 
 
+_Kms = BlockingClient | BlockingClusterClient
+
+
+def _connect(args: argparse.Namespace, signer: SyncSigner | None) -> _Kms:
+    chain = (args.chain_rpc, args.kms_registry, args.nova_app_registry)
+    if args.node is not None:
+        if any(chain):
+            raise CliError("use either --node or --chain-rpc with the registries, not both")
+        check_node_address(args.node)
+        return BlockingClient.connect(
+            args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
+        )
+    if not all(chain):
+        raise CliError(
+            "give --node, or --chain-rpc, --kms-registry and --nova-app-registry to find the nodes"
+        )
+    if args.expect_wallet:
+        raise CliError("--expect-wallet is for --node: the chain names every node's wallet")
+    try:
+        cluster = BlockingClusterClient.from_chain(
+            args.chain_rpc,
+            args.kms_registry,
+            args.nova_app_registry,
+            signer,
+            block_tag=args.block_tag,
+            settings=ClusterSettings(attempt_timeout=args.timeout),
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return cluster  # entered by the caller's with: reads the chain, probes the nodes
+
+
 def _cmd_client(args: argparse.Namespace) -> int:
-    check_node_address(args.node)
     signer = _client_signer(args)
-    with BlockingClient.connect(
-        args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
-    ) as client:
+    with _connect(args, signer) as client:
         if args.op == "health":
             print_json(dataclasses.asdict(client.health()))
         elif args.op == "status":
             print_json(client.status().document)
         elif args.op == "nodes":
-            print_json(client.call("nodes"))
+            print_json(_nodes_json(client.nodes()))
         elif args.op == "derive":
             result = client.derive(args.path, context=args.context, length=args.length)
             print_json(
@@ -123,7 +169,11 @@ def _cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
+def _nodes_json(nodes: Nodes) -> dict[str, Any]:
+    return {"self": nodes.self_wallet, "nodes": [dataclasses.asdict(n) for n in nodes.nodes]}
+
+
+def _kv(client: _Kms, args: argparse.Namespace) -> Any:
     if args.kv_op == "get":
         item = client.kv_get(args.kv_key)
         return {
@@ -155,7 +205,7 @@ def _kv(client: BlockingClient, args: argparse.Namespace) -> Any:
     return {"keys": list(page.keys), "cursor": page.cursor}
 
 
-def _cert(client: BlockingClient, args: argparse.Namespace) -> None:
+def _cert(client: _Kms, args: argparse.Namespace) -> None:
     if args.cert_op == "ca":
         sys.stdout.write(client.cert_ca(args.app_id))
         sys.stdout.flush()

@@ -200,6 +200,15 @@ class Client:
     ) -> None:
         await self.aclose()
 
+    @property
+    def usable(self) -> bool:
+        """Whether calls can still be sent: False once the connection failed or was closed.
+
+        After a call raised, True tells an answered error (the connection lives) from a lost
+        or closed connection (then nothing can be known of a request already sent).
+        """
+        return self._failure is None
+
     async def aclose(self) -> None:
         """Close the connection; pending calls fail with TransportError."""
         if not self._closed:

@@ -208,6 +208,11 @@ class BlockingClient:
     ) -> None:
         self.close()
 
+    @property
+    def usable(self) -> bool:
+        """Whether calls can still be sent (as ``Client.usable``)."""
+        return self._broken is None
+
     def close(self) -> None:
         """Close the connection."""
         self._broken = self._broken or TransportError("the client was closed")

@@ -37,7 +37,15 @@ def _loaded_after_import(module: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["novakms.client", "novakms.client.results", "novakms.client.blocking"]
+    "module",
+    [
+        "novakms.client",
+        "novakms.client.results",
+        "novakms.client.blocking",
+        "novakms.client.cluster_core",
+        "novakms.client.blocking_cluster",
+        "novakms.chain.blocking_rpc",
+    ],
 )
 def test_the_blocking_side_loads_no_trio(module: str) -> None:
     assert _loaded_after_import(module) == []
