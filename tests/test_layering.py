@@ -28,6 +28,7 @@ PURE_MODULES = [
     "novakms.chain.jsonrpc",
     "novakms.chain.members",
     "novakms.client.cluster_core",
+    "novakms.cli.settings",
     "novakms.cluster.bootstrap",
     "novakms.cluster.replication",
     "novakms.cluster.readiness",
