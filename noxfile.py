@@ -1,6 +1,8 @@
 """Developer sessions: tests, lint, typecheck, bench, dev, vectors.
 
-`nox -s tests` is what CI runs through `scripts/test` (same dependencies, own virtualenv).
+`nox -s tests` runs the suite on Python 3.11, 3.12 and 3.13 (each one installed here; a missing
+interpreter is skipped, unless nox runs with --error-on-missing-interpreters). CI runs
+`scripts/test`: the lint and typecheck gates, then the suite, on 3.11.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
 PY = "3.11"
+PYTHONS = ["3.11", "3.12", "3.13"]  # the ones pyproject's classifiers name
 
 
-@nox.session(python=PY)
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole test suite."""
+    """The whole test suite, on every supported Python found on the machine."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
 

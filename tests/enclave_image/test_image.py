@@ -135,7 +135,7 @@ def _check_lock(path: Path, requirements: list[str], root: str) -> None:
 
 def test_the_runtime_lock_is_in_sync_with_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    _check_lock(IMAGE / "requirements.lock", project["dependencies"], "(pyproject.toml)")
+    _check_lock(IMAGE / "requirements.lock", project["dependencies"], "pyproject.toml)")
     header = (IMAGE / "requirements.lock").read_text().split("\n\n", 1)[0]
     assert "pip-compile" in header and "--generate-hashes" in header
 
