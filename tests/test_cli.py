@@ -421,6 +421,18 @@ def test_client_kv_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     assert base64.b64decode(json.loads(novakms(*base, "get", "cli/two").stdout)["value"]) == bytes(
         range(256)
     )
+    # The value alone: as text, or as the exact bytes.
+    text = novakms(*base, "get", "cli/one", "--output", "text")
+    assert text.returncode == 0 and text.stdout == "hello"
+    raw = subprocess.run(
+        [sys.executable, "-m", "novakms.cli", *base, "get", "cli/two", "--output", "raw"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert raw.returncode == 0 and raw.stdout == bytes(range(256))
+    not_text = novakms(*base, "get", "cli/two", "--output", "text")
+    assert not_text.returncode == 2
+    assert "not UTF-8" in json.loads(not_text.stdout)["error"]["message"]
     # The dev cluster has three nodes: a write can wait for both peers to hold it.
     acked = json.loads(novakms(*base, "put", "acked/one", "--value", "v", "--acks", "2").stdout)
     assert acked["acked"] == 2
@@ -475,6 +487,20 @@ def test_client_cert_commands(dev: dict[str, Any], tmp_path: Path) -> None:
     assert set(result) == {"certificate", "ca"} and result["ca"] == ca.stdout
     leaf = x509.load_pem_x509_certificate(result["certificate"].encode())
     leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.stdout.encode()))
+    # --out: the certificate, then its CA, as PEM in a file; the details on stdout.
+    chain_file = tmp_path / "chain.pem"
+    sign = ["client", "--node", node, "--key", app["key_file"], "cert", "sign"]
+    out = novakms(*sign, "--csr", str(tmp_path / "req.csr"), "--out", str(chain_file))
+    assert out.returncode == 0, out.stdout + out.stderr
+    details = json.loads(out.stdout)
+    assert set(details) == {"out", "app_id", "serial", "not_before_ms", "not_after_ms"}
+    first, second = x509.load_pem_x509_certificates(chain_file.read_bytes())
+    assert second == x509.load_pem_x509_certificate(ca.stdout.encode())
+    first.verify_directly_issued_by(second)
+    assert details["serial"] == format(first.serial_number, "x")
+    unwritable = novakms(*sign, "--csr", str(tmp_path / "req.csr"), "--out", str(tmp_path / "no/x"))
+    assert unwritable.returncode == 2
+    assert "cannot write" in json.loads(unwritable.stdout)["error"]["message"]
 
 
 def test_client_without_node_finds_the_cluster_on_chain(

@@ -65,6 +65,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     kv_get = kv.add_parser("get")
     kv_get.add_argument("kv_key", metavar="KEY")
+    kv_get.add_argument(
+        "--output",
+        choices=("json", "text", "raw"),
+        default="json",
+        help="json: the item, value in base64 (default); text: the value alone as UTF-8 text; "
+        "raw: the value's bytes alone (nothing added either way)",
+    )
     kv_put = kv.add_parser("put")
     kv_put.add_argument("kv_key", metavar="KEY")
     source = kv_put.add_mutually_exclusive_group(required=True)
@@ -91,6 +98,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cert_sign = cert.add_parser("sign")
     cert_sign.add_argument("--csr", required=True, help="CSR file, PEM or DER")
     cert_sign.add_argument("--days", type=int)
+    cert_sign.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the certificate and then its app CA as PEM (a chain file) to FILE and "
+        "print the certificate's details instead",
+    )
     client.set_defaults(func=_cmd_client)
 
 
@@ -162,6 +175,8 @@ def _cmd_client(args: argparse.Namespace) -> int:
                     "length": result.length,
                 }
             )
+        elif args.op == "kv" and args.kv_op == "get" and args.output != "json":
+            _kv_value(client.kv_get(args.kv_key).value, args.output)
         elif args.op == "kv":
             print_json(_kv(client, args))
         elif args.op == "cert":
@@ -171,6 +186,21 @@ def _cmd_client(args: argparse.Namespace) -> int:
 
 def _nodes_json(nodes: Nodes) -> dict[str, Any]:
     return {"self": nodes.self_wallet, "nodes": [dataclasses.asdict(n) for n in nodes.nodes]}
+
+
+def _kv_value(value: bytes, output: str) -> None:
+    """``kv get --output text|raw``: the value alone on stdout, as it is."""
+    if output == "text":
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CliError("the value is not UTF-8 text; use --output raw or json") from None
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()
+    sys.stdout.buffer.write(value)
+    sys.stdout.buffer.flush()
 
 
 def _kv(client: _Kms, args: argparse.Namespace) -> Any:
@@ -215,4 +245,20 @@ def _cert(client: _Kms, args: argparse.Namespace) -> None:
     except OSError as exc:
         raise CliError(f"cannot read {args.csr}: {exc.strerror or exc}") from None
     result = client.cert_sign(csr, days=args.days)
-    print_json({"certificate": result.certificate, "ca": result.ca})
+    if args.out is None:
+        print_json({"certificate": result.certificate, "ca": result.ca})
+        return
+    chain = result.certificate.rstrip("\n") + "\n" + result.ca.rstrip("\n") + "\n"
+    try:
+        Path(args.out).write_text(chain)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print_json(
+        {
+            "out": args.out,
+            "app_id": result.app_id,
+            "serial": result.serial,
+            "not_before_ms": result.not_before_ms,
+            "not_after_ms": result.not_after_ms,
+        }
+    )
