@@ -16,15 +16,18 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from novakms.cli.common import address_type, check_node_address, in_enclave, print_json
 from novakms.client.blocking import BlockingClient
-from novakms.client.blocking_cluster import BlockingClusterClient
-from novakms.client.cluster_core import ClusterSettings
 from novakms.client.results import Nodes
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.errors import CliError
+
+if TYPE_CHECKING:  # the cluster client (and the chain reading behind it) loads only when used
+    from novakms.client.blocking_cluster import BlockingClusterClient
+
+    _Kms = BlockingClient | BlockingClusterClient
 
 __all__ = ["add_parser"]
 
@@ -124,9 +127,6 @@ def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
     return None
 
 
-_Kms = BlockingClient | BlockingClusterClient
-
-
 def _connect(args: argparse.Namespace, signer: SyncSigner | None) -> _Kms:
     chain = (args.chain_rpc, args.kms_registry, args.nova_app_registry)
     if args.node is not None:
@@ -143,6 +143,9 @@ def _connect(args: argparse.Namespace, signer: SyncSigner | None) -> _Kms:
     if args.expect_wallet:
         raise CliError("--expect-wallet is for --node: the chain names every node's wallet")
     try:
+        from novakms.client.blocking_cluster import BlockingClusterClient
+        from novakms.client.cluster_core import ClusterSettings
+
         cluster = BlockingClusterClient.from_chain(
             args.chain_rpc,
             args.kms_registry,

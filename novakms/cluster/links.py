@@ -24,6 +24,7 @@ import trio
 from novakms.client.aio import Client
 from novakms.cluster import replication
 from novakms.cluster import sync_messages as msg
+from novakms.cluster.bootstrap import REASON_NOT_READY
 from novakms.cluster.peering import PeerConnector
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
 from novakms.config import Limits
@@ -195,7 +196,12 @@ class PeerLinks:
         delay = base * (0.5 + self._jitter.random())
         link.next_try = trio.current_time() + delay
         if link.failures == 1:
-            self._log.warning("peer_unreachable", peer=link.wallet, error=exc.message)
+            if isinstance(exc, Unavailable) and exc.reason == REASON_NOT_READY:
+                # It answered: it is still bootstrapping its secret, the normal state of a
+                # starting cluster. Not a warning; it is dialed again after the backoff.
+                self._log.info("peer_not_ready", peer=link.wallet, error=exc.message)
+            else:
+                self._log.warning("peer_unreachable", peer=link.wallet, error=exc.message)
 
     def succeeded(self, link: PeerLink) -> None:
         """A call on the link succeeded: the peer is reachable, its backoff is over."""
