@@ -274,9 +274,13 @@ class ServerConfig:
             the parent instance's forwarder of an enclave.
         mode: development or enclave.
         limits: all limits.
+        metrics: addresses of metrics listeners (Prometheus text format at ``/metrics``).
+        access_log: write one ``novakms.access`` line per answered request.
     """
 
     listen: tuple[str, ...] = ()
     listen_proxy: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    access_log: bool = False
     mode: Mode = Mode.DEVELOPMENT
     limits: Limits = field(default_factory=Limits)

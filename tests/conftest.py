@@ -69,6 +69,8 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
         limits: Limits | None = None,
         master_secret: bytes | None = MASTER_SECRET,
         proxy: bool = False,
+        metrics: bool = False,
+        access_log: bool = False,
         registry_changes: dict[str, Any] | None = None,
         **node_kwargs: Any,
     ) -> RunningServer:
@@ -78,6 +80,8 @@ async def start_server(nursery: trio.Nursery, wallets: Wallets, tmp_path: Path) 
             listen=("tcp://127.0.0.1:0", f"unix://{sock}"),
             listen_proxy=("tcp://127.0.0.1:0",) if proxy else (),
             limits=limits or Limits(),
+            metrics=("tcp://127.0.0.1:0",) if metrics else (),
+            access_log=access_log,
         )
         node = build_node(
             config=config,

@@ -1194,6 +1194,6 @@ def test_dev_guardians_and_the_recovery_drill_by_hand(tmp_path: Path) -> None:
     warned = [
         line
         for line in ready["stderr"].text().splitlines()
-        if " WARNING " in line and "bootstrapping the master secret" in line
+        if "level=warning" in line and "bootstrapping the master secret" in line
     ]
     assert warned == []

@@ -29,6 +29,8 @@ PURE_MODULES = [
     "novakms.chain.members",
     "novakms.client.cluster_core",
     "novakms.cli.settings",
+    "novakms.log.render",
+    "novakms.log.sampling",
     "novakms.cluster.bootstrap",
     "novakms.cluster.replication",
     "novakms.cluster.readiness",

@@ -20,7 +20,7 @@ from novakms import __version__
 from novakms.cli import admin, bridge, client, dev, guardian, serve
 from novakms.cli.common import EXIT_USAGE, fail
 from novakms.errors import CliError, NovaKMSError
-from novakms.log import configure
+from novakms.log import FORMATS, configure
 
 __all__ = ["build_parser", "main"]
 
@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="novakms", description=__doc__)
     parser.add_argument("--version", action="version", version=f"novakms {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("NOVAKMS_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("NOVAKMS_LOG_FORMAT", "logfmt"),
+        help="log lines on stderr as logfmt or JSON, one record per line (env "
+        "NOVAKMS_LOG_FORMAT; default: %(default)s)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for module in (serve, dev, client, admin, guardian, bridge):
         module.add_parser(commands)
@@ -52,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         and exits 1 (argparse itself exits 2 on a malformed command line).
     """
     args = build_parser().parse_args(argv)
-    configure(args.log_level)
+    configure(args.log_level, args.log_format)
     try:
         return int(args.func(args))
     except CliError as exc:

@@ -107,6 +107,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="listen where every connection starts with a PROXY protocol v2 header (behind a "
         "proxy such as the enclave's parent forwarder): limits apply to the client it names",
     )
+    serve.add_argument(
+        "--metrics",
+        action="append",
+        metavar="ADDRESS",
+        help="serve Prometheus metrics at http://ADDRESS/metrics (tcp://HOST:PORT, or "
+        "vsock://CID:PORT inside an enclave; repeatable; default: no metrics listener)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        help="log one novakms.access line per answered request: op, app, wallet, code, ms "
+        "(default: off)",
+    )
     serve.add_argument("--key-file", help="development only: the node's wallet key file")
     serve.add_argument(
         "--master-secret-file", help="development only: file with the 64-hex master secret"
@@ -191,6 +204,8 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
         listen_proxy=tuple(opts.listen_proxy),
         mode=mode,
         limits=parse_limits(opts.limit),
+        metrics=tuple(opts.metrics or ()),
+        access_log=bool(opts.access_log),
     )
     _check_addresses(config)
     if mode is Mode.ENCLAVE:
@@ -233,7 +248,7 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
 
 
 def _check_addresses(config: ServerConfig) -> None:
-    for address in (*config.listen, *config.listen_proxy):
+    for address in (*config.listen, *config.listen_proxy, *config.metrics):
         try:
             parse_address(address)
         except ValueError as exc:
@@ -263,6 +278,8 @@ def _print_check(
             "config": opts.config,
             "listen": list(config.listen),
             "listen_proxy": list(config.listen_proxy),
+            "metrics": list(config.metrics),
+            "access_log": config.access_log,
             "wallet": wallet,
             "registry": opts.registry,
             "chain": None

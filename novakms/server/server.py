@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -62,10 +63,13 @@ from novakms.errors import (
     TransportError,
     Unavailable,
 )
-from novakms.log import BoundLogger, get_logger
+from novakms.log import BoundLogger, bind_task, get_logger
+from novakms.log.sampling import Sampler
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
+from novakms.net.metrics_http import serve_metrics
 from novakms.net.sockets import connection_source, listener_address, open_listener
+from novakms.server.metrics import CONTENT_TYPE, NodeMetrics
 from novakms.server.node import Node
 from novakms.server.ops import dispatch
 from novakms.wire import cbor
@@ -109,7 +113,12 @@ class Server:
         self._random = node.random_bytes if random_bytes is None else random_bytes
         self._clock = node.clock if clock is None else clock
         self.addresses: list[str] = []
+        self.metrics_addresses: list[str] = []
         self._log = get_logger("novakms.server.server", node=node.wallet)
+        self._access = get_logger("novakms.access", node=node.wallet) if config.access_log else None
+        # Refused and closed connections: a few lines per kind and window, the rest counted.
+        self._sampler = Sampler()
+        self.metrics = NodeMetrics(node, self._roles)
         self._shutdown = trio.Event()
         self._closing = False
         self._next_id = 0
@@ -126,6 +135,19 @@ class Server:
         """Connections admitted and not yet closed."""
         return len(self._connections)
 
+    def _roles(self) -> list[str]:
+        return [conn.role for conn in self._connections.values()]
+
+    def _sampled(self, log: BoundLogger, event: str, kind: str, **fields: Any) -> None:
+        """Log ``event`` unless the sampler leaves it out (then it is only counted)."""
+        suppressed = self._sampler.admit(f"{event}:{kind}", trio.current_time())
+        if suppressed is None:
+            self.metrics.suppressed(event)
+        elif suppressed:
+            log.info(event, **fields, suppressed=suppressed)
+        else:
+            log.info(event, **fields)
+
     async def run(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -141,17 +163,21 @@ class Server:
             raise ValueError("at least one listen address (or listener) is required")
         # (listener, its address, whether it reads a PROXY header first)
         listeners: list[tuple[trio.abc.Listener[trio.abc.Stream], str, bool]] = []
+        scrapes: list[trio.SocketListener] = []
         try:
             for proxied, texts in ((False, self.config.listen), (True, self.config.listen_proxy)):
                 for text in texts:
                     opened = await open_listener(parse_address(text))
                     listeners.append((opened, listener_address(opened), proxied))
+            for text in self.config.metrics:
+                scrapes.append(await open_listener(parse_address(text)))
         except BaseException:
-            for listener, _, _ in listeners:
+            for listener in [*(item[0] for item in listeners), *scrapes]:
                 await listener.aclose()
             raise
         listeners += [(listener, address, False) for listener, address in self._given]
         self.addresses = [address for _, address, _ in listeners]
+        self.metrics_addresses = [listener_address(listener) for listener in scrapes]
         # Node-lifetime tasks outermost, connections inside them, listeners innermost: on
         # shutdown the listeners go first, then the connections drain while replication still
         # runs (a kv.put waiting for acknowledgements, an outbox to push), then replication
@@ -166,7 +192,20 @@ class Server:
                                 self._serve_listener, listener, connections, proxied=proxied
                             )
                         )
-                    self._log.info("listening", addresses=",".join(self.addresses))
+                    for scrape in scrapes:
+                        listening.start_soon(
+                            functools.partial(
+                                serve_metrics,
+                                scrape,
+                                self.metrics.exposition,
+                                content_type=CONTENT_TYPE,
+                            )
+                        )
+                    self._log.info(
+                        "listening",
+                        addresses=",".join(self.addresses),
+                        metrics=",".join(self.metrics_addresses),
+                    )
                     task_status.started(list(self.addresses))
                     await self._shutdown.wait()
                     listening.cancel_scope.cancel()
@@ -238,6 +277,7 @@ class Server:
 
     async def _handle(self, stream: trio.abc.Stream, *, proxied: bool = False) -> None:
         self._next_id += 1
+        bind_task(conn=self._next_id)  # on every line this connection's tasks write
         framed = FramedStream(stream, max_frame=self.limits.max_frame)
         framed.set_receive_limit(self.limits.max_handshake_frame)
         conn = _Connection(self._next_id, framed, connection_source(stream), self.limits)
@@ -254,11 +294,13 @@ class Server:
                         return
                     established = await self._handshake(conn, log)
                 if deadline.cancelled_caught:
-                    log.info("handshake_timeout")
+                    self.metrics.connection_refused("handshake_timeout")
+                    self._sampled(log, "handshake_timeout", "")
                     return
                 if established is None:
                     return
                 session = established
+                conn.role = session.role
                 log = log.bind(wallet=session.wallet or "anonymous", role=session.role)
                 log.debug("session_open")
                 await self._request_loop(conn, session, log)
@@ -286,7 +328,8 @@ class Server:
                     return False
                 data += chunk
         except ProtocolError as exc:
-            log.info("proxy_header_rejected", error=exc.message)
+            self.metrics.connection_refused("proxy_header")
+            self._sampled(log, "proxy_header_rejected", "", error=exc.message)
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return False
@@ -305,7 +348,9 @@ class Server:
         refusal = self._admission(conn)
         if refusal is None:
             return True
-        log.info("connection_refused", code=refusal.code, reason=refusal.details.get("reason", ""))
+        reason = str(refusal.details.get("reason", refusal.code))
+        self.metrics.connection_refused(reason)
+        self._sampled(log, "connection_refused", reason, code=refusal.code, reason=reason)
         await self._send_plain_notice(conn.framed, refusal)
         return False
 
@@ -365,6 +410,10 @@ class Server:
         conn.scope.cancel()  # a client that does not read: nothing more can be sent
         return False
 
+    def _handshake_rejected(self, log: BoundLogger, exc: NovaKMSError) -> None:
+        self.metrics.handshake(refused=exc.code)
+        self._sampled(log, "handshake_rejected", exc.code, code=exc.code, error=exc.message)
+
     async def _handshake(self, conn: _Connection, log: BoundLogger) -> dispatch.Session | None:
         framed = conn.framed
         hs = ServerHandshake(
@@ -380,7 +429,7 @@ class Server:
         except TransportError:
             return None
         except (ProtocolError, HandshakeError, RequestError) as exc:
-            log.info("handshake_rejected", code=exc.code, error=exc.message)
+            self._handshake_rejected(log, exc)
             await self._send_plain_notice(framed, exc)
             return None
         sealed = SealedStream(framed, channel, max_items=HANDSHAKE_MAX_ITEMS)
@@ -390,7 +439,7 @@ class Server:
         except (TransportError, ChannelError):
             return None
         except ProtocolError as exc:
-            log.info("handshake_rejected", code=exc.code, error=exc.message)
+            self._handshake_rejected(log, exc)
             await self._send_sealed_quietly(sealed, close_notice(exc))
             return None
         if auth is END_OF_STREAM:
@@ -400,7 +449,7 @@ class Server:
                 auth, now=int(self._clock()), window=self.limits.timestamp_window
             )
         except (ProtocolError, HandshakeError) as exc:
-            log.info("handshake_rejected", code=exc.code, error=exc.message)
+            self._handshake_rejected(log, exc)
             await self._send_sealed_quietly(sealed, close_notice(exc))
             return None
         # Anonymous sessions get the small frame limit; Ready announces what this one accepts.
@@ -410,6 +459,7 @@ class Server:
             return None
         framed.set_receive_limit(max_frame)
         conn.sealed = sealed
+        self.metrics.handshake()
         # A key pair proves nothing by itself: the session stays unproven (evictable when idle)
         # until its wallet passes authorization (dispatch.REGISTERED, see _run_request).
         self._table.established(conn.id, proven=False)
@@ -442,7 +492,14 @@ class Server:
                 requests.cancel_scope.cancel()
         if notice is None:
             return
-        log.info("connection_closed", code=notice.code, error=notice.message)
+        reason = str(notice.details.get("reason", ""))
+        self._sampled(
+            log,
+            "connection_closed",
+            f"{notice.code}:{reason}",
+            code=notice.code,
+            error=notice.message,
+        )
         if not isinstance(notice, ChannelError | TransportError) and conn.sealed is not None:
             with trio.move_on_after(_NOTICE_TIMEOUT):
                 await self._send_sealed_quietly(conn.sealed, close_notice(notice))
@@ -493,6 +550,7 @@ class Server:
                     request = parse_request(item)
                 except InvalidRequest as exc:
                     conn.invalid += 1
+                    self.metrics.request("", exc.code, 0.0)
                     if exc.request_id is None:
                         return exc
                     if conn.invalid > self.limits.max_invalid_requests:
@@ -523,6 +581,20 @@ class Server:
         finally:
             slots.release()
 
+    def _answered(self, session: dispatch.Session, op: str, code: str, seconds: float) -> None:
+        """Count the answer; with the access log on, write its line."""
+        self.metrics.request(op, code, seconds)
+        if self._access is not None:
+            self._access.info(
+                "request",
+                op=op,
+                app=session.state.get(dispatch.APP_ID),
+                wallet=session.wallet or "anonymous",
+                role=session.role,
+                code=code,
+                ms=round(seconds * 1000, 3),
+            )
+
     async def _run_request(
         self,
         conn: _Connection,
@@ -531,8 +603,11 @@ class Server:
         inflight: set[int],
         slots: trio.Semaphore,
     ) -> None:
+        bind_task(req=request.id)
         log = self._log.bind(wallet=session.wallet or "anonymous", op=request.op)
         self._table.busy(conn.id, +1)
+        started = time.perf_counter()
+        code = "ok"
         try:
             try:
                 result = await dispatch.handle(
@@ -545,14 +620,17 @@ class Server:
                 )
                 message = ok_response(request.id, result)
             except RequestError as exc:
+                code = exc.code
                 message = error_response(request.id, exc)
                 log.debug("request_failed", code=exc.code)
                 if isinstance(exc, RateLimited):
                     pause = min(exc.details["retry_after_ms"] / 1000, _RATE_LIMIT_PAUSE)
                     conn.resume_at = max(conn.resume_at, trio.current_time() + pause)
             except Exception:
+                code = InternalError.code
                 log.exception("request_crashed")
                 message = error_response(request.id, InternalError("internal error"))
+            self._answered(session, request.op, code, time.perf_counter() - started)
             if session.state.get(dispatch.REGISTERED) is True:
                 self._table.prove(conn.id)
             # Before answering: the next request may already be awaited by the reader, and it
@@ -702,6 +780,7 @@ class _Connection:
         self.framed = framed
         self.source = source
         self.sealed: SealedStream | None = None
+        self.role = "handshaking"  # the handshake's role once it names one
         self.scope = trio.CancelScope()
         self.reader = trio.CancelScope()
         self.close_reason: NovaKMSError | None = None

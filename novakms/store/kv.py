@@ -33,7 +33,7 @@ from novakms.store.records import ABSENT, HybridClock, Record, clock_increment, 
 CLOCK_ENTRY_BYTES = 64
 """Quota charge of each vector-clock entry beyond a record's first (wallet, counter, headers)."""
 
-__all__ = ["KVStore", "ListPage", "StoreStats"]
+__all__ = ["AppUsage", "KVStore", "ListPage", "StoreStats"]
 
 Listener = Callable[[Record], None]
 
@@ -52,6 +52,16 @@ class ListPage:
 
     keys: list[str]
     next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppUsage:
+    """One app's share of the store (metrics of the largest apps)."""
+
+    app_id: int
+    live: int
+    records: int
+    used_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +470,14 @@ class KVStore:
         return StoreStats(
             apps=len(self._spaces), live=live, tombstones=total - live, used_bytes=self._total
         )
+
+    def largest_apps(self, count: int) -> list[AppUsage]:
+        """The ``count`` apps using the most bytes, largest first (no keys, no values)."""
+        spaces = heapq.nlargest(count, self._spaces.items(), key=lambda item: item[1].used)
+        return [
+            AppUsage(app_id=app, live=len(s.lru), records=len(s.records), used_bytes=s.used)
+            for app, s in spaces
+        ]
 
     # -- internals ---------------------------------------------------------------------------
 

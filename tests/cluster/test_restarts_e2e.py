@@ -157,7 +157,11 @@ async def test_overlapping_restarts_end_in_a_reported_degraded_state(
             answer = await kms.call("kv.list", {"limit": 1})
         assert answer["degraded"] == "no_caught_up_peer"  # every KV answer carries it
     warnings = [
-        r for r in caplog.records if r.levelno == logging.WARNING and "catch_up_degraded" in r.msg
+        r
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+        and isinstance(r.msg, dict)
+        and r.msg["event"] == "catch_up_degraded"
     ]
     assert len(warnings) == 2
     # A is still registered and unreachable: several anti-entropy rounds later, still degraded.

@@ -23,6 +23,7 @@ from novakms.server.store_gate import StoreGate
 from novakms.wire.handshake import Role
 
 __all__ = [
+    "APP_ID",
     "PROVEN",
     "REGISTERED",
     "Auth",
@@ -37,6 +38,8 @@ __all__ = [
 
 #: ``Session.state`` key: whether the session's wallet passed its role's authorization once.
 REGISTERED = "registered"
+#: ``Session.state`` key: the app id the registry gave an app session's wallet (access log).
+APP_ID = "app_id"
 #: ``Session.state`` key: the peer proved the cluster secret on this channel (``sync.hello``).
 PROVEN = "proven"
 

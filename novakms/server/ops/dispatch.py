@@ -42,6 +42,7 @@ from novakms.server.ops.cluster import (
     op_sync_snapshot,
 )
 from novakms.server.ops.context import (
+    APP_ID,
     PROVEN,
     REGISTERED,
     Auth,
@@ -57,6 +58,7 @@ from novakms.server.ops.info import op_health, op_nodes, op_status
 from novakms.server.ops.kv import MAX_ACKS, op_kv_delete, op_kv_get, op_kv_list, op_kv_put
 
 __all__ = [
+    "APP_ID",
     "APP_OPS",
     "KV_OPS",
     "MAX_ACKS",
@@ -160,7 +162,7 @@ async def _take_token(node: Node, session: Session, auth: Auth, now: float) -> f
     if auth != "none" and session.wallet is not None and REGISTERED not in session.state:
         try:
             if session.role == "app":
-                await authorize_app(node.registry, session)
+                session.state[APP_ID] = (await authorize_app(node.registry, session)).app_id
             elif session.role == "peer":
                 await authorize_peer(node.registry, session)
             else:
