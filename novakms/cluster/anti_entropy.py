@@ -18,6 +18,7 @@ Pull-only anti-entropy is enough: every node runs it against every peer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = ["AntiEntropy"]
 
 _PULL_KEYS = 256
 _POLL = 0.05  # seconds between checks while waiting for the membership or a retry
+_PROGRESS_EVERY = 5.0  # seconds between a snapshot's progress lines
 
 
 @dataclass(eq=False)
@@ -47,8 +49,10 @@ class _Snapshot:
     after: tuple[int, str] | None = None
     chunks: int = 0
     records: int = 0
+    total: int | None = None  # what the serving peer said it holds when the snapshot began
     resumed: int = 0
     peer: str | None = None
+    logged_at: float = -math.inf  # trio time of the last progress line
 
 
 class AntiEntropy:
@@ -106,6 +110,7 @@ class AntiEntropy:
             "state": snap.state,
             "chunks": snap.chunks,
             "records": snap.records,
+            "total": snap.total,
             "resumed": snap.resumed,
             "peer": snap.peer,
         }
@@ -235,6 +240,11 @@ class AntiEntropy:
         if snap.after is not None:
             snap.resumed += 1  # continuing after the last key received, not from the start
         snap.peer = link.wallet
+        if snap.total is None:
+            try:
+                snap.total = msg.parse_store_total(await client.call("status", {}))
+            except (NovaKMSError, trio.TooSlowError) as exc:  # progress only: go on without
+                self._log.debug("snapshot_total_unknown", peer=link.wallet, error=str(exc))
         while True:
             after = None if snap.after is None else list(snap.after)
             answer = msg.parse_snapshot_answer(
@@ -245,6 +255,15 @@ class AntiEntropy:
             )
             snap.chunks += 1
             snap.records += accepted
+            if trio.current_time() - snap.logged_at >= _PROGRESS_EVERY or answer.next is None:
+                snap.logged_at = trio.current_time()
+                self._log.info(
+                    "snapshot_progress",
+                    peer=link.wallet,
+                    records=snap.records,
+                    total=snap.total,
+                    chunks=snap.chunks,
+                )
             if answer.next is None:
                 self._links.succeeded(link)
                 return

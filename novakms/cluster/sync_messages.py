@@ -60,6 +60,7 @@ __all__ = [
     "parse_push_request",
     "parse_snapshot_answer",
     "parse_snapshot_request",
+    "parse_store_total",
 ]
 
 SYNC_BUCKETS: Final = 64
@@ -346,6 +347,20 @@ def parse_snapshot_answer(answer: object, *, after: ResumePoint | None) -> Snaps
     if following is not None and (not records or (after is not None and following <= after)):
         raise ProtocolError("sync.snapshot answer: next must follow the resume point")
     return SnapshotAnswer(tuple(records), following)
+
+
+def parse_store_total(answer: object) -> int:
+    """How many records a peer's ``status`` says it stores (live, expired and tombstones).
+
+    The joiner reads it before its snapshot, as the snapshot's expected size (progress only).
+    """
+    store = answer.get("store") if isinstance(answer, Mapping) else None
+    if not isinstance(store, Mapping):
+        raise ProtocolError("status answer: store must be a map")
+    counts = [store.get("live"), store.get("tombstones")]
+    if not all(type(count) is int and count >= 0 for count in counts):
+        raise ProtocolError("status answer: store.live and store.tombstones must be uints")
+    return sum(counts)  # type: ignore[arg-type]
 
 
 def parse_forget_answer(answer: object, *, sent: Sequence[TombstoneId]) -> ForgetAnswer:

@@ -197,6 +197,8 @@ def test_check_prints_what_an_enclave_node_would_start_with(tmp_path: Path) -> N
         "config": "kms.toml",
         "listen": [],
         "listen_proxy": ["vsock://4294967295:7400"],
+        "metrics": [],
+        "access_log": False,
         "wallet": None,
         "registry": None,
         "chain": {

@@ -7,6 +7,8 @@ heals the cut without sockets or proxies. (One real-socket run: test_partition_e
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 from trio.testing import MockClock
@@ -80,8 +82,9 @@ async def write_bulk(cluster: MemoryCluster, address: str) -> None:
 
 
 async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
-    memory_cluster: MemoryCluster, autojump_clock: MockClock
+    memory_cluster: MemoryCluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="novakms.replication")
     cluster = memory_cluster
     nodes = await cluster.start_all(SMALL)
     await write_bulk(cluster, cluster.members[0][1])
@@ -103,7 +106,7 @@ async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
     assert joiner.syncing
     snapshot = replicator(joiner).snapshot_status()
     assert snapshot["state"] == "syncing"
-    assert 0 < snapshot["records"] < RECORDS
+    assert 0 < snapshot["records"] < RECORDS and snapshot["total"] == RECORDS
     async with await cluster.connect(address) as kms:
         with pytest.raises(Unavailable) as info:
             await kms.kv_get("bulk/00000")
@@ -119,5 +122,15 @@ async def test_a_joiner_that_loses_its_connection_mid_snapshot_resumes(
     # Resumed after the last chunk received, not restarted: every record arrived exactly once.
     assert snapshot["records"] == RECORDS
     assert joiner.store is not None and len(joiner.store.records()) == RECORDS
+    # Progress lines while it ran (at most one per 5 s, and the last one at the end).
+    progress = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict)
+        and r.msg["event"] == "snapshot_progress"
+        and r.msg["node"] == who.wallet
+    ]
+    assert len(progress) >= 2 and progress[-1]["records"] == RECORDS
+    assert {p["total"] for p in progress} == {RECORDS}
     assert digests(joiner) == digests(nodes[0])
     assert await cluster.value_on(address, "bulk/01234") == bytes([1234 % 251]) * 512

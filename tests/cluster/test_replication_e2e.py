@@ -81,6 +81,7 @@ async def test_a_late_node_catches_up_from_a_snapshot(world: Any) -> None:
     assert {p["wallet"] for p in peers} == {s.wallet for s, _ in members}
     snapshot = status["cluster"]["snapshot"]
     assert snapshot["state"] == "done" and snapshot["records"] == 30
+    assert snapshot["total"] == 30  # what the serving peer held: the progress goal
     assert snapshot["peer"] in {s.wallet for s, _ in members}
     assert status["syncing"] is False
 
