@@ -8,9 +8,12 @@ chain (deploying the registries, registering demo apps, test setup).
 ``eth_getTransactionCount(..., "pending")`` once, then tracked locally (re-read after a failed
 send); EIP-1559 fees from ``eth_feeHistory`` (falling back to a legacy ``eth_gasPrice``
 transaction when the node reports no base fee); gas from ``eth_estimateGas`` plus 20 % unless
-given. A transaction that reverts raises :class:`TransactionFailed` carrying the revert data:
-from ``eth_estimateGas`` before sending, or, for a mined transaction with status 0, by
-replaying it as ``eth_call`` on the state it ran on.
+given. A call (calldata for an address) is sent only when ``eth_getCode`` finds a contract
+there: a call to an empty address would "succeed" doing nothing, so it raises
+:class:`~novakms.errors.BadRequest` and nothing is sent. A transaction that reverts raises
+:class:`TransactionFailed` carrying the revert data: from ``eth_estimateGas`` before sending,
+or, for a mined transaction with status 0, by replaying it as ``eth_call`` on the state it ran
+on; its message names the error when a packaged contract ABI declares it.
 
 The private key is kept only in memory, only for signing: it never appears in ``repr``, error
 messages or logs.
@@ -22,11 +25,12 @@ import statistics
 from typing import Any
 
 import trio
-from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 
+from novakms.chain import abi
 from novakms.chain.rpc import JsonRpcClient, normalize_address, parse_data, parse_quantity
 from novakms.errors import (
+    BadRequest,
     ChainError,
     ChainUnavailable,
     RpcError,
@@ -36,35 +40,32 @@ from novakms.errors import (
 
 __all__ = ["TxSender", "decode_revert_reason"]
 
-_ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
-_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
 _GAS_MARGIN_NUM, _GAS_MARGIN_DEN = 6, 5  # +20 %
 _FEE_HISTORY_BLOCKS = 5
 
 
 def decode_revert_reason(data: bytes) -> str | None:
-    """A human-readable reason from revert data.
+    """A human-readable reason from revert data (by :func:`novakms.chain.abi.decode_revert`).
 
     Args:
         data: the revert bytes.
 
     Returns:
-        The ``Error(string)`` text, ``"panic 0x.."`` for ``Panic(uint256)``, ``"custom error
-        0x<selector>"`` for other selectors, or None for empty or undecodable data.
+        The ``Error(string)`` text, ``"panic 0x.."`` for ``Panic(uint256)``, ``Name(arg, …)``
+        for a packaged contract's custom error (``InvalidStatusTransition(0, 0)``), ``"custom
+        error 0x<selector>"`` for other selectors or arguments that do not decode, or None for
+        data shorter than a selector.
     """
     if len(data) < 4:
         return None
-    selector, payload = data[:4], data[4:]
-    try:
-        if selector == _ERROR_SELECTOR:
-            (text,) = abi_decode(["string"], payload)
-            return str(text)
-        if selector == _PANIC_SELECTOR:
-            (code,) = abi_decode(["uint256"], payload)
-            return f"panic 0x{int(code):02x}"
-    except Exception:  # malformed ABI payload: fall through to the selector
-        return f"custom error 0x{selector.hex()}"
-    return f"custom error 0x{selector.hex()}"
+    decoded = abi.decode_revert(data)
+    if decoded is None:
+        return f"custom error 0x{bytes(data[:4]).hex()}"
+    if decoded.name == "Error" and not decoded.is_custom:
+        return str(decoded.args[0])
+    if decoded.name == "Panic" and not decoded.is_custom:
+        return f"panic 0x{int(decoded.args[0]):02x}"
+    return str(decoded)
 
 
 def _describe(reason: str | None) -> str:
@@ -253,6 +254,7 @@ class TxSender:
             The receipt (status 1), as received.
 
         Raises:
+            BadRequest: calldata for an address without code (nothing is sent).
             TransactionFailed: it reverted (mined with status 0, or estimation reverted).
             TransactionTimeout: no receipt within the timeout.
             RpcError: the node refused it (e.g. insufficient funds, nonce too low).
@@ -263,6 +265,9 @@ class TxSender:
         payload = bytes(data)
         if value < 0:
             raise ValueError("value must be >= 0")
+        # A plain transfer (no calldata) may go to an account; a call needs a contract.
+        if recipient is not None and payload and not await self.rpc.get_code(recipient, "latest"):
+            raise BadRequest(f"no contract at {recipient}: nothing was sent", address=recipient)
         async with self._lock:
             chain_id = await self._get_chain_id()
             nonce = await self._next_nonce()

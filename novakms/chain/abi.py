@@ -22,7 +22,9 @@ from novakms.crypto.eth import keccak256
 
 __all__ = [
     "Contract",
+    "RevertError",
     "app_from_tuple",
+    "decode_revert",
     "instance_from_tuple",
     "kms_registry",
     "nova_app_registry",
@@ -123,6 +125,11 @@ class Contract:
         except Exception as exc:  # eth_abi raises several unrelated types on bad input
             raise ValueError(f"{self.name}.{function} returned undecodable data") from exc
 
+    @property
+    def errors(self) -> dict[bytes, tuple[str, tuple[str, ...]]]:
+        """This ABI's custom errors: selector -> (name, canonical argument types)."""
+        return dict(self._errors)
+
     def describe_error(self, data: bytes | None) -> str | None:
         """A custom error of this contract as text, e.g. ``DuplicateGuardian(0xab…)``.
 
@@ -133,19 +140,8 @@ class Contract:
         if data is None or len(data) < 4 or bytes(data[:4]) not in self._errors:
             return None
         name, types = self._errors[bytes(data[:4])]
-        try:
-            values = abi_decode(list(types), bytes(data[4:]))
-        except Exception:  # eth_abi raises several unrelated types on bad input
-            return None
-
-        def text(value: Any) -> str:
-            if isinstance(value, bytes):
-                return "0x" + value.hex()
-            if isinstance(value, str) and value.startswith("0x"):
-                return value.lower()
-            return str(value)
-
-        return f"{name}({', '.join(text(v) for v in values)})"
+        decoded = _decode_error(name, types, bytes(data[4:]), (self.name,))
+        return None if decoded is None else str(decoded)
 
     def encode_constructor(self, *args: Any) -> bytes:
         """Creation code with ABI-encoded constructor arguments appended."""
@@ -188,6 +184,110 @@ class Contract:
             block=int(str(log["blockNumber"]), 16),
             log_index=int(str(log.get("logIndex", "0x0")), 16),
         )
+
+
+# --- revert data -> error -------------------------------------------------------------------
+
+_SOLIDITY_ERRORS: dict[bytes, tuple[str, tuple[str, ...]]] = {
+    keccak256(b"Error(string)")[:4]: ("Error", ("string",)),  # require(…, "text"), revert("text")
+    keccak256(b"Panic(uint256)")[:4]: ("Panic", ("uint256",)),  # assert, overflow, …
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RevertError:
+    """A decoded revert: a packaged contract's custom error, or Solidity's ``Error(string)`` or
+    ``Panic(uint256)``.
+
+    Attributes:
+        name: the error's name (``InvalidStatusTransition``, ``Error``, ``Panic``).
+        types: the canonical argument types, in order (``("uint8", "uint8")``).
+        args: the decoded arguments, in order (addresses lowercase ``0x`` text, ``bytesN`` as
+            bytes, integers as int, strings as str).
+        contracts: the artifacts that declare it (several may, e.g. ``ZeroAddress()``); empty
+            for ``Error`` and ``Panic``.
+    """
+
+    name: str
+    types: tuple[str, ...]
+    args: tuple[Any, ...]
+    contracts: tuple[str, ...] = ()
+
+    @property
+    def signature(self) -> str:
+        """``Name(type,…)``, whose keccak256 starts with the selector."""
+        return f"{self.name}({','.join(self.types)})"
+
+    @property
+    def is_custom(self) -> bool:
+        """Whether this is a contract's custom error (not ``Error`` / ``Panic``)."""
+        return bool(self.contracts)
+
+    def __str__(self) -> str:
+        """``Name(arg, …)``: bytes as ``0x`` hex, strings JSON-quoted, numbers in decimal."""
+
+        def text(kind: str, value: Any) -> str:
+            if isinstance(value, bytes):
+                return "0x" + value.hex()
+            if kind == "string":
+                return json.dumps(value)
+            return str(value)
+
+        args = ", ".join(text(k, v) for k, v in zip(self.types, self.args, strict=True))
+        return f"{self.name}({args})"
+
+
+def _decode_error(
+    name: str, types: tuple[str, ...], payload: bytes, contracts: tuple[str, ...]
+) -> RevertError | None:
+    try:
+        values = abi_decode(list(types), payload)
+    except Exception:  # eth_abi raises several unrelated types on bad input
+        return None
+    args = tuple(
+        v.lower() if t == "address" and isinstance(v, str) else v
+        for t, v in zip(types, values, strict=True)
+    )
+    return RevertError(name, types, args, contracts)
+
+
+@cache
+def _packaged_errors() -> dict[bytes, tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """selector -> (name, types, declaring artifacts) over every packaged artifact."""
+    table: dict[bytes, tuple[str, tuple[str, ...], tuple[str, ...]]] = {}
+    folder = resources.files("novakms.chain").joinpath("artifacts")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".json"):
+            continue
+        contract = Contract.from_artifact(entry.name.removesuffix(".json"))
+        for selector, (name, types) in contract.errors.items():
+            _, _, declared = table.get(selector, (name, types, ()))
+            table[selector] = (name, types, (*declared, contract.name))
+    return table
+
+
+def decode_revert(data: bytes | None) -> RevertError | None:
+    """Decode revert data by the packaged contract ABIs (``novakms/chain/artifacts``).
+
+    Args:
+        data: the revert bytes (a 4-byte selector and the ABI-encoded arguments).
+
+    Returns:
+        The error: a custom error of any packaged contract, ``Error(string)`` or
+        ``Panic(uint256)``; None for empty data, an unknown selector, or arguments that do not
+        decode as the ABI says.
+    """
+    if data is None or len(data) < 4:
+        return None
+    selector, payload = bytes(data[:4]), bytes(data[4:])
+    if selector in _SOLIDITY_ERRORS:
+        name, types = _SOLIDITY_ERRORS[selector]
+        return _decode_error(name, types, payload, ())
+    known = _packaged_errors().get(selector)
+    if known is None:
+        return None
+    name, types, contracts = known
+    return _decode_error(name, types, payload, contracts)
 
 
 @cache

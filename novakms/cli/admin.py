@@ -5,7 +5,9 @@ Holds the subcommand's arguments and:
 * the chain subcommands (``deploy``, ``set-app-id``, ``pin-secret``, ``reset-pin``,
   ``set-guardians``, ``clear-guardians`` and the development registry's ``app-status``,
   ``version-status``, ``instance-status``): they send transactions with the admin's key file,
-  and a revert names the registries' custom error when it is known;
+  only to an address that holds a contract; a revert names the registries' custom error and
+  fails with the code it means (``forbidden``, ``conflict``, ``not_found``, ``bad_request``:
+  :mod:`novakms.admin.refusals`), exit code 1;
 * ``guardian-set``: reads KMSRegistry's guardian set (no key);
 * ``wait-safe``: polls a node's ``status`` until it reports ``safe_to_stop``
   (:func:`wait_safe_to_stop`; no chain, no key).
@@ -22,6 +24,7 @@ from typing import Any
 
 import trio
 
+from novakms.admin.refusals import refusal_error
 from novakms.admin.tx import TxSender
 from novakms.auth.guardians import GuardianSet, guardian_set, parse_enc_key
 from novakms.auth.model import ZERO_ADDRESS
@@ -39,7 +42,6 @@ from novakms.client.aio import Client
 from novakms.crypto.eth import normalize_wallet, parse_private_key
 from novakms.dev.world import clear_guardians, deploy_registries, set_guardians
 from novakms.errors import (
-    ChainError,
     CliError,
     GuardianSetError,
     NovaKMSError,
@@ -210,7 +212,7 @@ def _cmd_admin(args: argparse.Namespace) -> int:
     try:
         result = trio.run(_admin, args, key)
     except TransactionFailed as exc:
-        raise _reverted(exc) from None
+        raise refusal_error(exc) from None
     print_json(result)
     return 0
 
@@ -242,18 +244,6 @@ def _guardians_argument(items: Sequence[str], threshold_text: str) -> GuardianSe
         )
     except GuardianSetError as exc:
         raise CliError(f"invalid guardian set (KMSRegistry would refuse it): {exc}") from None
-
-
-def _reverted(exc: TransactionFailed) -> ChainError:
-    """The failed transaction's error, with the registries' custom error named when known."""
-    data = exc.revert_data
-    name = abi.kms_registry().describe_error(data) or abi.nova_app_registry().describe_error(data)
-    if name is None or data is None:
-        return exc
-    raw = f"custom error 0x{bytes(data[:4]).hex()}"
-    message = exc.message.replace(raw, name) if raw in exc.message else f"{exc.message}: {name}"
-    details = {"revert": name} if exc.tx_hash is None else {"revert": name, "tx": exc.tx_hash}
-    return ChainError(message, **details)
 
 
 async def _read_guardians(args: argparse.Namespace) -> GuardianSet:
