@@ -22,7 +22,9 @@ Every attack is bounded in count and time and stops by itself; every socket oper
 deadline, and refusals, resets and closes by the node are counted, never fatal.
 
 The table goes to stdout (progress to stderr); the figures go to
-``bench/results/abuse-<UTC timestamp>.json`` and ``bench/results/abuse-latest.json``.
+``bench/results/abuse-<UTC timestamp>.json`` and ``bench/results/abuse-latest.json``, with a
+chart beside each (``.png``: the victim's p50 / p99 / max per phase; with ``--compare``, also
+``-compare.png``: p99 and RSS growth before -> after; needs matplotlib, see ``bench/plot.py``).
 Goals per phase (issue 9): victim p99 <= 5x the idle p99, no victim call above 1 s, node RSS
 growth <= 64 MiB, and the victim served (no failed call, no refused connect).
 """
@@ -72,6 +74,7 @@ from bench.bench_derive import (
     server_process,
     tail,
 )
+from bench.plot import chart_beside
 
 BENCH_DIR = Path(__file__).resolve().parent
 SCRIPT = str(Path(__file__).resolve())
@@ -1409,15 +1412,24 @@ def run(settings: RunSettings) -> int:
     document["all_pass"] = all_pass
     document["seconds_total"] = (datetime.now(UTC) - started).total_seconds()
     print(render(document), flush=True)
+    before: dict[str, Any] | None = None
     if settings.compare is not None:
         before = json.loads(settings.compare.read_text())
         print("\n" + render_comparison(before, document, str(settings.compare)), flush=True)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=2) + "\n"
     path = RESULTS_DIR / f"abuse-{stamp}.json"
+    latest = RESULTS_DIR / "abuse-latest.json"
     path.write_text(text)
-    (RESULTS_DIR / "abuse-latest.json").write_text(text)
+    latest.write_text(text)
     print(f"\nwrote {path.relative_to(REPO_DIR)} and bench/results/abuse-latest.json")
+    chart_beside(document, [path, latest])
+    if before is not None:  # and the comparison: abuse-<stamp>-compare.png
+        chart_beside(
+            document,
+            [p.with_name(f"{p.stem}-compare.json") for p in (path, latest)],
+            before=before,
+        )
     return 0 if all_pass else 1
 
 

@@ -19,8 +19,10 @@ always stops it with SIGINT, then SIGKILL if it does not exit):
    ``store.live == N``.
 
 The table goes to stdout (progress to stderr); the figures go to
-``bench/results/cluster-<UTC timestamp>.json`` and ``bench/results/cluster-latest.json``.
-Everything runs on this one machine: the clients, all nodes and anvil share its cores.
+``bench/results/cluster-<UTC timestamp>.json`` and ``bench/results/cluster-latest.json``
+(with every key's lag in ``lag.lags_ms``), and a histogram + CDF of the lags beside each
+(``.png``; needs matplotlib, see ``bench/plot.py``). Everything runs on this one machine: the
+clients, all nodes and anvil share its cores.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from novakms.errors import NotFound, NovaKMSError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
 from bench.bench_derive import git_info, machine_info
+from bench.plot import chart_beside
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -230,6 +233,8 @@ async def lag_test(ready: dict[str, Any], rate: float, duration: float) -> dict[
         "lag_mean_ms": (sum(lags) / len(lags) if lags else 0.0) * 1e3,
         "reader_tasks": LAG_READERS,
         "poll_sleep_ms": POLL_SLEEP * 1e3,
+        # every key's lag, ascending, in ms (0.001 ms steps): the chart's histogram and CDF
+        "lags_ms": [round(lag * 1e3, 3) for lag in lags],
     }
 
 
@@ -599,9 +604,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     text = json.dumps(results, indent=2) + "\n"
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS_DIR / f"cluster-{stamp}.json").write_text(text)
-    (RESULTS_DIR / "cluster-latest.json").write_text(text)
-    progress(f"results: {RESULTS_DIR / f'cluster-{stamp}.json'}")
+    paths = [RESULTS_DIR / f"cluster-{stamp}.json", RESULTS_DIR / "cluster-latest.json"]
+    for path in paths:
+        path.write_text(text)
+    progress(f"results: {paths[0]}")
+    if "lag" in results:  # the chart is the lag distribution
+        chart_beside(results, paths)
     return 1 if failed else 0
 
 

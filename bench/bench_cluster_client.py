@@ -17,8 +17,8 @@ limits off, as in bench_derive.py). In one trio process, at each concurrency (ta
 Every answer is checked against the first one (every node derives the same key). The table
 goes to stdout (progress to stderr); the figures go to
 ``bench/results/cluster-client-<UTC timestamp>.json`` and ``cluster-client-latest.json``, and a
-bar chart to ``cluster-client-latest.png`` when matplotlib is installed. Everything shares this
-machine's cores: the client process, the three nodes and anvil.
+bar chart beside each (``.png``, ``bench/plot.py``) when matplotlib is installed. Everything
+shares this machine's cores: the client process, the three nodes and anvil.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from novakms.crypto.signer import LocalSigner
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
 from bench.bench_cluster import dev_cluster
 from bench.bench_derive import git_info, machine_info
+from bench.plot import chart_beside
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LIMITS = ("wallet_rate=inf", "handshake_rate=inf")
@@ -148,42 +149,6 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        progress("matplotlib is not installed: no chart (pip install -e '.[bench]')")
-        return False
-    labels = [str(s["concurrency"]) for s in results["single"]]
-    positions = range(len(labels))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    width = 0.38
-    ax.bar(
-        [p - width / 2 for p in positions],
-        [s["per_second"] for s in results["single"]],
-        width,
-        label="single node (Client)",
-    )
-    ax.bar(
-        [p + width / 2 for p in positions],
-        [c["per_second"] for c in results["cluster"]],
-        width,
-        label="cluster of 3 (ClusterClient)",
-    )
-    ax.set_xticks(list(positions), labels)
-    ax.set_xlabel("concurrent tasks (one client process)")
-    ax.set_ylabel("derive / s")
-    ax.set_title("novakms: derive throughput, single node vs cluster client")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3,000 derives per measurement")
@@ -210,10 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=2) + "\n"
-    (RESULTS_DIR / f"cluster-client-{stamp}.json").write_text(text)
-    (RESULTS_DIR / "cluster-client-latest.json").write_text(text)
-    plot(results, RESULTS_DIR / "cluster-client-latest.png")
-    progress(f"results: {RESULTS_DIR / f'cluster-client-{stamp}.json'}")
+    paths = [
+        RESULTS_DIR / f"cluster-client-{stamp}.json",
+        RESULTS_DIR / "cluster-client-latest.json",
+    ]
+    for path in paths:
+        path.write_text(text)
+    chart_beside(document, paths)
+    progress(f"results: {paths[0]}")
     if failed or wrong:
         progress(f"errors: {[r['errors'] for r in failed]}; distinct keys: {len(wrong)} runs off")
         return 1

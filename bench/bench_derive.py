@@ -12,7 +12,9 @@ process, with the real :class:`novakms.client.Client`. For each scenario the bas
 KMS are measured back to back, so that noise from other work on the machine hits both alike.
 
 The table goes to stdout; the figures also go to ``bench/results/derive-<UTC timestamp>.json``
-and ``bench/results/derive-latest.json``. Any failed request makes the run exit 1.
+and ``bench/results/derive-latest.json``, with a chart beside each (``.png``, throughput and
+p50 / p99 per scenario against the baseline; needs matplotlib, see ``bench/plot.py``).
+Any failed request makes the run exit 1.
 See ``bench/README.md`` for what the figures mean and their caveats.
 """
 
@@ -45,6 +47,9 @@ from novakms.client.aio import Client
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.env import prepare_state
 from novakms.errors import NovaKMSError, TransportError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
+from bench.plot import chart_beside
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -842,12 +847,14 @@ def to_json(results: Results, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(document: dict[str, Any], stamp: str) -> Path:
-    """Write the timestamped file and derive-latest.json; returns the former."""
+    """Write the timestamped file and derive-latest.json, a chart beside each; return the first."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=2) + "\n"
     path = RESULTS_DIR / f"derive-{stamp}.json"
+    latest = RESULTS_DIR / "derive-latest.json"
     path.write_text(text)
-    (RESULTS_DIR / "derive-latest.json").write_text(text)
+    latest.write_text(text)
+    chart_beside(document, [path, latest])
     return path
 
 

@@ -15,7 +15,8 @@ node: **lost must be 0**; the run exits 1 otherwise.
 
 The table goes to stdout (progress to stderr); the figures go to
 ``bench/results/rolling-<UTC timestamp>.json`` and ``rolling-latest.json``, and a chart of the
-per-restart times to ``rolling-latest.png`` (needs matplotlib: ``pip install -e '.[bench]'``).
+per-restart times beside each (``.png``, ``bench/plot.py``; needs matplotlib:
+``pip install -e '.[bench]'``).
 Everything runs on this one machine: writers, nodes and anvil share its cores.
 """
 
@@ -37,6 +38,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
 from bench.bench_derive import git_info, machine_info
+from bench.plot import chart_beside
 from bench.rolling import RollingResult, dev_cluster, rolling_restart
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -115,34 +117,6 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        progress("matplotlib is not installed: no chart (pip install -e '.[bench]')")
-        return False
-    steps = results["run"]["steps"]
-    labels = [f"r{s['round']}:{s['address'].rsplit(':', 1)[1]}" for s in steps]
-    safe = [s["until_safe_s"] + s["safe_s"] for s in steps]
-    exit_ = [s["exit_s"] for s in steps]
-    serving = [s["serving_s"] for s in steps]
-    fig, ax = plt.subplots(figsize=(max(6, len(steps) * 0.8), 4))
-    ax.bar(labels, safe, label="wait-safe")
-    ax.bar(labels, exit_, bottom=safe, label="SIGTERM → exited")
-    below = [a + b for a, b in zip(safe, exit_, strict=True)]
-    ax.bar(labels, serving, bottom=below, label="restart → serving")
-    ax.set_ylabel("seconds")
-    ax.set_title("novakms rolling restart: time per node (round:port)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round at 20 writes/s")
@@ -186,10 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(results, indent=2) + "\n"
-    (RESULTS_DIR / f"rolling-{stamp}.json").write_text(text)
-    (RESULTS_DIR / "rolling-latest.json").write_text(text)
-    if plot(results, RESULTS_DIR / "rolling-latest.png"):
-        progress(f"chart: {RESULTS_DIR / 'rolling-latest.png'}")
+    paths = [RESULTS_DIR / f"rolling-{stamp}.json", RESULTS_DIR / "rolling-latest.json"]
+    for path in paths:
+        path.write_text(text)
+    chart_beside(results, paths)
     lost = sum(v["lost_total"] for v in results["run"]["verdicts"].values())
     return 1 if lost else 0
 
