@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DEFAULT_ODYN_URL",
     "ENCLAVE_ENV",
+    "ChainSettings",
     "Limits",
     "Mode",
     "ServerConfig",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 ENCLAVE_ENV = "IN_ENCLAVE"
+#: Where the enclave's Odyn API listens (the node's and an app's signer inside an enclave).
+DEFAULT_ODYN_URL = "http://127.0.0.1:18000"
 QUOTA_MODES = ("reject", "evict")
 
 
@@ -284,3 +288,21 @@ class ServerConfig:
     access_log: bool = False
     mode: Mode = Mode.DEVELOPMENT
     limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainSettings:
+    """Timing of the chain source.
+
+    Attributes:
+        poll_interval: seconds between polls (a revocation is enforced within one interval of
+            the block reaching the configured tag).
+        ttl: backstop seconds a fetched record stays valid without a re-fetch.
+        negative_ttl: seconds an unknown wallet is remembered as unknown.
+        refresh_ahead: re-fetch records this many seconds before they expire.
+    """
+
+    poll_interval: float = 2.0
+    ttl: float = 300.0
+    negative_ttl: float = 5.0
+    refresh_ahead: float = 60.0

@@ -78,6 +78,7 @@ __all__ = [
     "InvalidRecord",
     "InvalidRequest",
     "InvalidSignature",
+    "ListenError",
     "LocalError",
     "LocalProtocolError",
     "NetworkError",
@@ -535,6 +536,14 @@ class CliError(LocalError):
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.details: dict[str, Any] = details
+
+
+class ListenError(LocalError, OSError):
+    """An address cannot be listened on (in use, not permitted, no such interface, no vsock).
+
+    An :class:`OSError` too, for callers that handle any socket error. The message names the
+    address and the system's reason.
+    """
 
 
 class AnvilError(LocalError, RuntimeError):

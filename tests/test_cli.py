@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -135,7 +136,9 @@ def _run_dev(proc: subprocess.Popen[str], state: Path) -> Iterator[dict[str, Any
         for key_file in state.glob("**/*.key"):
             assert key_file.read_text().strip() not in text
         events = stderr.events()  # the command's own lines: one JSON object each
-        assert all(e.get("event") in {"node_exited", "node_restarted"} for e in events), events
+        assert all(
+            e.get("event") in {"progress", "node_exited", "node_restarted"} for e in events
+        ), events
         restarted = [e["pid"] for e in events if e.get("event") == "node_restarted"]
         for pid in [n["pid"] for n in ready["nodes"] if "pid" in n] + restarted:
             _assert_gone(pid)
@@ -167,9 +170,20 @@ def test_dev_ready_line_shape(dev: dict[str, Any]) -> None:
     assert chain["rpc"].startswith("http://127.0.0.1:") and Path(chain["admin_key_file"]).is_file()
     assert len(dev["nodes"]) == 3  # the default: a cluster of separate processes
     for node in dev["nodes"]:
-        assert set(node) == {"address", "wallet", "pid"}
+        assert set(node) == {"address", "wallet", "pid", "metrics"}
         assert node["wallet"].startswith("0x") and len(node["wallet"]) == 42 and node["pid"] > 0
     assert len({n["wallet"] for n in dev["nodes"]}) == 3
+    # Every node has its own metrics listener, named in the ready line, serving its own series.
+    assert len({n["metrics"] for n in dev["nodes"]} | {n["address"] for n in dev["nodes"]}) == 6
+    for node in dev["nodes"]:
+        page = httpx.get(f"http://{node['metrics']}/metrics", timeout=10)
+        assert page.status_code == 200
+        (info,) = [line for line in page.text.splitlines() if line.startswith("novakms_node_info{")]
+        assert f'wallet="{node["wallet"]}"' in info and info.endswith(" 1.0")
+        assert "novakms_secret_initialized 1.0" in page.text
+    # It told what it waited for while starting, on stderr, as JSON events.
+    steps = [e["step"] for e in dev["stderr"].events() if e.get("event") == "progress"]
+    assert steps == ["chain", "registries", "nodes", "secret", "pin", "ready"]
     assert [a["app_id"] for a in dev["apps"]] == [1, 2]
     for app in dev["apps"]:
         assert Path(app["key_file"]).is_file()
@@ -582,6 +596,28 @@ def test_a_temporary_state_dir_is_removed_on_exit(stop: signal.Signals) -> None:
     assert not state.exists()
 
 
+def test_a_cluster_stopped_while_it_starts_leaves_nothing_behind(tmp_path: Path) -> None:
+    """SIGTERM while the nodes are starting: nodes and anvil stopped, the temporary state gone."""
+    env = {k: v for k, v in os.environ.items() if k != "IN_ENCLAVE"}
+    env["TMPDIR"] = str(tmp_path)  # the temporary state dir (and anvil's) are made here
+    argv = [sys.executable, "-m", "novakms.cli", "dev", "--nodes", "2"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        assert proc.stderr is not None and proc.stdout is not None
+        stderr = StderrReader(proc.stderr)
+        deadline = time.monotonic() + 60
+        while not any(e.get("step") == "secret" for e in stderr.events()):
+            assert proc.poll() is None, stderr.text(join=5)
+            assert time.monotonic() < deadline, stderr.text(join=5)
+            time.sleep(0.05)
+        assert list(tmp_path.iterdir())  # the state exists while it runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0, stderr.text(join=5)
+        assert proc.stdout.read() == ""  # no ready line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dev_with_static_registry(tmp_path: Path) -> None:
     with dev_process(tmp_path, "--chain", "static") as ready:
         assert ready["chain"] is None
@@ -829,7 +865,7 @@ def test_admin_deploy(dev: dict[str, Any]) -> None:
     [
         (["client", "--node", "no-port-here", "health"], {}, "HOST:PORT"),
         (["dev", "--chain", "static", "--restart"], {"IN_ENCLAVE": ""}, "--restart is for"),
-        (["dev", "--restart", "--restart-delay", "-1"], {"IN_ENCLAVE": ""}, "at least 0"),
+        (["dev", "--restart", "--restart-delay", "-1"], {"IN_ENCLAVE": ""}, ">= 0"),
         (["admin", "wait-safe", "--node", "no-port-here"], {}, "HOST:PORT"),
         (["admin", "wait-safe", "--node", "127.0.0.1:1", "--interval", "0"], {}, "--interval"),
         (["serve", "--peer-proxy", "ftp://x:1"], {"IN_ENCLAVE": "false"}, "unknown scheme"),
@@ -1078,7 +1114,8 @@ def test_dev_keeps_serving_when_a_node_exits(tmp_path: Path) -> None:
             _derive(last["address"], ready["apps"][0]["key_file"])
             == base64.b64encode(hkdf(1, "p", 32)).decode()
         )
-    assert [e["event"] for e in ready["stderr"].events()] == ["node_exited"]
+    events = [e["event"] for e in ready["stderr"].events() if e["event"] != "progress"]
+    assert events == ["node_exited"]
 
 
 def test_dev_restart_rejoins_like_an_enclave_node(tmp_path: Path) -> None:
@@ -1129,18 +1166,16 @@ def test_dev_restart_rejoins_like_an_enclave_node(tmp_path: Path) -> None:
 
 
 def test_a_node_that_exits_while_the_cluster_starts_is_an_error(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as taken:  # the second node's port is taken: it cannot listen
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        base = taken.getsockname()[1] - 1
-        out = novakms(
-            "dev", "--port", str(base), "--state-dir", str(tmp_path / "state"), timeout=120,
-            env={"IN_ENCLAVE": ""},
-        )  # fmt: skip
+    # The node processes inherit the environment, and `novakms serve` reads NOVAKMS_CONFIG
+    # (`novakms dev` does not): every node exits at once, after anvil and the registries.
+    out = novakms(
+        "dev", "--state-dir", str(tmp_path / "state"), timeout=120,
+        env={"IN_ENCLAVE": "", "NOVAKMS_CONFIG": str(tmp_path / "missing.toml")},
+    )  # fmt: skip
     assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout.count("\n") == 1  # the error, and no ready line before it
     assert "a node exited while starting" in json.loads(out.stdout)["error"]["message"]
+    assert "cannot read the config" in out.stderr  # the node's own error, on stderr
 
 
 def test_dev_guardians_and_the_recovery_drill_by_hand(tmp_path: Path) -> None:

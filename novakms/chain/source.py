@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -30,6 +29,7 @@ from novakms.auth.guardians import GuardianSet
 from novakms.auth.model import App, AppVersion, Identity, Instance, peer_entry
 from novakms.auth.source import peer_refusal
 from novakms.chain.registry import RegistryReader
+from novakms.config import ChainSettings
 from novakms.crypto.eth import normalize_wallet
 from novakms.errors import ChainError, Forbidden, NovaKMSError, Unavailable
 from novakms.log import get_logger
@@ -37,24 +37,6 @@ from novakms.log import get_logger
 __all__ = ["ChainAuthorizationSource", "ChainSettings"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChainSettings:
-    """Timing of the chain source.
-
-    Attributes:
-        poll_interval: seconds between polls (a revocation is enforced within one interval of
-            the block reaching the configured tag).
-        ttl: backstop seconds a fetched record stays valid without a re-fetch.
-        negative_ttl: seconds an unknown wallet is remembered as unknown.
-        refresh_ahead: re-fetch records this many seconds before they expire.
-    """
-
-    poll_interval: float = 2.0
-    ttl: float = 300.0
-    negative_ttl: float = 5.0
-    refresh_ahead: float = 60.0
 
 
 class _Flight:

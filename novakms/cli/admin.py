@@ -22,25 +22,23 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from novakms.admin.refusals import refusal_error
-from novakms.admin.tx import TxSender
 from novakms.auth.guardians import GuardianSet, guardian_set, parse_enc_key
 from novakms.auth.model import ZERO_ADDRESS
-from novakms.chain import abi
-from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import JsonRpcClient
 from novakms.cli.common import (
+    Option,
+    add_options,
     address_type,
-    check_node_address,
     fingerprint_bytes,
+    fingerprint_type,
+    http_url_type,
     in_enclave,
+    leaf_parsers,
+    node_address_type,
+    non_negative_seconds,
+    positive_seconds,
     print_json,
 )
-from novakms.client.aio import Client
 from novakms.crypto.eth import normalize_wallet, parse_private_key
-from novakms.dev.world import clear_guardians, deploy_registries, set_guardians
 from novakms.errors import (
     CliError,
     GuardianSetError,
@@ -50,11 +48,57 @@ from novakms.errors import (
     Unavailable,
 )
 
+# trio, the chain libraries (eth-account, eth-abi) and the client load inside the functions
+# that use them: a usage error (and `novakms --help`) costs none of them.
+
 __all__ = ["StatusFetcher", "add_parser", "wait_safe_to_stop"]
 
+_OPTIONS = (
+    Option(
+        ("--rpc",),
+        {"type": http_url_type, "metavar": "URL", "help": "JSON-RPC URL (chain subcommands)"},
+    ),
+    Option(
+        ("--key",),
+        {
+            "metavar": "FILE",
+            "help": "the admin's key file, owner of the registries (subcommands that send)",
+        },
+    ),
+    Option(
+        ("--rpc-timeout",),
+        {
+            "type": positive_seconds,
+            "default": 30.0,
+            "metavar": "S",
+            "help": "seconds for each JSON-RPC call, a transaction's receipt included",
+        },
+    ),
+)
+_EPILOG = """examples:
+  novakms admin --rpc http://127.0.0.1:8545 --key admin.key deploy
+  novakms admin --rpc URL --key admin.key set-app-id --kms-registry 0x… --app-id 1
+  novakms admin --rpc URL --key admin.key pin-secret --kms-registry 0x… --from-node 10.0.0.5:7400
+  novakms admin --rpc URL guardian-set --kms-registry 0x…
+  novakms admin wait-safe --node 10.0.0.5:7400 --timeout 600
+"""
 _WAIT_SAFE_CALL_TIMEOUT = 5.0  # seconds for one connect + status of `admin wait-safe`
 _APP_STATUS = {"ACTIVE": 0, "INACTIVE": 1, "REVOKED": 2}
 _INSTANCE_STATUS = {"STOPPED": 1, "FAILED": 2}
+
+
+_KMS_REGISTRY: dict[str, Any] = {
+    "type": address_type,
+    "required": True,
+    "metavar": "ADDR",
+    "help": "the KMSRegistry contract",
+}
+_NOVA_APP_REGISTRY: dict[str, Any] = {
+    "type": address_type,
+    "required": True,
+    "metavar": "ADDR",
+    "help": "the (development) NovaAppRegistry contract",
+}
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,17 +111,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "admin",
         help="operator tools: transactions (nodes never send any), wait-safe",
         description="Operator tools. The chain subcommands send transactions and need --rpc "
-        "and --key, given before the subcommand; guardian-set only reads (--rpc, no key); "
-        "wait-safe needs neither.",
+        "and --key (before or after the subcommand); guardian-set only reads (--rpc, no key); "
+        "wait-safe needs neither. A transaction is never sent to an address without a "
+        "contract; a contract's refusal is reported by its error's name with the code "
+        "forbidden, conflict, not_found or bad_request.",
+        epilog=_EPILOG,
     )
-    admin.add_argument("--rpc", metavar="URL", help="JSON-RPC URL (chain subcommands)")
-    admin.add_argument(
-        "--key",
-        metavar="FILE",
-        help="the admin's key file, owner of the registries (chain subcommands)",
-    )
-    admin.add_argument("--rpc-timeout", type=float, default=30.0)
-    admin_ops = admin.add_subparsers(dest="admin_op", required=True)
+    add_options([admin], _OPTIONS, repeated=False)
+    admin_ops = admin.add_subparsers(dest="admin_op", required=True, metavar="SUBCOMMAND")
     deploy = admin_ops.add_parser(
         "deploy", help="deploy KMSRegistry (and the development registry)"
     )
@@ -87,17 +128,24 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="use this NovaAppRegistry, do not deploy the dev one",
     )
     set_app_id = admin_ops.add_parser("set-app-id", help="KMSRegistry.setKmsAppId (once)")
-    set_app_id.add_argument("--kms-registry", type=address_type, required=True)
-    set_app_id.add_argument("--app-id", type=int, required=True)
+    set_app_id.add_argument("--kms-registry", **_KMS_REGISTRY)
+    set_app_id.add_argument(
+        "--app-id", type=int, required=True, help="the KMS's own app id in NovaAppRegistry"
+    )
     pin = admin_ops.add_parser("pin-secret", help="pin keccak256(master secret) in KMSRegistry")
-    pin.add_argument("--kms-registry", type=address_type, required=True)
+    pin.add_argument("--kms-registry", **_KMS_REGISTRY)
     pinned = pin.add_mutually_exclusive_group(required=True)
-    pinned.add_argument("--fingerprint", help="0x + 64 hex, as `status` reports it")
     pinned.add_argument(
-        "--from-node", metavar="ADDR", help="read the fingerprint from this node's `status`"
+        "--fingerprint", type=fingerprint_type, help="0x + 64 hex, as `status` reports it"
+    )
+    pinned.add_argument(
+        "--from-node",
+        type=node_address_type,
+        metavar="ADDR",
+        help="read the fingerprint from this node's `status`",
     )
     admin_ops.add_parser("reset-pin", help="remove the pin").add_argument(
-        "--kms-registry", type=address_type, required=True
+        "--kms-registry", **_KMS_REGISTRY
     )
     set_guardians_op = admin_ops.add_parser(
         "set-guardians",
@@ -105,7 +153,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Replace the guardian set for threshold backup of the master secret "
         "(1..16 guardians, 1 <= threshold <= guardians); the contract bumps its version.",
     )
-    set_guardians_op.add_argument("--kms-registry", type=address_type, required=True)
+    set_guardians_op.add_argument("--kms-registry", **_KMS_REGISTRY)
     set_guardians_op.add_argument(
         "--threshold", required=True, metavar="K", help="guardians needed to recover"
     )
@@ -118,37 +166,45 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     admin_ops.add_parser(
         "clear-guardians", help="KMSRegistry.clearGuardians: empty the guardian set"
-    ).add_argument("--kms-registry", type=address_type, required=True)
+    ).add_argument("--kms-registry", **_KMS_REGISTRY)
     guardian_set_op = admin_ops.add_parser(
         "guardian-set",
         help="print KMSRegistry's guardian set (read-only: needs --rpc, no key)",
     )
-    guardian_set_op.add_argument("--kms-registry", type=address_type, required=True)
+    guardian_set_op.add_argument("--kms-registry", **_KMS_REGISTRY)
     guardian_set_op.add_argument(
         "--block-tag",
         default="latest",
         choices=("latest", "safe", "finalized"),
-        help="read at this block (default latest; nodes read at finalized)",
+        help="read at this block (nodes read at finalized)",
     )
     app_status = admin_ops.add_parser(
         "app-status", help="development registry: set an app's status"
     )
-    app_status.add_argument("--registry", type=address_type, required=True)
-    app_status.add_argument("--app-id", type=int, required=True)
-    app_status.add_argument("--status", choices=sorted(_APP_STATUS), required=True)
+    app_status.add_argument("--registry", **_NOVA_APP_REGISTRY)
+    app_status.add_argument("--app-id", type=int, required=True, help="the app's id")
+    app_status.add_argument(
+        "--status", choices=sorted(_APP_STATUS), required=True, help="the new status"
+    )
     version_status = admin_ops.add_parser(
         "version-status", help="development registry: deprecate/revoke"
     )
-    version_status.add_argument("--registry", type=address_type, required=True)
-    version_status.add_argument("--app-id", type=int, required=True)
-    version_status.add_argument("--version-id", type=int, required=True)
-    version_status.add_argument("--status", choices=("DEPRECATED", "REVOKED"), required=True)
+    version_status.add_argument("--registry", **_NOVA_APP_REGISTRY)
+    version_status.add_argument("--app-id", type=int, required=True, help="the app's id")
+    version_status.add_argument(
+        "--version-id", type=int, required=True, help="the version's id within the app"
+    )
+    version_status.add_argument(
+        "--status", choices=("DEPRECATED", "REVOKED"), required=True, help="the new status"
+    )
     instance_status = admin_ops.add_parser(
         "instance-status", help="development registry: stop an instance"
     )
-    instance_status.add_argument("--registry", type=address_type, required=True)
-    instance_status.add_argument("--instance-id", type=int, required=True)
-    instance_status.add_argument("--status", choices=sorted(_INSTANCE_STATUS), required=True)
+    instance_status.add_argument("--registry", **_NOVA_APP_REGISTRY)
+    instance_status.add_argument("--instance-id", type=int, required=True, help="the instance's id")
+    instance_status.add_argument(
+        "--status", choices=sorted(_INSTANCE_STATUS), required=True, help="the new status"
+    )
     wait_safe = admin_ops.add_parser(
         "wait-safe",
         help="wait until a node's status reports safe_to_stop (no chain, no key)",
@@ -158,22 +214,27 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "error with reason not_safe_to_stop and the last reason seen.",
     )
     wait_safe.add_argument(
-        "--node", required=True, metavar="ADDR", help="HOST:PORT, unix:///path or vsock://CID:PORT"
+        "--node",
+        required=True,
+        type=node_address_type,
+        metavar="ADDR",
+        help="HOST:PORT, unix:///path or vsock://CID:PORT",
     )
     wait_safe.add_argument(
         "--timeout",
-        type=float,
+        type=non_negative_seconds,
         default=300.0,
         metavar="S",
-        help="seconds to wait in all (default 300)",
+        help="seconds to wait in all",
     )
     wait_safe.add_argument(
         "--interval",
-        type=float,
+        type=positive_seconds,
         default=0.2,
         metavar="S",
-        help="seconds between status calls (default 0.2)",
+        help="seconds between status calls",
     )
+    add_options(leaf_parsers(admin), _OPTIONS, repeated=True)
     admin.set_defaults(func=_cmd_admin)
 
 
@@ -197,6 +258,8 @@ def _cmd_admin(args: argparse.Namespace) -> int:
                 "admin guardian-set reads the chain and needs --rpc: "
                 "novakms admin --rpc URL guardian-set --kms-registry ADDR"
             )
+        import trio
+
         guardians = trio.run(_read_guardians, args)
         print_json(guardians.to_json())
         return 0
@@ -209,6 +272,10 @@ def _cmd_admin(args: argparse.Namespace) -> int:
     if args.admin_op == "set-guardians":
         args.guardian_set = _guardians_argument(args.guardian, args.threshold)
     key = _admin_key(args)
+    import trio
+
+    from novakms.admin.refusals import refusal_error
+
     try:
         result = trio.run(_admin, args, key)
     except TransactionFailed as exc:
@@ -247,6 +314,9 @@ def _guardians_argument(items: Sequence[str], threshold_text: str) -> GuardianSe
 
 
 async def _read_guardians(args: argparse.Namespace) -> GuardianSet:
+    from novakms.chain.registry import RegistryReader
+    from novakms.chain.rpc import JsonRpcClient
+
     async with JsonRpcClient(args.rpc, timeout=args.rpc_timeout) as rpc:
         # Only KMSRegistry is read: the NovaAppRegistry address is never used here.
         reader = RegistryReader(
@@ -282,6 +352,8 @@ async def wait_safe_to_stop(
         Unavailable: ``reason="not_safe_to_stop"`` after ``timeout``, with ``last_reason`` (the
             last reason seen, None when the node gave none) and ``timeout_s``.
     """
+    import trio
+
     start = trio.current_time()
     last_reason: str | None = "no_answer"
     with trio.move_on_after(timeout):
@@ -310,9 +382,9 @@ async def wait_safe_to_stop(
 
 
 def _cmd_wait_safe(args: argparse.Namespace) -> int:
-    check_node_address(args.node)
-    if args.timeout < 0 or args.interval <= 0:
-        raise CliError("--timeout must be at least 0 and --interval more than 0")
+    import trio
+
+    from novakms.client.aio import Client
 
     async def fetch_status() -> Mapping[str, Any]:
         # Anonymous, a fresh connection per call: a restarting node is simply dialed again.
@@ -330,6 +402,8 @@ def _cmd_wait_safe(args: argparse.Namespace) -> int:
 
 async def _node_fingerprint(address: str) -> str:
     """The fingerprint of the secret a node holds, from its ``status`` (anonymous)."""
+    from novakms.client.aio import Client
+
     try:
         async with await Client.connect(address, timeout=10) as kms:
             status = await kms.status()
@@ -342,6 +416,11 @@ async def _node_fingerprint(address: str) -> str:
 
 
 async def _admin(args: argparse.Namespace, key: bytes) -> dict[str, Any]:
+    from novakms.admin.tx import TxSender
+    from novakms.chain import abi
+    from novakms.chain.rpc import JsonRpcClient
+    from novakms.dev.world import clear_guardians, deploy_registries, set_guardians
+
     async with JsonRpcClient(args.rpc, timeout=args.rpc_timeout) as rpc:
         sender = TxSender(rpc, key)
         nova, kms = abi.nova_app_registry(), abi.kms_registry()

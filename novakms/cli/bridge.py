@@ -12,7 +12,7 @@ import signal
 
 import trio
 
-from novakms.cli.common import print_json, proxy_address_type
+from novakms.cli.common import node_address_type, print_json
 from novakms.errors import CliError
 from novakms.net.addresses import parse_address
 from novakms.net.bridge import DEFAULT_MAX_CONNECTIONS, Bridge
@@ -36,13 +36,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bridge.add_argument(
         "--listen",
         required=True,
-        type=proxy_address_type,
+        type=node_address_type,
         help="where apps connect, e.g. tcp://0.0.0.0:7400",
     )
     bridge.add_argument(
         "--to",
         required=True,
-        type=proxy_address_type,
+        type=node_address_type,
         help="the node's listener, e.g. vsock://16:7400 (tcp:// works too)",
     )
     bridge.add_argument(

@@ -18,9 +18,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from novakms.cli.common import address_type, check_node_address, in_enclave, print_json
+from novakms.cli.common import (
+    Option,
+    add_options,
+    address_type,
+    http_url_type,
+    in_enclave,
+    leaf_parsers,
+    node_address_type,
+    positive_seconds,
+    print_json,
+)
 from novakms.client.blocking import BlockingClient
 from novakms.client.results import Nodes
+from novakms.config import DEFAULT_ODYN_URL
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.errors import CliError
 
@@ -32,42 +43,116 @@ if TYPE_CHECKING:  # the cluster client (and the chain reading behind it) loads 
 __all__ = ["add_parser"]
 
 
+#: The options of ``novakms client`` itself: before or after the operation.
+_OPTIONS = (
+    Option(
+        ("--node",),
+        {
+            "type": node_address_type,
+            "metavar": "ADDR",
+            "help": "the node: HOST:PORT, tcp://HOST:PORT, unix:///path or vsock://CID:PORT",
+        },
+    ),
+    Option(
+        ("--chain-rpc",),
+        {
+            "type": http_url_type,
+            "metavar": "URL",
+            "help": "without --node: find the nodes in the registries on this chain",
+        },
+    ),
+    Option(
+        ("--kms-registry",),
+        {"type": address_type, "metavar": "ADDR", "help": "KMSRegistry (with --chain-rpc)"},
+    ),
+    Option(
+        ("--nova-app-registry",),
+        {"type": address_type, "metavar": "ADDR", "help": "NovaAppRegistry (with --chain-rpc)"},
+    ),
+    Option(
+        ("--block-tag",),
+        {
+            "choices": ["finalized", "safe", "latest"],
+            "default": "finalized",
+            "help": "the block the registries are read at (with --chain-rpc)",
+        },
+    ),
+    Option(
+        ("--key",),
+        {"metavar": "FILE", "help": "sign as the app with this wallet key file (0x + 64 hex)"},
+    ),
+    Option(
+        ("--odyn",),
+        {"action": "store_true", "help": "sign as the app with the enclave's Odyn API"},
+    ),
+    Option(
+        ("--odyn-url",),
+        {
+            "metavar": "URL",
+            "type": http_url_type,
+            "default": DEFAULT_ODYN_URL,
+            "help": "the Odyn API, with --odyn",
+        },
+    ),
+    Option(
+        ("--expect-wallet",),
+        {
+            "type": address_type,
+            "metavar": "WALLET",
+            "help": "refuse a node that does not prove this wallet (0x + 40 hex; with --node)",
+        },
+    ),
+    Option(
+        ("--timeout",),
+        {
+            "type": positive_seconds,
+            "default": 10.0,
+            "metavar": "S",
+            "help": "seconds for connecting and for each call",
+        },
+    ),
+)
+
+_EPILOG = """The options above may also follow the operation.
+
+examples:
+  novakms client --node 127.0.0.1:7400 health
+  novakms client --node 127.0.0.1:7400 --key app.key derive --path app/db --length 32
+  novakms client --node 127.0.0.1:7400 --key app.key kv put greeting --value hello
+  novakms client --node 127.0.0.1:7400 --key app.key kv get greeting --output text
+  novakms client --odyn --node vsock://3:7400 cert sign --csr app.csr --out app.pem
+  novakms client --chain-rpc URL --kms-registry 0x… --nova-app-registry 0x… --key app.key nodes
+"""
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``novakms client`` and its operations.
 
     Args:
         commands: the top-level subparsers of ``novakms``.
     """
-    client = commands.add_parser("client", help="call a KMS node (or the cluster on chain)")
-    client.add_argument("--node", help="HOST:PORT, unix:///path or vsock://CID:PORT")
-    client.add_argument("--chain-rpc", help="without --node: find the nodes on this chain")
-    client.add_argument("--kms-registry", type=address_type, help="with --chain-rpc")
-    client.add_argument("--nova-app-registry", type=address_type, help="with --chain-rpc")
-    client.add_argument(
-        "--block-tag",
-        choices=["finalized", "safe", "latest"],
-        default="finalized",
-        help="the block the registries are read at (with --chain-rpc)",
+    client = commands.add_parser(
+        "client",
+        help="call a KMS node (or the cluster on chain)",
+        description="Call a KMS node as an app (--key or --odyn) or anonymously (health, "
+        "status, nodes, cert ca), either one node (--node) or the cluster the chain lists "
+        "(--chain-rpc with the registries). Prints the answer as one JSON line.",
+        epilog=_EPILOG,
     )
-    client.add_argument("--key", help="the app's wallet key file (0x + 64 hex)")
-    client.add_argument(
-        "--odyn", nargs="?", const="http://127.0.0.1:18000", help="sign with the enclave's Odyn API"
-    )
-    client.add_argument("--expect-wallet", help="refuse a server that does not prove this wallet")
-    client.add_argument("--timeout", type=float, default=10.0)
-    ops = client.add_subparsers(dest="op", required=True)
-    ops.add_parser("health")
-    ops.add_parser("status")
-    ops.add_parser("nodes")
-    derive = ops.add_parser("derive")
-    derive.add_argument("--path", required=True)
-    derive.add_argument("--context")
-    derive.add_argument("--length", type=int)
+    add_options([client], _OPTIONS, repeated=False)
+    ops = client.add_subparsers(dest="op", required=True, metavar="OP")
+    ops.add_parser("health", help="the node's health (anonymous)")
+    ops.add_parser("status", help="the node's status document (anonymous)")
+    ops.add_parser("nodes", help="the cluster's nodes as the node sees them")
+    derive = ops.add_parser("derive", help="derive a key for the app")
+    derive.add_argument("--path", required=True, help="the derivation path (text)")
+    derive.add_argument("--context", help="optional context (text) mixed into the derivation")
+    derive.add_argument("--length", type=int, help="key length in bytes (default: the node's, 32)")
     kv = ops.add_parser("kv", help="the app's key-value store").add_subparsers(
-        dest="kv_op", required=True
+        dest="kv_op", required=True, metavar="KV_OP"
     )
-    kv_get = kv.add_parser("get")
-    kv_get.add_argument("kv_key", metavar="KEY")
+    kv_get = kv.add_parser("get", help="read a key")
+    kv_get.add_argument("kv_key", metavar="KEY", help="the key")
     kv_get.add_argument(
         "--output",
         choices=("json", "text", "raw"),
@@ -75,38 +160,51 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="json: the item, value in base64 (default); text: the value alone as UTF-8 text; "
         "raw: the value's bytes alone (nothing added either way)",
     )
-    kv_put = kv.add_parser("put")
-    kv_put.add_argument("kv_key", metavar="KEY")
+    kv_put = kv.add_parser("put", help="write a key")
+    kv_put.add_argument("kv_key", metavar="KEY", help="the key")
     source = kv_put.add_mutually_exclusive_group(required=True)
     source.add_argument("--value", help="the value as UTF-8 text")
-    source.add_argument("--value-file", help="read the value's bytes from a file")
-    kv_put.add_argument("--ttl-ms", type=int)
+    source.add_argument("--value-file", metavar="FILE", help="read the value's bytes from FILE")
     kv_put.add_argument(
-        "--acks", type=int, help="answer only once this many peers have stored the write"
+        "--ttl-ms", type=int, metavar="MS", help="expire after MS milliseconds (default: never)"
     )
     kv_put.add_argument(
-        "--if-version", help="a version from an earlier read, or 'absent' for new keys only"
+        "--acks",
+        type=int,
+        help="answer only once this many peers have stored the write (default: 0)",
     )
-    kv_delete = kv.add_parser("delete")
-    kv_delete.add_argument("kv_key", metavar="KEY")
-    kv_delete.add_argument("--if-version")
-    kv_list = kv.add_parser("list")
-    kv_list.add_argument("--prefix")
-    kv_list.add_argument("--limit", type=int)
-    kv_list.add_argument("--cursor")
+    kv_put.add_argument(
+        "--if-version",
+        metavar="VERSION",
+        help="write only over this version (from an earlier read), or 'absent' for new keys only",
+    )
+    kv_delete = kv.add_parser("delete", help="delete a key")
+    kv_delete.add_argument("kv_key", metavar="KEY", help="the key")
+    kv_delete.add_argument(
+        "--if-version", metavar="VERSION", help="delete only this version (from an earlier read)"
+    )
+    kv_list = kv.add_parser("list", help="list the app's keys, a page at a time")
+    kv_list.add_argument("--prefix", help="only keys that start with this text")
+    kv_list.add_argument("--limit", type=int, help="keys per page (default: the node's page size)")
+    kv_list.add_argument("--cursor", help="the cursor of the previous page")
     cert = ops.add_parser("cert", help="per-app certificates").add_subparsers(
-        dest="cert_op", required=True
+        dest="cert_op", required=True, metavar="CERT_OP"
     )
-    cert.add_parser("ca").add_argument("--app-id", type=int, required=True)
-    cert_sign = cert.add_parser("sign")
-    cert_sign.add_argument("--csr", required=True, help="CSR file, PEM or DER")
-    cert_sign.add_argument("--days", type=int)
+    cert.add_parser("ca", help="an app's CA certificate, PEM (anonymous)").add_argument(
+        "--app-id", type=int, required=True, help="the app's id in NovaAppRegistry"
+    )
+    cert_sign = cert.add_parser("sign", help="have the app's CA sign a CSR")
+    cert_sign.add_argument("--csr", required=True, metavar="FILE", help="CSR file, PEM or DER")
+    cert_sign.add_argument(
+        "--days", type=int, help="validity in days (default: the node's, see PROTOCOL.md)"
+    )
     cert_sign.add_argument(
         "--out",
         metavar="FILE",
         help="write the certificate and then its app CA as PEM (a chain file) to FILE and "
         "print the certificate's details instead",
     )
+    add_options(leaf_parsers(client), _OPTIONS, repeated=True)
     client.set_defaults(func=_cmd_client)
 
 
@@ -123,7 +221,7 @@ def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
     if args.odyn:
         from novakms.net.odyn import OdynSigner
 
-        return OdynSigner.connect_sync(args.odyn)
+        return OdynSigner.connect_sync(args.odyn_url)
     return None
 
 
@@ -132,7 +230,6 @@ def _connect(args: argparse.Namespace, signer: SyncSigner | None) -> _Kms:
     if args.node is not None:
         if any(chain):
             raise CliError("use either --node or --chain-rpc with the registries, not both")
-        check_node_address(args.node)
         return BlockingClient.connect(
             args.node, signer=signer, expect_wallet=args.expect_wallet, timeout=args.timeout
         )

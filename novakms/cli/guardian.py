@@ -23,7 +23,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from novakms.cli.common import print_json, read_master_secret, write_private_file
+from novakms.cli.common import (
+    address_type,
+    node_address_type,
+    print_json,
+    read_master_secret,
+    write_private_file,
+)
 from novakms.crypto import guardian_shares as gs
 from novakms.crypto.eth import (
     format_private_key,
@@ -262,13 +268,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-def _wallet(text: str) -> str:
-    try:
-        return normalize_wallet(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a wallet (0x + 40 hex digits)") from None
-
-
 def _set_version(text: str) -> int:
     try:
         value = int(text)
@@ -301,7 +300,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         '(X25519) into DIR; print {"wallet", "enc_public_key"}. Existing key files are '
         "never overwritten.",
     )
-    keygen.add_argument("--out", required=True, metavar="DIR")
+    keygen.add_argument(
+        "--out", required=True, metavar="DIR", help="the new directory for the two key files"
+    )
     keygen.set_defaults(func=_cmd_keygen)
 
     split = ops.add_parser(
@@ -312,8 +313,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         'binary (HPKE enc || ciphertext). Prints {"fingerprint", "threshold", "set_version", '
         '"shares": [{"wallet", "file"}]}.',
     )
-    split.add_argument("--secret-file", required=True, metavar="FILE")
-    split.add_argument("--threshold", type=int, required=True, metavar="K")
+    split.add_argument(
+        "--secret-file", required=True, metavar="FILE", help="the master secret file (64 hex)"
+    )
+    split.add_argument(
+        "--threshold", type=int, required=True, metavar="K", help="shares needed to recover"
+    )
     split.add_argument(
         "--guardian",
         type=_guardian,
@@ -322,8 +327,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="WALLET:ENCPUBHEX",
         help="a guardian, in on-chain order (repeat for each)",
     )
-    split.add_argument("--set-version", type=_set_version, default=1, metavar="V")
-    split.add_argument("--out", required=True, metavar="DIR")
+    split.add_argument(
+        "--set-version",
+        type=_set_version,
+        default=1,
+        metavar="V",
+        help="the guardian set's version in KMSRegistry",
+    )
+    split.add_argument(
+        "--out", required=True, metavar="DIR", help="where the share files are written"
+    )
     split.set_defaults(func=_cmd_split)
 
     open_ = ops.add_parser(
@@ -332,18 +345,34 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description='Open a share file with an enc.key; print {"wallet", "set_version", "x", '
         '"threshold", "count", "fingerprint"}.',
     )
-    open_.add_argument("--enc-key", required=True, metavar="FILE")
-    open_.add_argument("--share", required=True, metavar="FILE")
-    open_.add_argument("--wallet", type=_wallet, required=True)
-    open_.add_argument("--set-version", type=_set_version, required=True, metavar="V")
+    open_.add_argument(
+        "--enc-key", required=True, metavar="FILE", help="the guardian's enc.key file"
+    )
+    open_.add_argument("--share", required=True, metavar="FILE", help="the sealed share file")
+    open_.add_argument(
+        "--wallet", type=address_type, required=True, help="the guardian's wallet the share names"
+    )
+    open_.add_argument(
+        "--set-version",
+        type=_set_version,
+        required=True,
+        metavar="V",
+        help="the guardian set's version the share is for",
+    )
     open_.set_defaults(func=_cmd_open)
 
     def online(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = ops.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("--node", required=True, help="HOST:PORT, unix:///path or vsock://")
+        parser.add_argument(
+            "--node",
+            required=True,
+            type=node_address_type,
+            help="HOST:PORT, unix:///path or vsock://CID:PORT",
+        )
         parser.add_argument("--key", required=True, help="the guardian's wallet key file")
         parser.add_argument(
             "--expect-wallet",
+            type=address_type,
             help="refuse a node that does not prove this wallet (check it is a KMS operator)",
         )
         return parser
@@ -353,18 +382,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "fetch this guardian's share from a node that holds the pinned secret; it stays "
         "sealed to the guardian's encryption key in SHARE_FILE",
     )
-    fetch.add_argument("--out", required=True, metavar="SHARE_FILE")
+    fetch.add_argument(
+        "--out", required=True, metavar="SHARE_FILE", help="where the sealed share is written"
+    )
     fetch.set_defaults(func=_cmd_fetch)
     restore = online(
         "restore",
         "open SHARE_FILE with the encryption key and hand the share to a node that reports "
         "secret_lost, over the node's sealed channel",
     )
-    restore.add_argument("--enc-key", required=True, metavar="ENC_KEY")
-    restore.add_argument("--share", required=True, metavar="SHARE_FILE")
+    restore.add_argument(
+        "--enc-key", required=True, metavar="ENC_KEY", help="the guardian's enc.key file"
+    )
+    restore.add_argument(
+        "--share", required=True, metavar="SHARE_FILE", help="the sealed share file"
+    )
     restore.set_defaults(func=_cmd_restore)
     status = ops.add_parser(
         "status", help="a node's guardian set and recovery progress (shares received / k)"
     )
-    status.add_argument("--node", required=True)
+    status.add_argument(
+        "--node",
+        required=True,
+        type=node_address_type,
+        help="HOST:PORT, unix:///path or vsock://CID:PORT",
+    )
     status.set_defaults(func=_cmd_status)

@@ -14,32 +14,27 @@ import argparse
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from novakms.auth.static import StaticRegistry
-from novakms.chain.registry import RegistryReader
-from novakms.chain.rpc import JsonRpcClient
-from novakms.chain.source import ChainAuthorizationSource, ChainSettings
 from novakms.cli.common import (
     LIMIT_HELP,
     address_type,
     in_enclave,
     listen_addresses,
+    node_address_type,
     parse_limits,
     print_json,
-    proxy_address_type,
     read_master_secret,
 )
 from novakms.cli.settings import ENV_PREFIX, Setting, parse_file, resolve, settings_of
-from novakms.config import Limits, Mode, ServerConfig
+from novakms.config import DEFAULT_ODYN_URL, ChainSettings, Limits, Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
 from novakms.errors import CliError
 from novakms.net.addresses import parse_address
-from novakms.net.odyn import DEFAULT_ODYN_URL
-from novakms.server.node import build_node
-from novakms.server.server import serve_until_signal
+
+if TYPE_CHECKING:  # the server, trio and the chain source load only to serve (not for --check)
+    from novakms.auth.static import StaticRegistry
+    from novakms.chain.source import ChainAuthorizationSource
 
 __all__ = ["CONFIG_ENV", "ENCLAVE_CHAIN_RPC", "add_parser"]
 
@@ -65,7 +60,8 @@ in a [limits] table: max_inflight = 64), and an environment variable {ENV_PREFIX
 ({ENV_PREFIX}CHAIN_RPC; lists comma-separated; {ENV_PREFIX}LIMITS=max_inflight=64,...). A list
 from a higher source replaces a lower one's; limits merge per name. IN_ENCLAVE picks the mode
 (unset: enclave). --check prints the effective settings as JSON and exits without serving.
-Examples:
+
+examples:
   novakms serve --config /etc/novakms/novakms.toml
   IN_ENCLAVE=0 novakms serve --key-file node.key --registry registry.json --listen 127.0.0.1:7400
 """
@@ -137,7 +133,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument(
         "--peer-proxy",
-        type=proxy_address_type,
+        type=node_address_type,
         help="dial TCP peers through this HTTP CONNECT proxy (e.g. the enclave's egress proxy): "
         "HOST:PORT or vsock://CID:PORT",
     )
@@ -222,6 +218,8 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
         _check_chain(opts)
         if args.check:
             return _print_check(opts, config)
+        import trio
+
         trio.run(_serve_enclave, config, _chain_source(opts), opts.odyn_url, opts.peer_proxy)
         return 0
     if not opts.key_file:
@@ -235,6 +233,8 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
     secret = None
     if opts.master_secret_file:
         secret = read_master_secret(opts.master_secret_file)
+    from novakms.auth.static import StaticRegistry
+
     try:
         signer = LocalSigner.from_file(opts.key_file)
         registry = StaticRegistry.load(opts.registry) if opts.registry else None
@@ -243,6 +243,8 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
     if args.check:
         return _print_check(opts, config, wallet=signer.wallet)
     source = registry or _chain_source(opts)
+    import trio
+
     trio.run(_serve_development, opts, config, signer, source, secret)
     return 0
 
@@ -308,6 +310,10 @@ def _print_check(
 
 
 def _chain_source(opts: argparse.Namespace) -> ChainAuthorizationSource:
+    from novakms.chain.registry import RegistryReader
+    from novakms.chain.rpc import JsonRpcClient
+    from novakms.chain.source import ChainAuthorizationSource
+
     try:
         reader = RegistryReader(
             JsonRpcClient(opts.chain_rpc, timeout=opts.rpc_timeout),
@@ -330,6 +336,9 @@ async def _serve_development(
     secret: bytes | None,
 ) -> None:
     """The development node: a local key, the given source, the secret file's secret if any."""
+    from novakms.server.node import build_node
+    from novakms.server.server import serve_until_signal
+
     node = build_node(
         config=config,
         signer=signer,
@@ -347,6 +356,8 @@ async def _serve_enclave(
 ) -> None:
     """The enclave node: Odyn signs, the chain authorizes, the cluster hands out the secret."""
     from novakms.net.odyn import OdynSigner
+    from novakms.server.node import build_node
+    from novakms.server.server import serve_until_signal
 
     signer = await OdynSigner.connect(odyn_url)
     # The master secret comes from the cluster (peer bootstrap); until then the node serves

@@ -123,7 +123,8 @@ def find_anvil(repo_root: Path | None = None) -> Path:
     Order: ``$NOVAKMS_ANVIL`` if set; else, under ``repo_root`` (default: the source tree of
     this package, then the current directory and its parents), the native binary of the npm
     platform package, then ``node_modules/.bin/anvil`` (the Node wrapper; see the module notes
-    on why the native binary is preferred).
+    on why the native binary is preferred); else ``anvil`` on ``PATH`` (e.g. Foundry's own
+    install, for ``novakms dev`` outside the checkout).
 
     Args:
         repo_root: the project root holding ``node_modules``.
@@ -132,7 +133,7 @@ def find_anvil(repo_root: Path | None = None) -> Path:
         The path of an executable.
 
     Raises:
-        AnvilNotFound: nothing found; the message says to run ``scripts/setup``.
+        AnvilNotFound: nothing found; the message says where it looked and what to do.
     """
     override = os.environ.get(ANVIL_ENV)
     if override:
@@ -152,11 +153,14 @@ def find_anvil(repo_root: Path | None = None) -> Path:
         wrapper = modules / ".bin" / "anvil"
         if _executable(wrapper):
             return wrapper
+    on_path = shutil.which(name)
+    if on_path is not None:
+        return Path(on_path)
     where = str(roots[0]) if len(roots) == 1 else f"{roots[0]} (or the current directory)"
     raise AnvilNotFound(
-        f"anvil is not installed: no node_modules/.bin/anvil under {where}. "
-        "Run scripts/setup (it installs @foundry-rs/anvil with npm), "
-        f"or set ${ANVIL_ENV} to an anvil binary."
+        f"anvil is not installed: no node_modules/.bin/anvil under {where} and no anvil on "
+        f"PATH. In the checkout run scripts/setup (it installs @foundry-rs/anvil with npm); "
+        f"elsewhere install Foundry's anvil on PATH or set ${ANVIL_ENV} to an anvil binary."
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,16 @@ from novakms.config import Limits, Mode, ServerConfig
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.anvil import AnvilProcess, find_anvil
 from novakms.dev.env import DevState, prepare_guardians, write_key_file
-from novakms.dev.nodes import DevNode, NodeLaunch, start_node, stop_nodes, supervise
+from novakms.dev.nodes import (
+    DevNode,
+    NodeLaunch,
+    print_event,
+    start_node,
+    stop_nodes,
+    supervise,
+)
 from novakms.dev.world import set_guardians, setup_world
-from novakms.errors import CliError, NovaKMSError
+from novakms.errors import AnvilError, CliError, NovaKMSError
 from novakms.server.node import build_node
 from novakms.server.server import serve_until_signal
 
@@ -66,6 +73,7 @@ class ClusterPlan:
     nodes: int
     chain_port: int
     log_level: str
+    log_format: str
     poll_interval: float
     limits: tuple[str, ...]
     master_secret_file: str | None
@@ -78,30 +86,64 @@ async def run_static(
     *, host: str, port: int, state: DevState, signer: LocalSigner, secret: bytes, limits: Limits
 ) -> None:
     """One in-process node on the static registry file (no chain), until SIGINT or SIGTERM."""
-    config = ServerConfig(listen=(f"tcp://{host}:{port}",), mode=Mode.DEVELOPMENT, limits=limits)
+    metrics = f"{host}:{_free_port(host)}"
+    config = ServerConfig(
+        listen=(f"tcp://{host}:{port}",),
+        metrics=(f"tcp://{metrics}",),
+        mode=Mode.DEVELOPMENT,
+        limits=limits,
+    )
     registry = StaticRegistry.load(state.registry_file)
     node = build_node(
         config=config, signer=signer, registry=registry, membership=registry, secret=secret
     )
 
     async def on_ready(addresses: list[str]) -> None:
-        nodes = [{"address": addresses[0], "wallet": signer.wallet}]
+        nodes = [{"address": addresses[0], "wallet": signer.wallet, "metrics": metrics}]
         print_json({"nodes": nodes, "apps": _apps_line(state), "chain": None})
 
     await serve_until_signal(node, config, on_ready=on_ready)
 
 
 async def run_cluster(plan: ClusterPlan, state: DevState) -> None:
-    """Anvil + registries, then ``plan.nodes`` nodes as separate ``novakms serve`` processes.
+    """Anvil + registries, then ``plan.nodes`` nodes as separate ``novakms serve`` processes,
+    until SIGINT or SIGTERM: also while starting, so that the nodes and anvil are stopped (and
+    a temporary state directory removed by the caller) whenever the command is stopped.
+
+    Progress goes to stderr as ``{"event": "progress", "step": …}`` lines while it starts.
 
     Raises:
-        CliError: a node exited while starting, or the nodes did not agree on one secret.
-        AnvilError: anvil could not be started.
+        CliError: a port is taken, anvil cannot be found or started, a node exited while
+            starting, or the nodes did not agree on one secret.
         OSError: a node process could not be started.
     """
-    ports = [plan.port + i if plan.port else _free_port(plan.host) for i in range(plan.nodes)]
-    anvil = AnvilProcess(find_anvil()).start(port=plan.chain_port)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            await _run_cluster(plan, state)
+            nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+async def _run_cluster(plan: ClusterPlan, state: DevState) -> None:
+    if plan.port:
+        ports = [plan.port + i for i in range(plan.nodes)]
+        for port in ports:  # taken now: refuse before anything starts
+            _check_free(plan.host, port)
+    else:
+        ports = [_free_port(plan.host) for _ in range(plan.nodes)]
+    _progress("chain", "starting anvil")
+    try:
+        anvil = AnvilProcess(find_anvil()).start(port=plan.chain_port)
+    except AnvilError as exc:
+        raise CliError(f"cannot start the development chain: {exc}") from None
     with anvil:
+        _progress("registries", f"deploying the registries on {anvil.url}")
         admin_key = anvil.private_keys[0]
         admin_key_file = write_key_file(state.directory / "admin.key", admin_key)
         async with anvil.rpc() as rpc:
@@ -126,6 +168,7 @@ async def run_cluster(plan: ClusterPlan, state: DevState) -> None:
                 )
         launch = NodeLaunch(
             log_level=plan.log_level,
+            log_format=plan.log_format,
             chain_rpc=anvil.url,
             nova_app_registry=world.nova_app_registry,
             kms_registry=world.kms_registry,
@@ -135,15 +178,24 @@ async def run_cluster(plan: ClusterPlan, state: DevState) -> None:
             require_pin=True,
         )
         nodes = [
-            DevNode(host=plan.host, port=port, wallet=wallet, key_file=key)
+            DevNode(
+                host=plan.host,
+                port=port,
+                wallet=wallet,
+                key_file=key,
+                metrics_port=_free_port(plan.host),
+            )
             for (wallet, key), port in zip(state.nodes, ports, strict=True)
         ]
         try:
+            _progress("nodes", f"starting {len(nodes)} node processes")
             for node in nodes:
                 # Development only: with a secret file every node starts with it (no bootstrap).
                 start_node(launch, node, with_secret=True)
             # As an operator does: once the nodes agree on a secret, pin its fingerprint.
+            _progress("secret", "waiting for the nodes to agree on a master secret")
             fingerprint = await _await_one_secret(nodes)
+            _progress("pin", "pinning the secret's fingerprint in KMSRegistry")
             async with anvil.rpc() as rpc:
                 await TxSender(rpc, admin_key).send(
                     world.kms_registry,
@@ -151,6 +203,7 @@ async def run_cluster(plan: ClusterPlan, state: DevState) -> None:
                         "setMasterSecretHash", fingerprint_bytes(fingerprint)
                     ),
                 )
+            _progress("ready", "waiting for every node to serve")
             await _await_cluster_ready(nodes)
             for guardian in guardians:  # each guardian's share, sealed to its own key
                 await _fetch_share(nodes[0].address, guardian)
@@ -160,7 +213,12 @@ async def run_cluster(plan: ClusterPlan, state: DevState) -> None:
             print_json(
                 {
                     "nodes": [
-                        {"address": node.address, "wallet": node.wallet, "pid": _pid(node)}
+                        {
+                            "address": node.address,
+                            "wallet": node.wallet,
+                            "pid": _pid(node),
+                            "metrics": node.metrics_address,
+                        }
                         for node in nodes
                     ],
                     "apps": _apps_line(state),
@@ -174,18 +232,14 @@ async def run_cluster(plan: ClusterPlan, state: DevState) -> None:
                 }
             )
             # From here on a node that exits is reported (and restarted with a restart delay);
-            # the command itself runs until SIGINT or SIGTERM.
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async with trio.open_nursery() as nursery:
-                    for node in nodes:
-                        nursery.start_soon(
-                            functools.partial(
-                                supervise, launch, node, nodes, restart_delay=plan.restart_delay
-                            )
+            # the command itself runs until SIGINT or SIGTERM (run_cluster's cancel scope).
+            async with trio.open_nursery() as nursery:
+                for node in nodes:
+                    nursery.start_soon(
+                        functools.partial(
+                            supervise, launch, node, nodes, restart_delay=plan.restart_delay
                         )
-                    async for _ in signals:
-                        break
-                    nursery.cancel_scope.cancel()
+                    )
         finally:
             stop_nodes(nodes, grace=NODE_STOP_GRACE)
 
@@ -203,6 +257,24 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse a node port that is taken (another cluster's node there would answer our
+    readiness probes; the wallet pinned in them would then fail, but only after a timeout)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (the nodes use "
+                f"--port and the ports after it; --port 0 picks free ones)",
+                reason="listen",
+            ) from None
+
+
+def _progress(step: str, message: str) -> None:
+    print_event("progress", step=step, message=message)
+
+
 def _pid(node: DevNode) -> int:
     assert node.process is not None
     return node.process.pid
@@ -216,6 +288,12 @@ async def _fetch_share(address: str, guardian: dict[str, Any]) -> None:
     write_private_file(Path(guardian["share_file"]), answer.share, exclusive=False)
 
 
+async def _probe(node: DevNode) -> Client:
+    """An anonymous connection to ``node`` that must prove the node's wallet: a process of
+    someone else's that holds the port is not taken for ours."""
+    return await Client.connect(node.address, expect_wallet=node.wallet, timeout=2)
+
+
 async def _await_one_secret(nodes: Sequence[DevNode]) -> str:
     """Wait until every node holds the master secret; the fingerprint they agree on."""
     fingerprints: set[str] = set()
@@ -225,7 +303,7 @@ async def _await_one_secret(nodes: Sequence[DevNode]) -> str:
                 if not all(other.running for other in nodes):
                     raise CliError("a node exited while starting (see its log above)")
                 try:
-                    async with await Client.connect(node.address, timeout=2) as kms:
+                    async with await _probe(node) as kms:
                         fingerprint = (await kms.status()).secret.fingerprint
                     if isinstance(fingerprint, str):
                         fingerprints.add(fingerprint)
@@ -250,7 +328,7 @@ async def _await_cluster_ready(nodes: Sequence[DevNode]) -> None:
                 if not all(other.running for other in nodes):
                     raise CliError("a node exited while starting (see its log above)")
                 try:
-                    async with await Client.connect(node.address, timeout=2) as kms:
+                    async with await _probe(node) as kms:
                         status = await kms.status()
                         if status.ready and not status.syncing:
                             break

@@ -8,8 +8,9 @@ restart delay the node is started again after it, with the same key file and lis
 peers and catches up their store; only a node that would run alone is given the file again
 (when there is one).
 
-The command's own stderr lines are single-line JSON objects, so that tools can tell them from
-the node logs that share the stream (those are not JSON).
+The command's own stderr lines are single-line JSON objects with an ``event``, so that tools
+can tell them from the node logs that share the stream (logfmt by default; JSON records with
+``--log-format json``, which have no ``event`` key of this kind: they carry ``logger``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class NodeLaunch:
     """
 
     log_level: str
+    log_format: str = "logfmt"
     chain_rpc: str
     nova_app_registry: str
     kms_registry: str
@@ -68,12 +70,18 @@ class DevNode:
     port: int
     wallet: str
     key_file: Path
+    metrics_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
         """``HOST:PORT``, as the ready line and the events name the node."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``HOST:PORT`` of its Prometheus listener (``http://HOST:PORT/metrics``), if any."""
+        return None if self.metrics_port is None else f"{self.host}:{self.metrics_port}"
 
     @property
     def running(self) -> bool:
@@ -93,8 +101,11 @@ def node_command(launch: NodeLaunch, node: DevNode, *, with_secret: bool) -> lis
     Returns:
         The argv; it names files, never a key or the secret itself.
     """
-    command = [sys.executable, "-m", "novakms.cli", "--log-level", launch.log_level, "serve"]
+    command = [sys.executable, "-m", "novakms.cli", "--log-level", launch.log_level]
+    command += ["--log-format", launch.log_format, "serve"]
     command += ["--listen", f"tcp://{node.address}", "--key-file", str(node.key_file)]
+    if node.metrics_address is not None:
+        command += ["--metrics", f"tcp://{node.metrics_address}"]
     command += [
         "--chain-rpc",
         launch.chain_rpc,
@@ -115,7 +126,8 @@ def node_command(launch: NodeLaunch, node: DevNode, *, with_secret: bool) -> lis
 
 
 def start_node(launch: NodeLaunch, node: DevNode, *, with_secret: bool) -> None:
-    """Start the node's process (development mode; its logs go to this command's stderr).
+    """Start the node's process (development mode; its logs, and the JSON error it prints if
+    it cannot start, go to this command's stderr; stdout stays the command's own).
 
     Raises:
         OSError: the process could not be started.
@@ -123,7 +135,7 @@ def start_node(launch: NodeLaunch, node: DevNode, *, with_secret: bool) -> None:
     node.process = subprocess.Popen(
         node_command(launch, node, with_secret=with_secret),
         env={**os.environ, "IN_ENCLAVE": "false"},
-        stdout=subprocess.DEVNULL,
+        stdout=2,  # a node prints only its error there: onto this command's stderr, with its log
     )
 
 

@@ -22,13 +22,13 @@ from typing import Any, Self
 import httpx
 import trio
 
+from novakms.config import DEFAULT_ODYN_URL
 from novakms.crypto.eth import normalize_wallet, recover_wallet
 from novakms.errors import InvalidSignature, Unavailable
 from novakms.net.httpbody import OneShotBody
 
 __all__ = ["DEFAULT_ODYN_URL", "OdynSigner"]
 
-DEFAULT_ODYN_URL = "http://127.0.0.1:18000"
 """Where the Odyn API listens inside a Nova enclave."""
 
 ADDRESS_PATH = "/v1/eth/address"

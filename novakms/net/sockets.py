@@ -12,7 +12,7 @@ import stat
 
 import trio
 
-from novakms.errors import NetworkError, TransportError
+from novakms.errors import ListenError, NetworkError, TransportError
 from novakms.net.addresses import Address
 
 __all__ = ["connect_direct", "connection_source", "listener_address", "open_listener"]
@@ -31,8 +31,15 @@ async def open_listener(address: Address, *, backlog: int = 128) -> trio.SocketL
     """Bind and listen on ``address``.
 
     Raises:
-        OSError: the address cannot be bound (in use, permission, no vsock support).
+        ListenError: the address cannot be bound (in use, permission, no vsock support).
     """
+    try:
+        return await _open_listener(address, backlog)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+
+
+async def _open_listener(address: Address, backlog: int) -> trio.SocketListener:
     if address.scheme == "tcp":
         listeners = await trio.open_tcp_listeners(address.port, host=address.host, backlog=backlog)
         # A hostname may resolve to several addresses; one listener per node address is enough

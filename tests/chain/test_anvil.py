@@ -30,9 +30,18 @@ def test_find_anvil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     found = find_anvil()
     assert found.is_file() and os.access(found, os.X_OK)
     assert "node_modules" in found.parts
-    with pytest.raises(AnvilNotFound, match="scripts/setup") as caught:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(AnvilNotFound, match=r"scripts/setup.*PATH.*NOVAKMS_ANVIL") as caught:
         find_anvil(tmp_path)
     assert isinstance(caught.value, FileNotFoundError)
+    # Outside a checkout: anvil on PATH (e.g. Foundry's own install).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    on_path = bin_dir / "anvil"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(on_path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert find_anvil(tmp_path) == on_path
     # The Node wrapper is found when the platform package is missing.
     wrapper = tmp_path / "node_modules" / ".bin" / "anvil"
     wrapper.parent.mkdir(parents=True)

@@ -32,7 +32,8 @@ def serve_parser() -> argparse.ArgumentParser:
     return serve
 
 
-SETTINGS = settings_of(serve_parser(), skip=("config", "check"))
+# As serve.py takes them (the global options the parser repeats after `serve` are not settings).
+SETTINGS = settings_of(serve_parser(), skip=("config", "check", "log_level", "log_format"))
 
 
 def by_key() -> dict[str, Setting]:
@@ -45,7 +46,7 @@ def test_every_serve_option_has_a_file_key_and_a_variable() -> None:
         for action in serve_parser()._actions
         for s in action.option_strings
         if s.startswith("--") and not s.startswith("--no-")  # --no-require-pin: the flag's off form
-    } - {"help", "config", "check"}
+    } - {"help", "config", "check", "log-level", "log-format"}  # global options
     keys = by_key()
     assert set(keys) == (longs - {"limit"}) | {"limits"}
     assert keys["chain-rpc"].env == "NOVAKMS_CHAIN_RPC"
