@@ -289,7 +289,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="offline guardian tools: key files, splitting a secret into sealed shares, "
         "checking a share",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ops = guardian.add_subparsers(dest="guardian_op", required=True)
 
