@@ -118,6 +118,7 @@ async def test_metrics_count_real_traffic_and_carry_no_client_chosen_label(
             assert all(" " <= char <= "~" for char in label), (name, label)
     text = (await http_get(address, b"GET /metrics HTTP/1.0\r\n\r\n"))[1]
     assert MASTER_SECRET.hex() not in text.decode()
+    assert not any(name.endswith("_created") for name, _ in samples)  # no timestamp series
 
 
 async def test_the_metrics_listener_answers_only_get_metrics(start_server: Any) -> None:

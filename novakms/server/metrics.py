@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -32,6 +32,9 @@ from novakms.server.ops.dispatch import OPS
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "ROLES", "TOP_APPS", "NodeMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# No `*_created` series (a creation timestamp beside every counter and histogram): they double
+# the page and Prometheus does not use them. A process-wide switch of prometheus-client.
+disable_created_metrics()
 #: Apps with their own store series (the largest by bytes); the rest are only in the totals.
 TOP_APPS = 10
 #: Seconds: a derive takes ~0.1 ms, a replicated put waits for a peer's acknowledgement.
