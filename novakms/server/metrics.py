@@ -34,7 +34,7 @@ __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "ROLES", "TOP_APPS", "NodeMetrics"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # No `*_created` series (a creation timestamp beside every counter and histogram): they double
 # the page and Prometheus does not use them. A process-wide switch of prometheus-client.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 #: Apps with their own store series (the largest by bytes); the rest are only in the totals.
 TOP_APPS = 10
 #: Seconds: a derive takes ~0.1 ms, a replicated put waits for a peer's acknowledgement.
