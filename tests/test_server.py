@@ -28,7 +28,7 @@ from novakms.errors import (
 )
 from novakms.net.addresses import parse_address
 from novakms.net.dial import open_stream
-from novakms.net.framed import END_OF_STREAM, SealedStream
+from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
 from novakms.wire import cbor
 from novakms.wire.messages import parse_close_notice
 from tests.harness.registry import MASTER_SECRET, GatedSource, Wallets
@@ -248,6 +248,34 @@ async def test_inflight_limit_applies_backpressure(start_server: Any, wallets: W
     # Six authorizations, plus the per-session registration check of the first two requests
     # (both began before either finished it), which picks the rate-limit bucket.
     assert gated.calls == 8
+
+
+async def test_pipelined_requests_are_answered_in_few_writes_and_in_order_of_sealing(
+    start_server: Any, wallets: Wallets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 64 derives sent in one write: the reader answers them without tasks, the writer seals
+    # every queued answer and sends them together (max_inflight 32: at least two writes).
+    srv = await start_server()
+    writes: list[int] = []
+    send_frames = FramedStream.send_frames
+
+    async def counted(self: FramedStream, bodies: list[bytes]) -> None:
+        writes.append(len(bodies))
+        await send_frames(self, bodies)
+
+    monkeypatch.setattr(FramedStream, "send_frames", counted)
+    s = await raw_session(srv.tcp, signer=wallets.app1)
+    writes.clear()
+    plaintexts = [
+        cbor.encode({"id": i, "op": "derive", "args": {"path": f"k/{i}"}}) for i in range(64)
+    ]
+    bodies = [s.channel.seal_plaintext(p) for p in plaintexts]
+    await s.framed.stream.send_all(b"".join(len(b).to_bytes(4, "big") + b for b in bodies))
+    answers = [await s.receive() for _ in range(64)]
+    assert [a["id"] for a in answers] == list(range(64))  # every frame opened: sealing order
+    assert [a["ok"]["key"] for a in answers] == [expected_key(1, f"k/{i}") for i in range(64)]
+    assert sum(writes) == 64 and 2 <= len(writes) <= 8, writes
+    await s.framed.aclose()
 
 
 async def test_crashing_handler_is_an_internal_error_not_a_crash(

@@ -33,6 +33,7 @@ __all__ = [
     "configure",
     "formatter",
     "get_logger",
+    "unbind_task",
 ]
 
 Format = Literal["logfmt", "json"]
@@ -90,6 +91,11 @@ def bind_task(**fields: Any) -> None:
     task binds stays with that connection.
     """
     structlog.contextvars.bind_contextvars(**fields)
+
+
+def unbind_task(*names: str) -> None:
+    """Take ``names`` off the lines the current task writes from now on (see :func:`bind_task`)."""
+    structlog.contextvars.unbind_contextvars(*names)
 
 
 def formatter(fmt: Format = "logfmt") -> logging.Formatter:

@@ -59,6 +59,14 @@ class FramedStream:
         """
         self._decoder.feed(data)
 
+    def next_buffered(self) -> bytes | None:
+        """The next frame body if it is already buffered, else None (never waits).
+
+        Raises:
+            ProtocolError: framing violation.
+        """
+        return self._decoder.next_body()
+
     async def receive_body(self) -> bytes | None:
         """The next frame body, or None on an orderly end of stream.
 
@@ -98,6 +106,18 @@ class FramedStream:
         """
         try:
             await self.stream.send_all(encode_frame(body, max_frame=self.max_frame))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise NetworkError(f"connection lost: {exc}") from None
+
+    async def send_frames(self, bodies: list[bytes]) -> None:
+        """Send several frame bodies with one write (each checked against ``max_frame``).
+
+        Raises:
+            TransportError: the connection broke.
+        """
+        data = b"".join([encode_frame(body, max_frame=self.max_frame) for body in bodies])
+        try:
+            await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise NetworkError(f"connection lost: {exc}") from None
 

@@ -16,7 +16,18 @@ behind its listeners until told to stop. The nurseries, outermost first::
                               and in-flight requests finish within ``drain_timeout``
           listener nursery    ``trio.serve_listeners`` per listener; cancelled first
         per connection:       [PROXY header] -> admission -> handshake (one deadline) ->
-                              reader loop -> request tasks (<= max_inflight) -> dispatch.handle
+                              a reader task and a writer task (below)
+
+After the handshake a connection has one **reader** and one **writer**. The reader decodes
+each request and answers the ops that only compute (``dispatch.INLINE_OPS``: derive, kv.get,
+health, cert.ca) itself, without a task; every other op gets a task of its own. Should an op
+answered inline have to wait after all (its caller's authorization must first be fetched from
+the chain), a new reader takes over at that moment and the old one ends with that op, so
+reading never waits on I/O. Answers go, encoded, to the writer's queue; the writer seals
+everything queued and sends it with one write. At most ``max_inflight`` requests are read and
+not yet answered on the wire, and at most ``max_queued_response_bytes`` of answers wait for
+the client: beyond either, the reader reads nothing more. The idle timeout is a deadline on
+the reader's one cancel scope, armed only while it waits for bytes.
 
 A node without a membership (``Node.membership is None``) starts only the sweeper.
 
@@ -38,10 +49,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from typing import Any, TypeVar
 
 import trio
 
@@ -59,11 +72,10 @@ from novakms.errors import (
     ProtocolError,
     RateLimited,
     RequestError,
-    TooLarge,
     TransportError,
     Unavailable,
 )
-from novakms.log import BoundLogger, bind_task, get_logger
+from novakms.log import BoundLogger, bind_task, get_logger, unbind_task
 from novakms.log.sampling import Sampler
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
@@ -73,12 +85,14 @@ from novakms.server.metrics import CONTENT_TYPE, NodeMetrics
 from novakms.server.node import Node
 from novakms.server.ops import dispatch
 from novakms.wire import cbor
+from novakms.wire.channel import sealed_body_size
 from novakms.wire.handshake import HANDSHAKE_MAX_ITEMS, ServerHandshake
 from novakms.wire.messages import Request, close_notice, error_response, ok_response, parse_request
 from novakms.wire.proxy_header import MAX_HEADER, parse_v2
 
 __all__ = ["Server", "serve"]
 
+_T = TypeVar("_T")
 _NOTICE_TIMEOUT = 1.0
 #: The longest a connection's reading pauses after a rate_limited answer (PROTOCOL.md §10).
 _RATE_LIMIT_PAUSE = 1.0
@@ -386,30 +400,6 @@ class Server:
             return False
         return True
 
-    async def _send(self, conn: _Connection, message: dict[str, Any]) -> bool:
-        """Send within ``send_timeout``; a client that does not read for that long is dropped.
-
-        Raises:
-            TypeError, ValueError, TooLarge: the message cannot be encoded or framed (a bug).
-        """
-        assert conn.sealed is not None
-        plaintext = cbor.encode(message)
-        try:
-            with trio.move_on_after(self.limits.send_timeout) as waiting:
-                await conn.budget.take_for_request(len(plaintext) - conn.budget.held())
-            if not waiting.cancelled_caught:
-                # A frame once begun is finished, so that a close notice can follow it even
-                # when the requests are being cancelled; the deadline still bounds it.
-                with trio.CancelScope(shield=True), trio.move_on_after(self.limits.send_timeout):
-                    await conn.sealed.send_plaintext(plaintext)
-                    return True
-        except (TransportError, ChannelError):
-            return False
-        finally:
-            conn.budget.release()
-        conn.scope.cancel()  # a client that does not read: nothing more can be sent
-        return False
-
     def _handshake_rejected(self, log: BoundLogger, exc: NovaKMSError) -> None:
         self.metrics.handshake(refused=exc.code)
         self._sampled(log, "handshake_rejected", exc.code, code=exc.code, error=exc.message)
@@ -475,21 +465,27 @@ class Server:
     async def _request_loop(
         self, conn: _Connection, session: dispatch.Session, log: BoundLogger
     ) -> None:
-        inflight: set[int] = set()
-        slots = trio.Semaphore(self.limits.max_inflight)
-        notice: NovaKMSError | None = None
-        async with trio.open_nursery() as requests:
-            if self._closing:  # the handshake finished while the node began shutting down
-                conn.stop_reading(_shutting_down())
-            with conn.reader:
-                notice = await self._read_requests(conn, session, inflight, slots, requests)
-            if conn.reader.cancelled_caught:
-                notice = conn.close_reason or _shutting_down()
-            # Idle timeout, eviction and shutdown let in-flight requests finish (the drain); a
-            # broken stream or a protocol violation makes their answers meaningless.
-            drains = isinstance(notice, Unavailable) and not isinstance(notice, TransportError)
-            if notice is not None and not drains:
-                requests.cancel_scope.cancel()
+        assert conn.sealed is not None
+        writer = conn.writer = _Writer(conn, self.limits.send_timeout)
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(writer.run)
+            async with trio.open_nursery() as requests:
+                if self._closing:  # the handshake finished while the node began shutting down
+                    conn.stop_reading(_shutting_down())
+                requests.start_soon(self._reader, conn, session, requests)
+                await conn.done_reading.wait()
+                notice = conn.read_outcome
+                # Idle timeout, eviction and shutdown let in-flight requests finish (the
+                # drain); a broken stream or a protocol violation makes their answers
+                # meaningless.
+                drains = isinstance(notice, Unavailable) and not isinstance(notice, TransportError)
+                if notice is not None and not drains:
+                    requests.cancel_scope.cancel()
+            # Every answer is queued; the writer sends them, then the close notice, and ends.
+            final = None
+            if notice is not None and not isinstance(notice, ChannelError | TransportError):
+                final = cbor.encode(close_notice(notice))
+            writer.finish(final)
         if notice is None:
             return
         reason = str(notice.details.get("reason", ""))
@@ -500,9 +496,6 @@ class Server:
             code=notice.code,
             error=notice.message,
         )
-        if not isinstance(notice, ChannelError | TransportError) and conn.sealed is not None:
-            with trio.move_on_after(_NOTICE_TIMEOUT):
-                await self._send_sealed_quietly(conn.sealed, close_notice(notice))
 
     def _decode_budget(self, session: dispatch.Session) -> int | None:
         if session.wallet is None:
@@ -511,40 +504,96 @@ class Server:
             return None  # an authorized KMS peer: bounded by max_frame alone
         return self.limits.max_request_items
 
+    def _idle_timeout(self, session: dispatch.Session) -> float:
+        unregistered = session.wallet is None or session.state.get(dispatch.REGISTERED) is False
+        return self.limits.anonymous_idle_timeout if unregistered else self.limits.idle_timeout
+
+    async def _reader(
+        self, conn: _Connection, session: dispatch.Session, requests: trio.Nursery
+    ) -> None:
+        """The connection's reader task; reports how reading ended (``conn.read_outcome``).
+
+        A reader that hands over (an op it answers inline had to wait) ends after that op
+        without reporting: its successor reads on and reports.
+        """
+        unbind_task("req")  # a successor starts in its predecessor's context
+        generation = conn.reader_generation
+        outcome = await self._read_requests(conn, session, requests, generation)
+        if conn.reader_generation == generation:
+            conn.read_outcome = outcome
+            conn.done_reading.set()
+
     async def _read_requests(
         self,
         conn: _Connection,
         session: dispatch.Session,
-        inflight: set[int],
-        slots: trio.Semaphore,
         requests: trio.Nursery,
+        generation: int,
     ) -> NovaKMSError | None:
-        """Read requests until the stream ends (None) or must be closed (the error to report)."""
-        assert conn.sealed is not None
-        sealed = conn.sealed
+        """Read requests until the stream ends (None) or must be closed (the error to report).
+
+        One cancel scope covers the reading (``conn.reader``); its deadline is the idle
+        timeout, armed only while the reader waits for bytes. It is re-entered only when that
+        deadline passes while requests are still running in tasks.
+        """
         while True:
-            unregistered = session.wallet is None or session.state.get(dispatch.REGISTERED) is False
-            idle_timeout = (
-                self.limits.anonymous_idle_timeout if unregistered else self.limits.idle_timeout
-            )
-            # Backpressure: with max_inflight requests running, or the connection's response
-            # budget spent by answers the client has not read, do not read any further.
-            await slots.acquire()
-            spawned = False
-            try:
-                await conn.budget.wait_for_room()
-                # Over its rate: nothing more is read until the bucket has a token again (at
-                # most _RATE_LIMIT_PAUSE), so refusals cost the node as little as answers.
-                await trio.sleep_until(conn.resume_at)
-                sealed.max_items = self._decode_budget(session)
-                with trio.move_on_after(idle_timeout) as idle:
-                    item = await sealed.receive()
-                if idle.cancelled_caught:
-                    if inflight:
-                        continue
-                    return Unavailable("closing an idle connection", reason="idle_timeout")
-                if item is END_OF_STREAM:
-                    return None
+            with trio.CancelScope() as reader:
+                conn.reader = reader
+                outcome = await self._read_loop(conn, session, requests, reader, generation)
+            if not reader.cancelled_caught:
+                return outcome
+            if conn.close_reason is not None:  # stop_reading: shutdown or eviction
+                return conn.close_reason
+            if not conn.inflight:  # the idle deadline, with nothing running
+                return Unavailable("closing an idle connection", reason="idle_timeout")
+
+    async def _read_loop(
+        self,
+        conn: _Connection,
+        session: dispatch.Session,
+        requests: trio.Nursery,
+        reader: trio.CancelScope,
+        generation: int,
+    ) -> NovaKMSError | None:
+        assert conn.sealed is not None
+        channel = conn.sealed.channel
+        framed = conn.framed
+        budget = conn.budget
+        max_inflight = self.limits.max_inflight
+        inline_ops = dispatch.INLINE_OPS
+        try:
+            while True:
+                if conn.close_reason is not None:
+                    return conn.close_reason
+                # Backpressure: with max_inflight requests read and not yet answered on the
+                # wire, or the connection's response budget spent by answers the client has
+                # not read, nothing more is read. Over its rate, nothing more is read until
+                # the bucket has a token again (at most _RATE_LIMIT_PAUSE), so refusals cost
+                # the node as little as answers.
+                if (
+                    conn.outstanding >= max_inflight
+                    or budget.used >= budget.limit
+                    or conn.resume_at > trio.current_time()
+                ):
+                    conn.waiting = True
+                    try:
+                        await budget.wait_for_room(conn, max_inflight)
+                        await trio.sleep_until(conn.resume_at)
+                    finally:
+                        conn.waiting = False
+                    continue
+                body = framed.next_buffered()
+                if body is None:  # wait for bytes, within the idle timeout
+                    conn.waiting = True
+                    reader.deadline = trio.current_time() + self._idle_timeout(session)
+                    try:
+                        body = await framed.receive_body()
+                    finally:
+                        conn.waiting = False
+                        reader.deadline = math.inf
+                    if body is None:
+                        return None
+                item = channel.open(body, max_items=self._decode_budget(session))
                 self._table.touch(conn.id)
                 try:
                     request = parse_request(item)
@@ -555,31 +604,45 @@ class Server:
                         return exc
                     if conn.invalid > self.limits.max_invalid_requests:
                         return BadRequest("too many invalid requests", reason="invalid_requests")
-                    # The answer takes a slot like any request: a client that never reads
-                    # cannot make the node queue answers without bound.
-                    requests.start_soon(
-                        self._answer, conn, slots, error_response(exc.request_id, exc)
-                    )
-                    spawned = True
+                    # The answer counts as outstanding like any request: a client that never
+                    # reads cannot make the node queue answers without bound.
+                    conn.outstanding += 1
+                    answer = error_response(exc.request_id, exc)
+                    await self._queue_answer(conn, exc.request_id, answer)
                     continue
-                if request.id in inflight:
+                if request.id in conn.inflight:
                     return ProtocolError(f"request id {request.id} is already in flight")
-                inflight.add(request.id)
-                requests.start_soon(self._run_request, conn, session, request, inflight, slots)
-                spawned = True
-            except (ProtocolError, TransportError) as exc:  # ChannelError is a ProtocolError
-                return exc
-            finally:
-                if not spawned:
-                    slots.release()
+                conn.outstanding += 1
+                if request.op not in inline_ops:
+                    conn.inflight.add(request.id)
+                    requests.start_soon(self._run_request_task, conn, session, request)
+                    continue
+                # Answered here, without a task of its own: such an op only computes. Should
+                # it wait after all (its caller's authorization must first be fetched), a new
+                # reader takes over at once and this task ends once the op is answered.
+                bind_task(req=request.id)
+                handed_over = functools.partial(self._hand_over, conn, session, request, requests)
+                await self._run_request(conn, session, request, on_wait=handed_over)
+                if conn.reader_generation != generation:
+                    self._table.busy(conn.id, -1)
+                    conn.inflight.discard(request.id)
+                    return None
+                unbind_task("req")
+        except (ProtocolError, TransportError) as exc:  # ChannelError is a ProtocolError
+            return exc
 
-    async def _answer(
-        self, conn: _Connection, slots: trio.Semaphore, message: dict[str, Any]
+    def _hand_over(
+        self,
+        conn: _Connection,
+        session: dispatch.Session,
+        request: Request,
+        requests: trio.Nursery,
     ) -> None:
-        try:
-            await self._send(conn, message)
-        finally:
-            slots.release()
+        """The op the reader answers inline waits: it becomes a request, a new reader reads."""
+        conn.reader_generation += 1
+        conn.inflight.add(request.id)
+        self._table.busy(conn.id, +1)
+        requests.start_soon(self._reader, conn, session, requests)
 
     def _answered(self, session: dispatch.Session, op: str, code: str, seconds: float) -> None:
         """Count the answer; with the access log on, write its line."""
@@ -595,60 +658,90 @@ class Server:
                 ms=round(seconds * 1000, 3),
             )
 
+    async def _run_request_task(
+        self, conn: _Connection, session: dispatch.Session, request: Request
+    ) -> None:
+        bind_task(req=request.id)
+        self._table.busy(conn.id, +1)
+        try:
+            await self._run_request(conn, session, request)
+        finally:
+            self._table.busy(conn.id, -1)
+            conn.inflight.discard(request.id)
+            conn.budget.release()  # a cancelled request's reservation
+
     async def _run_request(
         self,
         conn: _Connection,
         session: dispatch.Session,
         request: Request,
-        inflight: set[int],
-        slots: trio.Semaphore,
+        *,
+        on_wait: Callable[[], None] | None = None,
     ) -> None:
-        bind_task(req=request.id)
-        log = self._log.bind(wallet=session.wallet or "anonymous", op=request.op)
-        self._table.busy(conn.id, +1)
+        """Serve one request and queue its answer (in the reader, or in its own task).
+
+        ``on_wait`` (the reader's) is called if the op suspends the task for the first time.
+        """
         started = time.perf_counter()
         code = "ok"
         try:
-            try:
-                result = await dispatch.handle(
-                    self.node,
-                    session,
-                    request.op,
-                    request.args,
-                    self._clock(),
-                    connections=len(self._connections),
-                )
-                message = ok_response(request.id, result)
-            except RequestError as exc:
-                code = exc.code
-                message = error_response(request.id, exc)
-                log.debug("request_failed", code=exc.code)
-                if isinstance(exc, RateLimited):
-                    pause = min(exc.details["retry_after_ms"] / 1000, _RATE_LIMIT_PAUSE)
-                    conn.resume_at = max(conn.resume_at, trio.current_time() + pause)
-            except Exception:
-                code = InternalError.code
-                log.exception("request_crashed")
-                message = error_response(request.id, InternalError("internal error"))
-            self._answered(session, request.op, code, time.perf_counter() - started)
-            if session.state.get(dispatch.REGISTERED) is True:
-                self._table.prove(conn.id)
-            # Before answering: the next request may already be awaited by the reader, and it
-            # is decoded (with this budget) when it arrives, after the client read this answer.
-            assert conn.sealed is not None
-            conn.sealed.max_items = self._decode_budget(session)
-            # Free the id before answering: the client may reuse it as soon as it reads this.
-            inflight.discard(request.id)
-            try:
-                await self._send(conn, message)
-            except (TypeError, ValueError, TooLarge):  # unencodable or larger than a frame: a bug
-                log.exception("response_unencodable")
-                await self._send(conn, error_response(request.id, InternalError("internal error")))
-        finally:
-            conn.budget.release()
-            self._table.busy(conn.id, -1)
-            inflight.discard(request.id)
-            slots.release()
+            served = dispatch.handle(
+                self.node,
+                session,
+                request.op,
+                request.args,
+                self._clock(),
+                connections=len(self._connections),
+            )
+            result = await (served if on_wait is None else _run_noting_wait(served, on_wait))
+            message = ok_response(request.id, result)
+        except RequestError as exc:
+            code = exc.code
+            message = error_response(request.id, exc)
+            self._request_log(session, request).debug("request_failed", code=exc.code)
+            if isinstance(exc, RateLimited):
+                pause = min(exc.details["retry_after_ms"] / 1000, _RATE_LIMIT_PAUSE)
+                conn.resume_at = max(conn.resume_at, trio.current_time() + pause)
+        except Exception:
+            code = InternalError.code
+            self._request_log(session, request).exception("request_crashed")
+            message = error_response(request.id, InternalError("internal error"))
+        self._answered(session, request.op, code, time.perf_counter() - started)
+        if session.state.get(dispatch.REGISTERED) is True:
+            self._table.prove(conn.id)
+        # Free the id before answering: the client may reuse it as soon as it reads this.
+        conn.inflight.discard(request.id)
+        await self._queue_answer(conn, request.id, message, op=request.op)
+
+    def _request_log(self, session: dispatch.Session, request: Request) -> BoundLogger:
+        return self._log.bind(wallet=session.wallet or "anonymous", op=request.op, req=request.id)
+
+    async def _queue_answer(
+        self, conn: _Connection, request_id: int, message: dict[str, Any], *, op: str = ""
+    ) -> None:
+        """Encode an answer and hand it to the connection's writer with its budget bytes.
+
+        The answer's bytes are reserved first (within ``send_timeout``: a client that does not
+        read for that long is dropped). An answer that cannot be encoded or is larger than a
+        frame is a bug: it is logged and replaced by ``internal``.
+        """
+        try:
+            plaintext = cbor.encode(message)
+        except (TypeError, ValueError):
+            self._log.exception("response_unencodable", op=op, req=request_id)
+            plaintext = _internal_error(request_id)
+        if sealed_body_size(len(plaintext)) > conn.framed.max_frame:
+            self._log.error("response_unencodable", op=op, req=request_id, size=len(plaintext))
+            plaintext = _internal_error(request_id)
+        budget = conn.budget
+        extra = len(plaintext) - budget.held()
+        if not budget.try_take(extra):
+            with trio.move_on_after(self.limits.send_timeout) as waiting:
+                await budget.take_for_request(extra)
+            if waiting.cancelled_caught:
+                conn.scope.cancel()  # a client that does not read: nothing more can be sent
+                return
+        conn.writer.put(plaintext, budget.detach())
 
 
 async def serve(
@@ -714,6 +807,37 @@ async def serve_until_signal(
                 break
 
 
+@types.coroutine
+def _run_noting_wait(
+    coro: Coroutine[Any, Any, _T], on_wait: Callable[[], None]
+) -> Generator[Any, Any, _T]:
+    """Await ``coro`` in the current task, calling ``on_wait`` the first time it suspends.
+
+    The same as ``await coro`` (every value trio sends in and every exception it throws in
+    reach ``coro``), with a hook at the first suspension: the reader hands over there.
+    """
+    value: Any = None
+    error: BaseException | None = None
+    waited = False
+    while True:
+        try:
+            trap = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as done:
+            result: _T = done.value
+            return result
+        if not waited:
+            waited = True
+            on_wait()
+        try:
+            value, error = (yield trap), None
+        except BaseException as exc:  # delivered into the coroutine on the next step
+            value, error = None, exc
+
+
+def _internal_error(request_id: int) -> bytes:
+    return cbor.encode(error_response(request_id, InternalError("internal error")))
+
+
 def _shutting_down() -> Unavailable:
     return Unavailable("the node is shutting down", reason="shutting_down")
 
@@ -722,57 +846,149 @@ class _ResponseBudget:
     """Answer bytes of one connection produced but not yet written (a byte semaphore).
 
     A request reserves the size of its answer before building it (``kv.get`` reserves the
-    stored value's size before opening it, through ``Session.reserve``) and gives it back once
-    the answer is written. Reservations are held per request task.
+    stored value's size before opening it, through ``Session.reserve``); the reservation moves
+    with the answer to the writer (:meth:`detach`), which gives it back once the answer is
+    written (:meth:`give_back`). Reservations are held per task until detached: a request task
+    holds its own, the reader holds the one of the request it serves inline.
     """
 
     def __init__(self, limit: int) -> None:
-        self._limit = limit
+        self.limit = limit
         self._used = 0
         self._held: dict[trio.lowlevel.Task, int] = {}
         self._lot = trio.lowlevel.ParkingLot()
 
     @property
     def used(self) -> int:
-        """Bytes reserved by all requests of the connection."""
+        """Bytes reserved by all requests and unwritten answers of the connection."""
         return self._used
 
     def held(self) -> int:
-        """What the current request task holds."""
+        """What the current task holds."""
         return self._held.get(trio.lowlevel.current_task(), 0)
 
-    async def take_for_request(self, size: int) -> None:
-        """Reserve ``size`` bytes for the current request, waiting while the budget is spent.
+    def try_take(self, size: int) -> bool:
+        """Reserve ``size`` bytes for the current task if there is room now (never waits).
 
         One reservation larger than the whole budget goes through when nothing else is held.
         """
-        while self._used and self._used + size > self._limit:
+        if self._used and self._used + size > self.limit:
+            return False
+        if size > 0:
+            task = trio.lowlevel.current_task()
+            self._held[task] = self._held.get(task, 0) + size
+            self._used += size
+        return True
+
+    async def take_for_request(self, size: int) -> None:
+        """Reserve ``size`` bytes for the current task, waiting while the budget is spent.
+
+        Returns at once when there is room (``Session.reserve`` of the ops answered inline).
+        """
+        while not self.try_take(size):
             await self._lot.park()
-        await trio.lowlevel.checkpoint()
-        task = trio.lowlevel.current_task()
-        self._held[task] = self._held.get(task, 0) + max(0, size)
-        self._used += max(0, size)
+
+    def detach(self) -> int:
+        """Take the current task's reservation off it, for the writer to give back."""
+        return self._held.pop(trio.lowlevel.current_task(), 0)
 
     def release(self) -> None:
-        """Give back everything the current request task holds."""
-        size = self._held.pop(trio.lowlevel.current_task(), 0)
-        if size:
-            self._used -= size
-            self._lot.unpark_all()
+        """Give back everything the current task holds (a request that answers nothing)."""
+        self.give_back(self.detach())
 
-    async def wait_for_room(self) -> None:
-        """Wait until the budget is not spent (the reader calls this before each request)."""
-        while self._used >= self._limit:
+    def give_back(self, size: int) -> None:
+        """Give back ``size`` detached bytes, and wake whoever waits for room."""
+        self._used -= size
+        self._lot.unpark_all()
+
+    async def wait_for_room(self, conn: _Connection, max_inflight: int) -> None:
+        """Wait until the budget is not spent and fewer than ``max_inflight`` answers are
+        outstanding (the reader calls this before reading a request)."""
+        while self._used >= self.limit or conn.outstanding >= max_inflight:
             await self._lot.park()
+
+
+class _Writer:
+    """The one sender of a connection's answers, in the order they were queued.
+
+    Answers are queued as encoded plaintext with the budget bytes they hold; each turn the
+    writer seals every queued answer and sends them with one write, then gives their bytes
+    back. A write that takes longer than ``send_timeout`` aborts the connection (the stream
+    may hold half a frame: nothing more can be said). After a broken write, answers are
+    dropped as they come. :meth:`finish` queues the close notice and ends the writer once
+    everything before it is sent.
+    """
+
+    def __init__(self, conn: _Connection, send_timeout: float) -> None:
+        self._conn = conn
+        self._send_timeout = send_timeout
+        self._queue: list[tuple[bytes, int]] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        self._finished = False
+        self._final: bytes | None = None
+        self._broken = False
+
+    def put(self, plaintext: bytes, held: int) -> None:
+        """Queue one answer holding ``held`` budget bytes."""
+        if self._broken:
+            self._written(1, held)
+            return
+        self._queue.append((plaintext, held))
+        if self._lot:
+            self._lot.unpark()
+
+    def finish(self, final: bytes | None) -> None:
+        """No more answers: send ``final`` (a close notice) after the queued ones, and end."""
+        self._finished = True
+        self._final = final
+        self._lot.unpark()
+
+    def _written(self, answers: int, held: int) -> None:
+        self._conn.outstanding -= answers
+        self._conn.budget.give_back(held)
+
+    async def run(self) -> None:
+        conn = self._conn
+        assert conn.sealed is not None
+        channel, framed = conn.sealed.channel, conn.framed
+        batch: list[tuple[bytes, int]] = []
+        with trio.CancelScope() as deadline:
+            try:
+                while True:
+                    while not self._queue and not self._finished:
+                        await self._lot.park()
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        break
+                    bodies = [channel.seal_plaintext(plaintext) for plaintext, _ in batch]
+                    deadline.deadline = trio.current_time() + self._send_timeout
+                    await framed.send_frames(bodies)
+                    deadline.deadline = math.inf
+                    self._written(len(batch), sum(held for _, held in batch))
+            except (TransportError, ChannelError):
+                self._broken = True
+                self._written(len(batch), sum(held for _, held in batch))
+                for _, held in self._queue:
+                    self._written(1, held)
+                self._queue = []
+                return
+        if deadline.cancelled_caught:
+            self._broken = True
+            conn.scope.cancel()  # a client that does not read: nothing more can be sent
+            return
+        if self._final is not None:
+            with trio.move_on_after(_NOTICE_TIMEOUT), contextlib.suppress(TransportError):
+                await framed.send_frames([channel.seal_plaintext(self._final)])
 
 
 class _Connection:
     """The glue state of one accepted connection.
 
     ``scope`` covers the whole connection and is cancelled when a send times out (the stream
-    may hold half a frame: nothing more can be said). ``reader`` covers reading requests and
-    is cancelled, with ``close_reason`` set, to close the connection gracefully (shutdown,
-    eviction): in-flight requests still finish and a close notice is sent.
+    may hold half a frame: nothing more can be said). ``reader`` covers reading requests;
+    :meth:`stop_reading` closes the connection gracefully (shutdown, eviction): the reader
+    stops before its next request (at once if it is waiting), in-flight requests still finish
+    and a close notice is sent.
     """
 
     def __init__(self, conn_id: int, framed: FramedStream, source: str, limits: Limits) -> None:
@@ -780,15 +996,23 @@ class _Connection:
         self.framed = framed
         self.source = source
         self.sealed: SealedStream | None = None
+        self.writer: _Writer
         self.role = "handshaking"  # the handshake's role once it names one
         self.scope = trio.CancelScope()
         self.reader = trio.CancelScope()
+        self.waiting = False  # the reader waits for bytes or room (it may be cancelled)
+        self.reader_generation = 0  # incremented each time a new reader takes over
+        self.done_reading = trio.Event()
+        self.read_outcome: NovaKMSError | None = None  # why reading ended (None: end of stream)
         self.close_reason: NovaKMSError | None = None
         self.budget = _ResponseBudget(limits.max_queued_response_bytes)
+        self.outstanding = 0  # requests read whose answers are not yet written
+        self.inflight: set[int] = set()  # ids of the requests running in tasks
         self.invalid = 0
         self.resume_at = 0.0  # trio time before which no request is read (rate limited)
 
     def stop_reading(self, reason: NovaKMSError) -> None:
         if self.close_reason is None:
             self.close_reason = reason
-        self.reader.cancel()
+        if self.waiting:
+            self.reader.cancel()

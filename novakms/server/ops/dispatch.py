@@ -60,6 +60,7 @@ from novakms.server.ops.kv import MAX_ACKS, op_kv_delete, op_kv_get, op_kv_list,
 __all__ = [
     "APP_ID",
     "APP_OPS",
+    "INLINE_OPS",
     "KV_OPS",
     "MAX_ACKS",
     "OPS",
@@ -110,6 +111,10 @@ OPS: dict[str, Op] = {
 }
 
 KV_OPS = frozenset({"kv.get", "kv.put", "kv.delete", "kv.list"})
+#: Ops that only compute once the caller's authorization is cached: the server answers them
+#: in the connection's reader, without a task of their own. Every other op may wait for a
+#: peer, the chain or acknowledgements, and runs in its own task.
+INLINE_OPS = frozenset({"health", "derive", "kv.get", "cert.ca"})
 #: Ops that serve apps from the master secret: only under a pinned one (``Keyring.require_pin``).
 APP_OPS = frozenset({"derive", "cert.ca", "cert.sign", *KV_OPS})
 
