@@ -1,11 +1,14 @@
 """Baseline server for the benchmarks: bare trio + length-prefixed CBOR, nothing else.
 
 Each frame is ``u32be(L) || body`` (the novakms framing, PROTOCOL.md §2) with a cbor2 body.
-For every request map ``{"id": n, "op": ..., "args": {"path": p}}`` the server answers
-``{"id": n, "ok": {"app_id": 1, "path": p, "key": <32 zero bytes>, "length": 32}}`` — the
-shape and size of a real ``derive`` answer — without any handshake, encryption,
-authorization, key derivation or strict decoding. Requests of one connection are answered in
-order, inline in the connection's task.
+For a request map ``{"id": n, "op": "kv.get", "args": {"key": k}}`` the server answers
+``{"id": n, "ok": {"key": k, "value": <64 zero bytes>, "version": <24 letters>,
+"updated_at_ms": <a fixed time>, "expires_at_ms": None}}``, the shape and size of a real
+``kv.get`` answer for a 64-byte value; for any other op, ``{"id": n, "op": ..., "args":
+{"path": p}}``, it answers ``{"id": n, "ok": {"app_id": 1, "path": p, "key": <32 zero bytes>,
+"length": 32}}``, the shape and size of a real ``derive`` answer. All without any handshake,
+encryption, authorization, key derivation, store or strict decoding. Requests of one
+connection are answered in order, inline in the connection's task.
 
 Run by ``bench/bench_derive.py`` in its own process::
 
@@ -26,12 +29,15 @@ from typing import Any
 import cbor2
 import trio
 
-__all__ = ["FAKE_KEY", "main", "respond", "serve"]
+__all__ = ["FAKE_KEY", "FAKE_VALUE", "main", "respond", "serve"]
 
 HEADER_SIZE = 4
 MAX_FRAME = 2_097_152
 RECEIVE_CHUNK = 65536
 FAKE_KEY = bytes(32)
+FAKE_VALUE = bytes(64)  # the size of the value bench_derive.py puts and gets
+FAKE_VERSION = "a" * 24  # a version token is 24 lowercase base32 characters
+FAKE_UPDATED_AT_MS = 1_764_000_000_000
 
 
 def respond(request: Any) -> bytes:
@@ -39,8 +45,20 @@ def respond(request: Any) -> bytes:
     if not isinstance(request, dict) or not isinstance(request.get("id"), int):
         raise ValueError("not a request map")
     args = request.get("args")
-    path = args.get("path", "") if isinstance(args, dict) else ""
-    result = {"app_id": 1, "path": path, "key": FAKE_KEY, "length": len(FAKE_KEY)}
+    if not isinstance(args, dict):
+        args = {}
+    result: dict[str, Any]
+    if request.get("op") == "kv.get":
+        result = {
+            "key": args.get("key", ""),
+            "value": FAKE_VALUE,
+            "version": FAKE_VERSION,
+            "updated_at_ms": FAKE_UPDATED_AT_MS,
+            "expires_at_ms": None,
+        }
+    else:
+        path = args.get("path", "")
+        result = {"app_id": 1, "path": path, "key": FAKE_KEY, "length": len(FAKE_KEY)}
     body: bytes = cbor2.dumps({"id": request["id"], "ok": result})
     return body
 

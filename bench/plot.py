@@ -74,13 +74,20 @@ def _grouped_bars(
     series: Sequence[tuple[str, Sequence[float], dict[str, Any]]],
     *,
     width: float = 0.8,
-) -> None:
-    """One bar group per label, one bar per series (name, values, bar keyword arguments)."""
+) -> list[list[float]]:
+    """One bar group per label, one bar per series (name, values, bar keyword arguments).
+
+    Returns each series' bar positions (for annotations).
+    """
     step = width / len(series)
+    positions = []
     for index, (name, values, style) in enumerate(series):
         offset = (index - (len(series) - 1) / 2) * step
-        ax.bar([p + offset for p in range(len(labels))], values, step, label=name, **style)
+        xs = [p + offset for p in range(len(labels))]
+        ax.bar(xs, values, step, label=name, **style)
+        positions.append(xs)
     ax.set_xticks(list(range(len(labels))), labels)
+    return positions
 
 
 def _positive(values: Iterable[float]) -> list[float]:
@@ -90,63 +97,149 @@ def _positive(values: Iterable[float]) -> list[float]:
 
 # --- derive (bench_derive.py) -----------------------------------------------------------------
 
+#: Colours of the novakms targets after the first (``--also`` checkouts), in order.
+EXTRA_COLORS = ("tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
+#: The server-CPU goal of issue 15 at 64 in flight, drawn on the ratio panel.
+CPU_RATIO_GOAL = 1.7
+
+
+def _ratio_of(real: Document, echo: Document, key: str) -> float | None:
+    a, b = real.get(key), echo.get(key)
+    return a / b if a is not None and b else None
+
+
+def derive_scenarios(document: Document) -> list[Document]:
+    """The scenarios of a derive result as ``{name, kind, targets: {label: figures}, ratio}``.
+
+    Results of format 2 (``"format": 2``) are already shaped so; older ones (``baseline`` and
+    ``novakms`` per scenario, the handshake apart) are converted, their ratios recomputed from
+    the figures where they lack them.
+    """
+    if document.get("format", 1) >= 2:
+        return list(document["scenarios"])
+    old = [dict(s, kind="closed") for s in document["scenarios"]]
+    if document.get("handshake"):
+        old.append(dict(document["handshake"], name="handshake", kind="handshake"))
+    converted = []
+    for s in old:
+        echo, real = s["baseline"], s["novakms"]
+        ratio = dict(s.get("ratio") or {})
+        for name, key in (
+            ("throughput", "per_second"),
+            ("p50", "p50_ms"),
+            ("p99", "p99_ms"),
+            ("server_cpu_per_op", "server_cpu_us_per_op"),
+        ):
+            if ratio.get(name) is None:
+                ratio[name] = _ratio_of(real, echo, key)
+        converted.append(
+            {
+                "name": s["name"],
+                "kind": s["kind"],
+                "targets": {"echo": echo, "novakms": real},
+                "ratio": {"novakms": ratio},
+            }
+        )
+    return converted
+
+
+def _target_colors(labels: Sequence[str]) -> dict[str, str]:
+    colors = {"echo": BASELINE_COLOR}
+    extra = iter(EXTRA_COLORS * 4)
+    for label in labels:
+        if label not in colors:
+            colors[label] = NOVAKMS_COLOR if label == "novakms" else next(extra)
+    return colors
+
 
 def derive_figure(document: Document) -> Figure:
-    """Throughput and p50 / p99 latency per scenario, the echo baseline next to novakms."""
-    scenarios = document["scenarios"]
-    labels = [s["name"] for s in scenarios]
-    fig = new_figure(11, 4.2)
-    left, right = fig.subplots(1, 2)
-    _grouped_bars(
-        left,
-        labels,
+    """Per scenario: throughput, p50 / p99, and server CPU per request over the echo's.
+
+    Every target of the run (the echo, ``novakms``, each ``--also`` checkout) side by side;
+    the handshake scenario (connections, not requests) only on the CPU-ratio panel.
+    """
+    scenarios = derive_scenarios(document)
+    labels = list(scenarios[0]["targets"])
+    kms = [label for label in labels if label != "echo"]
+    colors = _target_colors(labels)
+    requests = [s for s in scenarios if s.get("kind") != "handshake"]
+    names = [s["name"] for s in requests]
+    fig = new_figure(17, 4.6)
+    throughput, latency, cpu = fig.subplots(1, 3)
+    positions = _grouped_bars(
+        throughput,
+        names,
         [
             (
-                "echo baseline",
-                [s["baseline"]["per_second"] for s in scenarios],
-                {"color": BASELINE_COLOR},
-            ),
-            ("novakms", [s["novakms"]["per_second"] for s in scenarios], {"color": NOVAKMS_COLOR}),
+                "echo baseline" if label == "echo" else label,
+                [s["targets"][label]["per_second"] for s in requests],
+                {"color": colors[label]},
+            )
+            for label in labels
         ],
     )
-    for position, s in enumerate(scenarios):
-        ratio = s["novakms"]["per_second"] / s["baseline"]["per_second"]
-        left.annotate(
-            f"x{ratio:.2f}",
-            (position + 0.2, s["novakms"]["per_second"]),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    left.set_ylabel("derive requests / s")
-    left.set_xlabel("scenario (c = concurrent tasks, x = connections)")
-    left.set_title("throughput (ratio = novakms / echo)")
-    left.legend()
-    _grouped_bars(
-        right,
-        labels,
-        [
-            (
-                "echo p50",
-                [s["baseline"]["p50_ms"] for s in scenarios],
-                {"color": BASELINE_COLOR, "alpha": 0.55},
-            ),
-            ("echo p99", [s["baseline"]["p99_ms"] for s in scenarios], {"color": BASELINE_COLOR}),
-            (
-                "novakms p50",
-                [s["novakms"]["p50_ms"] for s in scenarios],
-                {"color": NOVAKMS_COLOR, "alpha": 0.55},
-            ),
-            ("novakms p99", [s["novakms"]["p99_ms"] for s in scenarios], {"color": NOVAKMS_COLOR}),
-        ],
+    for label, xs in zip(labels, positions, strict=True):
+        if label == "echo":
+            continue
+        for x, s in zip(xs, requests, strict=True):
+            value = (s.get("ratio") or {}).get(label, {}).get("throughput")
+            if value is not None:
+                throughput.annotate(
+                    f"x{value:.2f}",
+                    (x, s["targets"][label]["per_second"]),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+    throughput.set_ylabel("requests / s")
+    throughput.set_xlabel("scenario (c = in flight, x = connections; open50: fixed rate)")
+    throughput.set_title("throughput (ratio = target / echo)")
+    throughput.legend(fontsize=8)
+    series = []
+    for label in labels:
+        for name, alpha in (("p50", 0.55), ("p99", 1.0)):
+            series.append(
+                (
+                    f"{label} {name}",
+                    _positive(s["targets"][label][f"{name}_ms"] for s in requests),
+                    {"color": colors[label], "alpha": alpha},
+                )
+            )
+    _grouped_bars(latency, names, series)
+    latency.set_yscale("log")
+    latency.set_ylabel("latency per request, ms (log)")
+    latency.set_xlabel("scenario")
+    latency.set_title("latency p50 / p99")
+    latency.legend(fontsize=7, ncols=2)
+    all_names = [s["name"] for s in scenarios]
+
+    def cpu_ratio(s: Document, label: str) -> float:
+        value = (s.get("ratio") or {}).get(label, {}).get("server_cpu_per_op")
+        return math.nan if value is None else float(value)
+
+    ratio_series = [
+        (label, [cpu_ratio(s, label) for s in scenarios], {"color": colors[label]}) for label in kms
+    ]
+    for (_, values, _), xs in zip(
+        ratio_series, _grouped_bars(cpu, all_names, ratio_series), strict=True
+    ):
+        for x, value in zip(xs, values, strict=True):
+            if not math.isnan(value):
+                cpu.annotate(f"x{value:.1f}", (x, value), ha="center", va="bottom", fontsize=7)
+    cpu.axhline(1.0, color=BASELINE_COLOR, linewidth=1, label="echo (= 1)")
+    cpu.axhline(
+        CPU_RATIO_GOAL,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"goal x{CPU_RATIO_GOAL:g} (64 in flight)",
     )
-    right.set_yscale("log")
-    right.set_ylabel("latency per call, ms (log)")
-    right.set_xlabel("scenario")
-    right.set_title("latency p50 / p99")
-    right.legend(fontsize=8)
+    cpu.set_ylabel("server CPU per request / echo's")
+    cpu.set_xlabel("scenario (handshake: per new connection)")
+    cpu.set_title("server CPU ratio (the headline)")
+    cpu.legend(fontsize=8)
     commit = str((document.get("git") or {}).get("commit") or "")[:10]
-    fig.suptitle(f"novakms derive vs echo baseline  {document.get('timestamp', '')}  {commit}")
+    fig.suptitle(f"novakms vs echo baseline  {document.get('timestamp', '')}  {commit}")
     return fig
 
 

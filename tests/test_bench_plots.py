@@ -1,6 +1,7 @@
 """bench/plot.py: every chart kind drawn from a small JSON document, written as a valid PNG.
 
-The abuse charts use the committed results (bench/results/abuse-after.json, -before.json); the
+The abuse charts use the committed results (bench/results/abuse-after.json, -before.json), and
+so does the derive chart of a result written before format 2 (derive-2026-12-03.json); the
 others minimal documents shaped like their benchmark's output. Skipped without matplotlib (the
 ``bench`` extra).
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,22 +59,55 @@ def figures(document: dict[str, Any], tmp_path: Path, **kw: Any) -> tuple[Figure
     return fig, out
 
 
-def figures_of(scenario: str, base: float, real: float) -> dict[str, Any]:
-    def one(per_second: float) -> dict[str, Any]:
-        return {"per_second": per_second, "p50_ms": 1000 / per_second, "p99_ms": 3000 / per_second}
+def figures_of(per_second: float, cpu_us: float) -> dict[str, Any]:
+    return {
+        "per_second": per_second,
+        "p50_ms": 1000 / per_second,
+        "p99_ms": 3000 / per_second,
+        "server_cpu_us_per_op": cpu_us,
+    }
 
-    return {"name": scenario, "baseline": one(base), "novakms": one(real)}
+
+def scenario_of(name: str, kind: str, **targets: tuple[float, float]) -> dict[str, Any]:
+    """A format-2 scenario: per target (per_second, server CPU us/op), ratios to the echo."""
+    figures = {label: figures_of(*values) for label, values in targets.items()}
+    echo = figures["echo"]
+    return {
+        "name": name,
+        "kind": kind,
+        "targets": figures,
+        "ratio": {
+            label: {
+                "throughput": fig["per_second"] / echo["per_second"],
+                "server_cpu_per_op": fig["server_cpu_us_per_op"] / echo["server_cpu_us_per_op"],
+            }
+            for label, fig in figures.items()
+            if label != "echo"
+        },
+    }
 
 
-def derive_document() -> dict[str, Any]:
+def derive_document(**also: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
+    """A derive result as bench_derive.py writes it (format 2), ``also`` targets added."""
+
+    def targets(name: str, echo: tuple[float, float], kms: tuple[float, float]) -> Any:
+        return {"echo": echo, "novakms": kms, **{label: v[name] for label, v in also.items()}}
+
+    rows = [
+        ("c1", "closed", (6378, 77), (3152, 201)),
+        ("c64", "closed", (10509, 55), (7170, 135)),
+        ("c64x8", "closed", (15181, 37), (7897, 126)),
+        ("kv-c64", "closed", (11000, 50), (8000, 110)),
+        ("handshake", "handshake", (4982, 153), (654, 1011)),
+        ("open50", "open", (3948, 60), (3948, 150)),
+    ]
     return {
         "benchmark": "derive",
-        "timestamp": "2026-11-24T17:00:19Z",
+        "format": 2,
+        "timestamp": "2026-12-03T17:00:19Z",
         "git": {"commit": "952b7366dee862351ce674673a1418a7911386d5"},
         "scenarios": [
-            figures_of("c1", 6378, 3152),
-            figures_of("c64", 10509, 7170),
-            figures_of("c64x8", 15181, 7897),
+            scenario_of(name, kind, **targets(name, echo, kms)) for name, kind, echo, kms in rows
         ],
     }
 
@@ -94,19 +128,75 @@ def cluster_document() -> dict[str, Any]:
     }
 
 
-def test_derive_chart_throughput_and_latency_against_the_baseline(tmp_path: Path) -> None:
+def test_derive_chart_throughput_latency_and_server_cpu_ratio(tmp_path: Path) -> None:
     fig, _ = figures(derive_document(), tmp_path)
-    throughput, latency = fig.axes
-    assert bar_series(throughput) == [[6378, 10509, 15181], [3152, 7170, 7897]]
-    assert [t.get_text() for t in throughput.get_xticklabels()] == ["c1", "c64", "c64x8"]
+    throughput, latency, cpu = fig.axes
+    # the handshake (connections, not requests) is only on the CPU-ratio panel
+    requests = ["c1", "c64", "c64x8", "kv-c64", "open50"]
+    assert bar_series(throughput) == [
+        [6378, 10509, 15181, 11000, 3948],
+        [3152, 7170, 7897, 8000, 3948],
+    ]
+    assert [t.get_text() for t in throughput.get_xticklabels()] == requests
+    assert [t.get_text() for t in throughput.texts] == [
+        "x0.49",
+        "x0.68",
+        "x0.52",
+        "x0.73",
+        "x1.00",
+    ]
     series = bar_series(latency)
     assert len(series) == 4  # echo p50, echo p99, novakms p50, novakms p99
-    assert all(len(s) == 3 for s in series)
+    assert all(len(s) == 5 for s in series)
+    assert series[3] == pytest.approx([3000 / v for v in (3152, 7170, 7897, 8000, 3948)])
     assert latency.get_yscale() == "log"
     legend = latency.get_legend()
     assert legend is not None
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["echo p50", "echo p99", "novakms p50", "novakms p99"]
+    (ratios,) = bar_series(cpu)
+    assert ratios == pytest.approx([201 / 77, 135 / 55, 126 / 37, 110 / 50, 1011 / 153, 2.5])
+    assert [t.get_text() for t in cpu.get_xticklabels()] == [*requests[:4], "handshake", "open50"]
+    lines = sorted(floats(line.get_ydata())[0] for line in cpu.get_lines())
+    assert lines == [1.0, 1.7]  # the echo and the goal
+
+
+def test_derive_chart_with_another_checkout(tmp_path: Path) -> None:
+    before = {
+        name: (per_second, cpu)
+        for name, per_second, cpu in (
+            ("c1", 3000, 250),
+            ("c64", 6000, 160),
+            ("c64x8", 6500, 150),
+            ("kv-c64", 7000, 130),
+            ("handshake", 600, 1100),
+            ("open50", 3948, 170),
+        )
+    }
+    fig, _ = figures(derive_document(before=before), tmp_path)
+    throughput, latency, cpu = fig.axes
+    assert len(bar_series(throughput)) == 3  # echo, novakms, before
+    assert bar_series(throughput)[2] == [3000, 6000, 6500, 7000, 3948]
+    assert len(bar_series(latency)) == 6
+    legend = throughput.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["echo baseline", "novakms", "before"]
+    novakms, old = bar_series(cpu)
+    assert old == pytest.approx([250 / 77, 160 / 55, 150 / 37, 130 / 50, 1100 / 153, 170 / 60])
+    assert novakms[0] == pytest.approx(201 / 77)
+
+
+def test_derive_chart_of_a_result_before_format_2(tmp_path: Path) -> None:
+    """The committed result of 2026-12-03 (baseline / novakms per scenario) still draws."""
+    document = json.loads((RESULTS / "derive-2026-12-03.json").read_text())
+    fig, _ = figures(document, tmp_path)
+    throughput, _, cpu = fig.axes
+    echo, real = bar_series(throughput)
+    assert echo == [s["baseline"]["per_second"] for s in document["scenarios"]]
+    assert real == [s["novakms"]["per_second"] for s in document["scenarios"]]
+    (ratios,) = bar_series(cpu)
+    expected = [s["ratio"]["server_cpu_per_op"] for s in document["scenarios"]]
+    assert ratios == pytest.approx([*expected, document["handshake"]["ratio"]["server_cpu_per_op"]])
 
 
 def test_derive_benchmark_writes_a_png_beside_each_json(
@@ -115,9 +205,10 @@ def test_derive_benchmark_writes_a_png_beside_each_json(
     from bench import bench_derive
 
     monkeypatch.setattr(bench_derive, "RESULTS_DIR", tmp_path)
-    path = bench_derive.write_results(derive_document(), "20261124T170019Z")
-    assert path == tmp_path / "derive-20261124T170019Z.json"
-    assert_png(tmp_path / "derive-20261124T170019Z.png")
+    path = bench_derive.write_results(derive_document(), "20261203T170019Z")
+    assert path == tmp_path / "derive-20261203T170019Z.json"
+    assert json.loads(path.read_text()) == derive_document()
+    assert_png(tmp_path / "derive-20261203T170019Z.png")
     assert_png(tmp_path / "derive-latest.png")
 
 
