@@ -311,6 +311,44 @@ def cluster_client_figure(document: Document) -> Figure:
     return fig
 
 
+# --- scaling (bench_scaling.py) ---------------------------------------------------------------
+
+
+def scaling_figure(document: Document) -> Figure:
+    """Per scenario, one bar per run (worker count): derive/s (left), the workers' CPU (right)."""
+    scenarios = document["scenarios"]
+    labels = [s["name"] for s in scenarios]
+    counts = [r["workers"] for r in scenarios[0]["results"]]
+    repeated = len(set(counts)) < len(counts)  # interleaved runs (--workers 1 2 1 2)
+    fig = new_figure(11, 4.2)
+    left, right = fig.subplots(1, 2)
+    for ax, key, scale in ((left, "per_second", 1.0), (right, "server_cpu_share", 100.0)):
+        _grouped_bars(
+            ax,
+            labels,
+            [
+                (
+                    f"{count} worker{'s' if count > 1 else ''}"
+                    + (f", run {i + 1}" if repeated else ""),
+                    [(s["results"][i][key] or 0.0) * scale for s in scenarios],
+                    {},
+                )
+                for i, count in enumerate(counts)
+            ],
+        )
+        ax.legend()
+    left.set_ylabel("derive / s (all clients)")
+    left.set_title("throughput")
+    right.axhline(100, color=BASELINE_COLOR, linestyle="--", linewidth=1)
+    right.set_ylabel("server CPU, % of one core (all workers)")
+    right.set_title("server CPU (dashed: one core)")
+    fig.suptitle(
+        f"novakms --reuse-port workers; load from {document['settings']['clients']} client "
+        f"processes on the same {document['machine']['nproc']} cores"
+    )
+    return fig
+
+
 # --- rolling restarts (bench_rolling.py) ------------------------------------------------------
 
 
@@ -520,6 +558,7 @@ FIGURES: dict[str, Callable[[Document], Figure]] = {
     "cluster": cluster_figure,
     "cluster-client": cluster_client_figure,
     "rolling": rolling_figure,
+    "scaling": scaling_figure,
     "abuse": abuse_figure,
 }
 

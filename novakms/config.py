@@ -280,12 +280,16 @@ class ServerConfig:
         limits: all limits.
         metrics: addresses of metrics listeners (Prometheus text format at ``/metrics``).
         access_log: write one ``novakms.access`` line per answered request.
+        reuse_port: open the ``listen`` and ``listen_proxy`` listeners (TCP only) with
+            ``SO_REUSEPORT``, so that several worker processes share their ports
+            (docs/scaling.md); never the metrics listeners, which each worker has its own of.
     """
 
     listen: tuple[str, ...] = ()
     listen_proxy: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     access_log: bool = False
+    reuse_port: bool = False
     mode: Mode = Mode.DEVELOPMENT
     limits: Limits = field(default_factory=Limits)
 

@@ -256,6 +256,25 @@ def test_cluster_client_chart(tmp_path: Path) -> None:
     assert bar_series(ax) == [[3000, 5000], [4000, 9000]]
 
 
+def test_scaling_chart_throughput_and_server_cpu_per_worker_count(tmp_path: Path) -> None:
+    def row(workers: int, per_second: float, cpu: float | None) -> dict[str, Any]:
+        return {"workers": workers, "per_second": per_second, "server_cpu_share": cpu}
+
+    document = {
+        "benchmark": "scaling",
+        "settings": {"clients": 2},
+        "machine": {"nproc": 2},
+        "scenarios": [
+            {"name": "c64x8", "results": [row(1, 1000, 0.5), row(2, 1500, 1.5)]},
+            {"name": "fresh16", "results": [row(1, 200, 0.75), row(2, 300, None)]},
+        ],
+    }
+    fig, _ = figures(document, tmp_path)
+    left, right = fig.axes
+    assert bar_series(left) == [[1000, 200], [1500, 300]]
+    assert bar_series(right) == [[50, 75], [150, 0]]  # % of one core; unknown CPU: no bar
+
+
 def test_rolling_chart_from_the_committed_result(tmp_path: Path) -> None:
     document = json.loads((RESULTS / "rolling-after.json").read_text())
     steps = document["run"]["steps"]

@@ -126,6 +126,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="development mode: serve apps only under the owner's pinned secret, as enclave "
         "mode always does",
     )
+    serve.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        help="development prototype (docs/scaling.md): listen with SO_REUSEPORT so that several "
+        "`novakms serve` processes share the TCP port, each a stateless worker: derive, cert.*, "
+        "status and the handshakes are served, kv.* and sync.* refused (unavailable: "
+        "stateless_worker); needs --master-secret-file, TCP listeners only; limits, metrics "
+        "and logs are per process",
+    )
     serve.add_argument("--limit", action="append", metavar="NAME=VALUE", help=LIMIT_HELP)
     serve.add_argument(
         "--odyn-url", help=f"enclave mode: the Odyn API (default {DEFAULT_ODYN_URL})"
@@ -201,6 +210,7 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
         limits=parse_limits(opts.limit),
         metrics=tuple(opts.metrics or ()),
         access_log=bool(opts.access_log),
+        reuse_port=bool(opts.reuse_port),
     )
     _check_addresses(config)
     if mode is Mode.ENCLAVE:
@@ -208,6 +218,7 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
             ("--key-file", opts.key_file),
             ("--master-secret-file", opts.master_secret_file),
             ("--registry", opts.registry),
+            ("--reuse-port", opts.reuse_port),
         ):
             if value:
                 raise CliError(
@@ -229,6 +240,8 @@ def _cmd_serve(settings: list[Setting], args: argparse.Namespace) -> int:
         )
     if not opts.registry:
         _check_chain(opts)
+    if config.reuse_port:
+        _check_reuse_port(opts, config)
     secret = None
     if opts.master_secret_file:
         secret = read_master_secret(opts.master_secret_file)
@@ -256,6 +269,20 @@ def _check_addresses(config: ServerConfig) -> None:
             raise CliError(f"listen address {address!r}: {exc}") from None
 
 
+def _check_reuse_port(opts: argparse.Namespace, config: ServerConfig) -> None:
+    """``--reuse-port``: TCP listeners, and the secret from a file (docs/scaling.md)."""
+    if not opts.master_secret_file:
+        raise CliError(
+            "--reuse-port needs --master-secret-file: workers that bootstrapped the secret on "
+            "their own could each generate a different one"
+        )
+    for text in (*config.listen, *config.listen_proxy):
+        if parse_address(text).scheme != "tcp":
+            raise CliError(
+                f"--reuse-port: listen address {text!r} is not TCP (SO_REUSEPORT is TCP only)"
+            )
+
+
 def _check_chain(opts: argparse.Namespace) -> None:
     if not opts.nova_app_registry or not opts.kms_registry:
         raise CliError("the chain source needs --nova-app-registry and --kms-registry")
@@ -281,6 +308,7 @@ def _print_check(
             "listen_proxy": list(config.listen_proxy),
             "metrics": list(config.metrics),
             "access_log": config.access_log,
+            "reuse_port": config.reuse_port,
             "wallet": wallet,
             "registry": opts.registry,
             "chain": None
@@ -346,6 +374,7 @@ async def _serve_development(
         secret=secret,
         peer_proxy=args.peer_proxy,
         require_pin=args.require_pin,
+        stateless_worker=config.reuse_port,
     )
     await serve_until_signal(node, config)
 

@@ -112,6 +112,7 @@ REFUSED_BEFORE_RUNNING = frozenset(
         "not_enough_peers",
         "auth_source",
         "shutting_down",
+        "stateless_worker",
     }
 )
 """``unavailable`` reasons a node answers *instead of* running the op: nothing was written, so

@@ -2,6 +2,11 @@
 
 ``trio.SocketListener`` accepts any stream socket, so the server needs no per-family code beyond
 creating the socket here.
+
+``open_listener(..., reuse_port=True)`` sets ``SO_REUSEPORT`` on a TCP listener, so that several
+processes (each a stateless worker, docs/scaling.md) listen on one port and the kernel spreads
+new connections over them. TCP only: Linux refuses the option on Unix and vsock sockets
+(``EOPNOTSUPP`` on recent kernels), and vsock's bind ignores it on older ones.
 """
 
 from __future__ import annotations
@@ -27,16 +32,56 @@ def _remove_stale_socket(path: str) -> None:
         pass
 
 
-async def open_listener(address: Address, *, backlog: int = 128) -> trio.SocketListener:
+async def open_listener(
+    address: Address, *, backlog: int = 128, reuse_port: bool = False
+) -> trio.SocketListener:
     """Bind and listen on ``address``.
 
+    Args:
+        address: where to listen.
+        backlog: the accept queue's length.
+        reuse_port: TCP only: set ``SO_REUSEPORT`` before binding, so that other sockets
+            with the option (of the same user) may listen on the same address and port.
+
     Raises:
-        ListenError: the address cannot be bound (in use, permission, no vsock support).
+        ListenError: the address cannot be bound (in use, permission, no vsock support), or
+            ``reuse_port`` was asked for a Unix or vsock address or where the platform lacks it.
     """
     try:
+        if reuse_port:
+            return await _open_tcp_reuse_port(address, backlog)
         return await _open_listener(address, backlog)
     except OSError as exc:
         raise ListenError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+
+
+async def _open_tcp_reuse_port(address: Address, backlog: int) -> trio.SocketListener:
+    """One TCP listener with ``SO_REUSEPORT``, on the first address ``address.host`` names.
+
+    The options are those ``trio.open_tcp_listeners`` sets (``SO_REUSEADDR``, IPv6 only on an
+    IPv6 socket), plus ``SO_REUSEPORT``.
+    """
+    if address.scheme != "tcp":
+        raise OSError(f"SO_REUSEPORT is for TCP listeners only, not {address.scheme}")
+    option = getattr(socket, "SO_REUSEPORT", None)
+    if option is None:
+        raise OSError("SO_REUSEPORT is not available on this platform")
+    found = await trio.socket.getaddrinfo(
+        address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, sockaddr = found[0]
+    sock = trio.socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
 
 
 async def _open_listener(address: Address, backlog: int) -> trio.SocketListener:

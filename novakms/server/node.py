@@ -17,11 +17,18 @@ collaborator       owns
                    (:class:`novakms.auth.source.Membership`), or None: a node without one runs
                    no replicator, no pin watch, no poller and no bootstrap
 ``replicator``     peer links, outboxes, catch-up (:mod:`novakms.cluster.replicator`); present
-                   exactly when ``membership`` is; ops and ``status`` read it through
+                   exactly when ``membership`` is and the node is no stateless worker; ops and
+                   ``status`` read it through
                    :class:`~novakms.cluster.replicator.ReplicationView` where they only read
 ``connector``      how peers are dialed (signer, egress proxy, injected dialer)
 limiters           the token buckets (per wallet, per source for handshakes and anonymous calls)
 =================  ============================================================================
+
+A **stateless worker** (``stateless_worker=True``; ``novakms serve --reuse-port``) is one of
+several processes serving one node's port (docs/scaling.md): it holds the configured master
+secret and serves everything that needs only the secret and the registry, but no store op
+(``dispatch.STORE_OPS``: ``unavailable``, reason ``stateless_worker``), runs no replicator and
+no bootstrap (workers bootstrapping alone could each generate a different secret).
 
 The server (:mod:`novakms.server.server`) owns the connections and runs the node's tasks; the
 ops (:mod:`novakms.server.ops`) see a node only through an
@@ -70,9 +77,11 @@ class Node:
         require_pin: serve app operations only under a secret the owner pinned; always on in
             enclave mode (None: by the mode).
         version: the version ``status`` reports.
+        stateless_worker: one of several worker processes of this node (module docstring):
+            no replicator, store ops refused.
 
     Raises:
-        ValueError: ``master_secret`` is not 32 bytes.
+        ValueError: ``master_secret`` is not 32 bytes, or a stateless worker without one.
     """
 
     def __init__(
@@ -90,7 +99,11 @@ class Node:
         dial: Dialer | None = None,
         require_pin: bool | None = None,
         version: str = __version__,
+        stateless_worker: bool = False,
     ) -> None:
+        if stateless_worker and master_secret is None:
+            raise ValueError("a stateless worker needs the master secret configured")
+        self.stateless_worker = stateless_worker
         self.signer = signer
         self.limits = limits
         self.mode = mode
@@ -107,7 +120,7 @@ class Node:
             wallet=signer.wallet, limits=limits, keyring=self.keyring, random_bytes=random_bytes
         )
         self.replicator: Replicator | None = None
-        if membership is not None:
+        if membership is not None and not stateless_worker:
             self.replicator = Replicator(
                 wallet=signer.wallet,
                 limits=limits,
@@ -241,6 +254,7 @@ def build_node(
     require_pin: bool | None = None,
     random_bytes: Callable[[int], bytes] = os.urandom,
     clock: Callable[[], float] = time.time,
+    stateless_worker: bool = False,
 ) -> Node:
     """Compose a node from its configuration (the one composition root).
 
@@ -255,12 +269,14 @@ def build_node(
         require_pin: serve app operations only under a pinned secret (on in enclave mode).
         random_bytes: the RNG.
         clock: the wall clock (unix seconds).
+        stateless_worker: one of several worker processes sharing the node's port (no
+            replicator, store ops refused; needs ``secret``).
 
     Returns:
         The node, ready for :func:`novakms.server.server.serve`.
 
     Raises:
-        ValueError: ``secret`` is not 32 bytes.
+        ValueError: ``secret`` is not 32 bytes, or a stateless worker without a secret.
     """
     return Node(
         signer=signer,
@@ -274,4 +290,5 @@ def build_node(
         peer_proxy=peer_proxy,
         dial=dial,
         require_pin=require_pin,
+        stateless_worker=stateless_worker,
     )

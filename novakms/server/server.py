@@ -181,7 +181,9 @@ class Server:
         try:
             for proxied, texts in ((False, self.config.listen), (True, self.config.listen_proxy)):
                 for text in texts:
-                    opened = await open_listener(parse_address(text))
+                    opened = await open_listener(
+                        parse_address(text), reuse_port=self.config.reuse_port
+                    )
                     listeners.append((opened, listener_address(opened), proxied))
             for text in self.config.metrics:
                 scrapes.append(await open_listener(parse_address(text)))

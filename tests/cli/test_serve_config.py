@@ -200,6 +200,7 @@ def test_check_prints_what_an_enclave_node_would_start_with(tmp_path: Path) -> N
         "listen_proxy": ["vsock://4294967295:7400"],
         "metrics": [],
         "access_log": False,
+        "reuse_port": False,
         "wallet": None,
         "registry": None,
         "chain": {

@@ -85,6 +85,8 @@ def test_answered_unavailable_is_failed_over_when_safe_or_refused_before_running
         assert verdict.retry and verdict.node == "not_ready" and not verdict.maybe_ran
     # A blind write is sent elsewhere only when the node said it did not run it.
     assert judge(syncing, safety="unsafe", sent=True, answered=True).retry
+    worker = Unavailable("a stateless worker", reason="stateless_worker")  # kv.* refused
+    assert judge(worker, safety="unsafe", sent=True, answered=True).retry
     assert not judge(odd, safety="unsafe", sent=True, answered=True).retry
     # acks_timeout: the write is stored; never again, whatever the op.
     stored = Unavailable("only 1 of 2", reason="acks_timeout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from novakms.errors import TransportError
+from novakms.errors import ListenError, TransportError
 from novakms.net.addresses import parse_address
 from novakms.net.dial import open_stream
 from novakms.net.sockets import listener_address, open_listener
@@ -120,3 +121,63 @@ async def test_vsock_end_to_end_through_the_server(nursery: trio.Nursery, wallet
     [address] = await nursery.start(serve, node, config)
     async with await Client.connect(address, signer=wallets.app1) as kms:
         assert (await kms.derive("over/vsock")).app_id == 1
+
+
+async def test_reuse_port_listeners_share_a_tcp_port_and_both_accept() -> None:
+    first = await open_listener(parse_address("tcp://127.0.0.1:0"), reuse_port=True)
+    port = first.socket.getsockname()[1]
+    second = await open_listener(parse_address(f"tcp://127.0.0.1:{port}"), reuse_port=True)
+    assert first.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    # Without the option the port is taken: it is the option of every sharer.
+    with pytest.raises(ListenError, match="cannot listen"):
+        await open_listener(parse_address(f"tcp://127.0.0.1:{port}"))
+    accepted = [0, 0]
+
+    async def accept(index: int, listener: trio.SocketListener) -> None:
+        while True:
+            stream = await listener.accept()
+            accepted[index] += 1
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept, 0, first)
+        nursery.start_soon(accept, 1, second)
+        for _ in range(48):  # the kernel hashes each new connection's 4-tuple to one listener
+            stream = await open_stream(parse_address(f"127.0.0.1:{port}"))
+            await stream.aclose()
+        with trio.fail_after(5):
+            while sum(accepted) < 48:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert all(accepted), accepted  # 2**-47 to fail by chance
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_reuse_port_is_for_tcp_only(tmp_path: object) -> None:
+    with pytest.raises(ListenError, match="TCP listeners only"):
+        await open_listener(parse_address(f"unix://{tmp_path}/r.sock"), reuse_port=True)
+    with pytest.raises(ListenError, match="TCP listeners only"):
+        await open_listener(parse_address("vsock://4294967295:0"), reuse_port=True)
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_VSOCK"), reason="this Python has no AF_VSOCK")
+def test_vsock_has_no_reuse_port_on_this_kernel() -> None:
+    """What docs/scaling.md says of vsock, as this kernel has it: no port shared by two sockets.
+
+    Recent kernels refuse SO_REUSEPORT on a vsock socket (EOPNOTSUPP); older ones accept the
+    option, but vsock's bind refuses a bound port whatever the option (EADDRINUSE).
+    """
+    try:
+        first = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    except OSError as exc:
+        pytest.skip(f"this kernel cannot create vsock sockets: {exc}")
+    second = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    with first, second:
+        for sock in (first, second):
+            with contextlib.suppress(OSError):  # EOPNOTSUPP on recent kernels
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first.bind((socket.VMADDR_CID_ANY, socket.VMADDR_PORT_ANY))
+        first.listen(1)
+        with pytest.raises(OSError):
+            second.bind((socket.VMADDR_CID_ANY, first.getsockname()[1]))

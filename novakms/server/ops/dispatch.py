@@ -5,15 +5,18 @@ request and in this order (PROTOCOL.md §8, §10):
 
 1. the rate limit (the session's wallet bucket once it is registered, else its source's
    anonymous bucket: :func:`_take_token`);
-2. for the app ops (:data:`APP_OPS`), the pinned-secret gate (``Keyring.require_pinned``),
+2. on a stateless worker (``Node.stateless_worker``, ``novakms serve --reuse-port``), the
+   refusal of the store ops (:data:`STORE_OPS`: ``unavailable``, reason ``stateless_worker``):
+   every worker has a store of its own, so serving them would let the workers diverge;
+3. for the app ops (:data:`APP_OPS`), the pinned-secret gate (``Keyring.require_pinned``),
    before any argument is looked at;
-3. the op's **auth column** — ``none``, ``app``, ``peer``, ``proven_peer`` (a peer that proved
+4. the op's **auth column** — ``none``, ``app``, ``peer``, ``proven_peer`` (a peer that proved
    the cluster secret on this channel, under a secret still matching the pin) or
    ``guardian`` — whose result (:class:`~novakms.server.ops.context.Caller`) goes into the
    handler's :class:`~novakms.server.ops.context.OpContext`;
-4. the handler, which validates its own arguments strictly and never sees a stream, a clock
+5. the handler, which validates its own arguments strictly and never sees a stream, a clock
    or the :class:`~novakms.server.node.Node`;
-5. for the KV ops, ``degraded`` added to the answer while the node serves unconfirmed.
+6. for the KV ops, ``degraded`` added to the answer while the node serves unconfirmed.
 
 Families: :mod:`.app` (derive, cert), :mod:`.kv`, :mod:`.cluster` (secret, sync),
 :mod:`.guardian`, :mod:`.info` (health, status, nodes).
@@ -65,6 +68,7 @@ __all__ = [
     "MAX_ACKS",
     "OPS",
     "REGISTERED",
+    "STORE_OPS",
     "Args",
     "Auth",
     "Handler",
@@ -115,6 +119,8 @@ KV_OPS = frozenset({"kv.get", "kv.put", "kv.delete", "kv.list"})
 #: in the connection's reader, without a task of their own. Every other op may wait for a
 #: peer, the chain or acknowledgements, and runs in its own task.
 INLINE_OPS = frozenset({"health", "derive", "kv.get", "cert.ca"})
+#: Ops that read or change the replicated store: a stateless worker refuses them.
+STORE_OPS = KV_OPS | frozenset(op for op in OPS if op.startswith("sync."))
 #: Ops that serve apps from the master secret: only under a pinned one (``Keyring.require_pin``).
 APP_OPS = frozenset({"derive", "cert.ca", "cert.sign", *KV_OPS})
 
@@ -208,6 +214,7 @@ async def handle(
     Raises:
         UnknownOp: no such operation.
         RateLimited: the caller's token bucket is empty (``retry_after_ms`` says when to retry).
+        Unavailable: ``stateless_worker`` for a store op on a stateless worker.
         RequestError: the auth column's refusal, or whatever the operation raises.
     """
     entry = OPS.get(op)
@@ -217,6 +224,11 @@ async def handle(
     wait = await _take_token(node, session, auth, now)
     if wait > 0:
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
+    if node.stateless_worker and op in STORE_OPS:
+        raise Unavailable(
+            "this process is a stateless worker: it serves no store operation (kv.*, sync.*)",
+            reason="stateless_worker",
+        )
     if op in APP_OPS:
         node.keyring.require_pinned()  # before any argument is looked at (PROTOCOL.md §8)
     caller = await authorize(node, session, auth)
