@@ -460,7 +460,7 @@ class Pinning:
         )
 
 
-def _child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
+def child_setup(cpus: tuple[int, ...]) -> Callable[[], None]:
     """What a child runs between fork and exec: pinned, and SIGTERM when this process dies."""
 
     def setup() -> None:
@@ -526,7 +526,7 @@ def server_process(
             env=env,
             cwd=log.parent,  # not a checkout: only PYTHONPATH decides which novakms is imported
             start_new_session=True,
-            preexec_fn=_child_setup(cpus),
+            preexec_fn=child_setup(cpus),
         )
     try:
         yield Spawned(name, process, log, launched)
@@ -559,7 +559,7 @@ class LoadProcess:
                 stderr=err,
                 env=env,
                 cwd=REPO_DIR,
-                preexec_fn=_child_setup(cpus),
+                preexec_fn=child_setup(cpus),
             )
         self._buffer = b""
 

@@ -53,7 +53,7 @@ from bench.bench_derive import (
     SERVER_LIMITS,
     BenchError,
     Spawned,
-    _die_with_parent,
+    child_setup,
     free_port,
     git_info,
     machine_busy_seconds,
@@ -363,7 +363,7 @@ def measure(
                     stdout=subprocess.PIPE,
                     text=True,
                     env=env,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=child_setup(()),
                 )
             )
         for process in processes:
