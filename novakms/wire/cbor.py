@@ -1,18 +1,63 @@
 """The strict CBOR subset of the novakms wire protocol (``protocol/PROTOCOL.md`` §3).
 
-Two pure functions:
+Two pure functions, each a fast path in front of a reference implementation:
 
 * :func:`encode` writes deterministic CBOR (RFC 8949 §4.2.1: shortest arguments, map keys
   sorted by their encoded bytes) for the subset types. Invalid input is a bug on our side, so
   it raises :class:`TypeError` / :class:`ValueError`, never :class:`ProtocolError`.
 * :func:`decode` is a hand-written strict decoder for bytes that came from a peer. Anything
   outside the subset raises :class:`~novakms.errors.ProtocolError` and nothing else: no
-  ``IndexError``, ``UnicodeDecodeError`` or ``RecursionError`` can escape it. It is iterative
-  (an explicit stack bounded by ``max_depth``) and never allocates more than the input size,
-  whatever lengths the input declares.
+  ``IndexError``, ``UnicodeDecodeError`` or ``RecursionError`` can escape it. It never
+  allocates more than the input size, whatever lengths the input declares, and never works
+  more than the input's size (or its ``max_items`` budget) allows.
 
-cbor2 is deliberately not used for decoding: it silently keeps the last of duplicate map keys
-and accepts tags, floats and indefinite lengths, all of which the protocol must reject.
+:func:`decode_byte_string` is :func:`decode` for the sealed frame of §5 (one byte string),
+reading only its head.
+
+The references, :func:`encode_reference` and :func:`decode_reference`, are the executable
+definition: straightforward code (the decoder iterative, an explicit stack bounded by
+``max_depth``) that the fast paths are tested against, byte for byte and error for error.
+The fast paths are safe by construction rather than by duplication of every check:
+
+* The encoder dispatches on the exact built-in types (``type(x) is str``, ``int``, ``bytes``,
+  ``dict``, ``list``, ``tuple``) and inlines the common scalars; every other value (``None``
+  and ``bool`` at the top, subclasses such as ``IntEnum``, ``bytearray``, ``memoryview``,
+  floats, sets, anything) goes to the reference for its whole subtree, which writes the same
+  bytes or raises its own error. A map's head and sorted encoded keys are cached by its key
+  tuple when all keys are exact ``str`` (checked before the lookup, so nothing that merely
+  compares equal to a cached key passes for it); the protocol's few constant key sets then
+  cost one lookup instead of encoding and sorting each key. The depth check, the integer
+  range and the lone-surrogate error are the reference's, raised in the same traversal order.
+* The decoder is optimistic: it returns a value only for well-formed input of the subset and
+  hands everything else (any fault, or any form it does not bother with: keys of 256 bytes
+  or more, indefinite lengths, tags…) to :func:`decode_reference`, which decides and raises
+  the precise error. So a fast-path bug can cost speed, never strictness, provided that
+  whenever the fast path returns, the reference returns the same value — which holds because:
+  positions only grow, and a read past the end raises ``IndexError`` while a slice past the
+  end is merely short and leaves the position past the end, which the final ``pos == end``
+  check refuses; strings are decoded as strict UTF-8; map keys must be texts and a map is
+  refused unless it ends with as many keys as it declared pairs (a duplicate replaces an
+  entry); only ``false``, ``true`` and ``null`` are accepted in major type 7 and major type 6
+  never; the nesting room is counted down per container; and the ``max_items`` budget is
+  charged for all the elements (pairs) of a container when it opens, so the charges add up to
+  the reference's item count and a container declaring more than is left stops before
+  anything in it is read. Its loops inline the common items (a call per item would cost more
+  than the item); it recurses, one level per container, so it serves ``max_depth`` up to
+  :data:`MAX_DEPTH` only (the reference, iterative, serves any). Hostile input costs at most
+  about twice the reference's work (the fast attempt, then the reference's).
+
+The only state is the encoder's bounded cache of map shapes, a memo that never changes a
+result.
+
+cbor2 is deliberately not used. Not for decoding: it silently keeps the last of duplicate map
+keys and accepts tags, floats and indefinite lengths, all of which the protocol must reject.
+Nor for encoding (measured, cbor2 6.3 and its compiled extension, the only implementation it
+ships): with ``canonical=True`` it sorts every map through a Python-level key callback per
+key, which leaves it barely faster than the reference and about twice as slow as the fast
+path on the protocol's messages, while without it the key order is wrong; and it would need a
+guard walk over the whole value anyway, since it writes bignum tags, floats and sets, encodes
+a ``memoryview`` as an array of integers, and crashes the interpreter (stack overflow) on
+deeply nested input.
 """
 
 from __future__ import annotations
@@ -23,7 +68,15 @@ from typing import Any, Final
 
 from novakms.errors import ProtocolError
 
-__all__ = ["MAX_DEPTH", "decode", "encode", "head_size"]
+__all__ = [
+    "MAX_DEPTH",
+    "decode",
+    "decode_byte_string",
+    "decode_reference",
+    "encode",
+    "encode_reference",
+    "head_size",
+]
 
 #: Maximum nesting depth of arrays and maps; the top-level item is depth 1 (§3).
 MAX_DEPTH: Final = 16
@@ -148,8 +201,11 @@ def _encode_into(obj: object, out: list[bytes], depth: int) -> None:
         raise TypeError(f"cannot encode {type(obj).__name__} in the novakms CBOR subset")
 
 
-def encode(obj: object) -> bytes:
-    """Encode a value as deterministic CBOR of the protocol subset.
+def encode_reference(obj: object) -> bytes:
+    """Encode a value as deterministic CBOR of the protocol subset: the reference encoder.
+
+    The straightforward encoder :func:`encode` is checked against (byte for byte, error for
+    error); :func:`encode` also hands it every value outside its fast path.
 
     Supported: ``int`` (-2**64 .. 2**64-1), ``bytes``/``bytearray``/``memoryview`` (byte
     string), ``str`` (text string), ``list``/``tuple`` (array), ``dict`` with ``str`` keys
@@ -169,6 +225,159 @@ def encode(obj: object) -> bytes:
     """
     out: list[bytes] = []
     _encode_into(obj, out, 0)
+    return b"".join(out)
+
+
+# --- The fast encoder ---------------------------------------------------------------------------
+
+# Heads for the arguments below 256, one table per major type: a list lookup instead of a call.
+_UINT_HEAD: Final = [_head(0, i) for i in range(256)]
+_NINT_HEAD: Final = [_head(1, i) for i in range(256)]  # for -1 - i
+_BSTR_HEAD: Final = [_head(2, i) for i in range(256)]
+_TEXT_HEAD: Final = [_head(_MT_TEXT, i) for i in range(256)]
+_ARRAY_HEAD: Final = [_head(_MT_ARRAY, i) for i in range(256)]
+
+#: A map's head and its ``(encoded key, key)`` pairs in deterministic order.
+_Shape = tuple[bytes, tuple[tuple[bytes, str], ...]]
+
+# Shapes of the maps encoded lately, by their keys in iteration order: the few constant key
+# sets of the protocol's messages then cost one lookup instead of encoding and sorting every
+# key. Only exact-str keys are ever stored; bounded (cleared when full, so a stream of one-off
+# key sets cannot grow it, and the constant ones come back at once).
+_SHAPES: Final[dict[tuple[str, ...], _Shape]] = {}
+_SHAPES_MAX: Final = 512
+_SHAPE_MAX_KEYS: Final = 16  # larger maps are likely data (one-off keys): not cached
+
+
+def _map_shape(keys: tuple[str, ...]) -> _Shape:
+    """The shape of a map whose keys are all exact ``str`` (cached when small)."""
+    pairs = []
+    for key in keys:
+        raw = _utf8(key)
+        pairs.append((_head(_MT_TEXT, len(raw)) + raw, key))
+    # Deterministic order: bytewise on the encoded keys (distinct keys never tie).
+    pairs.sort(key=itemgetter(0))
+    shape = (_head(_MT_MAP, len(pairs)), tuple(pairs))
+    if len(keys) <= _SHAPE_MAX_KEYS:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[keys] = shape
+    return shape
+
+
+def _encode_fast(obj: Any, out: list[bytes], depth: int) -> None:
+    """:func:`_encode_into` for the exact built-in types, anything else handed to it.
+
+    Dispatch is on ``type(obj) is ...``, so subclasses (``IntEnum``, ``OrderedDict``, a
+    ``str`` subclass…), ``bytearray``, ``memoryview`` and every type outside the subset take
+    the reference path for their whole subtree, which writes the same bytes or raises the same
+    error. Scalars inside maps and arrays are inlined (no call per item). The traversal order
+    is the reference's (values in sorted key order, depth first), so with several faults the
+    same one is reported first.
+    """
+    append = out.append
+    t = type(obj)
+    if t is str:
+        raw = obj.encode()
+        n = len(raw)
+        append(_TEXT_HEAD[n] if n < 256 else _head(_MT_TEXT, n))
+        append(raw)
+    elif t is int:
+        if 0 <= obj < 256:
+            append(_UINT_HEAD[obj])
+        elif 0 < obj <= _UINT_MAX:
+            append(_head(0, obj))
+        elif -257 < obj < 0:
+            append(_NINT_HEAD[-1 - obj])
+        else:
+            _encode_into(obj, out, depth)  # long negative heads and the range check
+    elif t is dict:
+        if depth >= MAX_DEPTH:  # also stops self-referencing containers
+            raise ValueError(f"nesting deeper than {MAX_DEPTH}")
+        keys = tuple(obj)
+        # Exact str keys only, checked before the cache lookup: an object comparing equal to
+        # a cached key must not pass for it, and no foreign __eq__ or __hash__ is ever called.
+        for key in keys:
+            if type(key) is not str:
+                _encode_into(obj, out, depth)  # raises the reference's TypeError
+                return
+        shape = _SHAPES.get(keys)
+        if shape is None:
+            shape = _map_shape(keys)
+        append(shape[0])
+        depth += 1
+        for encoded_key, key in shape[1]:
+            append(encoded_key)
+            item = obj[key]
+            ti = type(item)
+            if ti is str:
+                raw = item.encode()
+                n = len(raw)
+                append(_TEXT_HEAD[n] if n < 256 else _head(_MT_TEXT, n))
+                append(raw)
+            elif ti is int and 0 <= item < 256:
+                append(_UINT_HEAD[item])
+            elif ti is bytes:
+                n = len(item)
+                append(_BSTR_HEAD[n] if n < 256 else _head(2, n))
+                append(item)
+            elif item is None:
+                append(b"\xf6")
+            else:
+                _encode_fast(item, out, depth)
+    elif t is bytes:
+        n = len(obj)
+        append(_BSTR_HEAD[n] if n < 256 else _head(2, n))
+        append(obj)
+    elif t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nesting deeper than {MAX_DEPTH}")
+        n = len(obj)
+        append(_ARRAY_HEAD[n] if n < 256 else _head(_MT_ARRAY, n))
+        depth += 1
+        for item in obj:
+            ti = type(item)
+            if ti is str:
+                raw = item.encode()
+                n = len(raw)
+                append(_TEXT_HEAD[n] if n < 256 else _head(_MT_TEXT, n))
+                append(raw)
+            elif ti is int and 0 <= item < 256:
+                append(_UINT_HEAD[item])
+            else:
+                _encode_fast(item, out, depth)
+    else:  # None, bool, subclasses, bytearray, memoryview, and everything outside the subset
+        _encode_into(obj, out, depth)
+
+
+def encode(obj: object) -> bytes:
+    """Encode a value as deterministic CBOR of the protocol subset.
+
+    Supported: ``int`` (-2**64 .. 2**64-1), ``bytes``/``bytearray``/``memoryview`` (byte
+    string), ``str`` (text string), ``list``/``tuple`` (array), ``dict`` with ``str`` keys
+    (map, keys sorted), ``bool`` and ``None``. The output and the errors are those of
+    :func:`encode_reference`, only faster.
+
+    Args:
+        obj: the value to encode.
+
+    Returns:
+        The deterministic encoding (RFC 8949 §4.2.1).
+
+    Raises:
+        TypeError: a value of an unsupported type (float, set, custom objects…) or a map key
+            that is not a ``str``.
+        ValueError: an integer out of range, a text with lone surrogates, or nesting deeper
+            than :data:`MAX_DEPTH` (the peer would reject it; this also catches cycles).
+    """
+    if type(obj) is bytes:  # a sealed frame body: one byte string
+        n = len(obj)
+        return (_BSTR_HEAD[n] if n < 256 else _head(2, n)) + obj
+    out: list[bytes] = []
+    try:
+        _encode_fast(obj, out, 0)
+    except UnicodeEncodeError:  # a lone surrogate: the reference raises its ValueError
+        return encode_reference(obj)
     return b"".join(out)
 
 
@@ -205,13 +414,17 @@ def _bad_major7(ib: int) -> ProtocolError:
     return ProtocolError("CBOR: simple value other than false, true and null")
 
 
-def decode(
+def decode_reference(
     data: bytes | bytearray | memoryview,
     *,
     max_depth: int = MAX_DEPTH,
     max_items: int | None = None,
 ) -> Any:
-    """Decode exactly one CBOR item of the protocol subset.
+    """Decode exactly one CBOR item of the protocol subset: the reference decoder.
+
+    The strict iterative decoder that defines what :func:`decode` accepts, what it returns and
+    which error it raises; :func:`decode` hands it every input its fast path does not return
+    a value for.
 
     Integers may use non-minimal argument widths (§3). Byte strings decode to ``bytes``,
     arrays to ``list``, maps to ``dict`` (text keys only). ``max_depth`` counts arrays and
@@ -360,3 +573,246 @@ def decode(
             value = cont
             cont, left, key = stack.pop()
             depth -= 1
+
+
+# --- The fast decoder ---------------------------------------------------------------------------
+
+
+class _Slow(Exception):  # not an error: a hand-over to decode_reference
+    """Raised by the fast decoder for anything it does not return a value for."""
+
+
+def _fast_item(buf: bytes, ib: int, pos: int, room: int, budget: int) -> tuple[Any, int, int]:
+    """The item whose initial byte ``ib`` was just read (``pos`` is after it).
+
+    ``room``: container levels still allowed below the current one; ``budget``: items still
+    allowed after those already counted. Returns ``(value, position after it, budget left)``.
+    """
+    if ib >= 0xC0:  # tags, floats, simple values, break
+        if ib == 0xF6:
+            return None, pos, budget
+        if ib == 0xF5:
+            return True, pos, budget
+        if ib == 0xF4:
+            return False, pos, budget
+        raise _Slow
+    ai = ib & 0x1F
+    if ai < 24:
+        arg = ai
+    elif ai == 24:
+        arg = buf[pos]
+        pos += 1
+    elif ai < 28:
+        stop = pos + _ARG_WIDTH[ai]
+        arg = int.from_bytes(buf[pos:stop], "big")  # short if truncated: then stop > end
+        pos = stop
+    else:  # indefinite lengths, reserved additional information
+        raise _Slow
+    mt = ib >> 5
+    if mt == 0:
+        return arg, pos, budget
+    if mt == 1:
+        return -1 - arg, pos, budget
+    if mt <= _MT_TEXT:
+        # A slice past the end is merely short (never larger than the input) and the position
+        # lands past the end, which the next read or the final check refuses.
+        stop = pos + arg
+        if mt == 2:
+            return buf[pos:stop], stop, budget
+        return buf[pos:stop].decode(), stop, budget
+    if not room:
+        raise _Slow
+    # The budget is charged for all the elements (pairs) when the container opens: a
+    # container declaring more than is left stops here, before anything inside it is read.
+    budget -= arg
+    if budget < 0:
+        raise _Slow
+    if mt == _MT_ARRAY:
+        return _fast_array(buf, pos, arg, room - 1, budget)
+    return _fast_map(buf, pos, arg, room - 1, budget)
+
+
+def _fast_array(buf: bytes, pos: int, n: int, room: int, budget: int) -> tuple[Any, int, int]:
+    """The ``n`` elements of an array starting at ``pos``: ``(list, position, budget)``."""
+    out: list[Any] = []
+    append = out.append
+    for _ in range(n):  # every element takes a byte: a count beyond the input ends in IndexError
+        ib = buf[pos]
+        pos += 1
+        if ib < 0x18:  # unsigned integer below 24
+            append(ib)
+        elif 0x60 <= ib <= 0x78:  # text shorter than 256 bytes
+            if ib == 0x78:
+                pos += 1
+                stop = pos + buf[pos - 1]
+            else:
+                stop = pos + ib - 0x60
+            append(buf[pos:stop].decode())
+            pos = stop
+        elif 0x40 <= ib <= 0x58:  # byte string shorter than 256 bytes
+            if ib == 0x58:
+                pos += 1
+                stop = pos + buf[pos - 1]
+            else:
+                stop = pos + ib - 0x40
+            append(buf[pos:stop])
+            pos = stop
+        elif ib == 0x18:
+            append(buf[pos])
+            pos += 1
+        elif 0x80 <= ib < 0x98 or 0xA0 <= ib < 0xB8:  # array or map of fewer than 24
+            if not room:
+                raise _Slow
+            count = ib & 0x1F
+            budget -= count
+            if budget < 0:
+                raise _Slow
+            if ib < 0xA0:
+                value, pos, budget = _fast_array(buf, pos, count, room - 1, budget)
+            else:
+                value, pos, budget = _fast_map(buf, pos, count, room - 1, budget)
+            append(value)
+        else:
+            value, pos, budget = _fast_item(buf, ib, pos, room, budget)
+            append(value)
+    return out, pos, budget
+
+
+def _fast_map(buf: bytes, pos: int, n: int, room: int, budget: int) -> tuple[Any, int, int]:
+    """The ``n`` pairs of a map starting at ``pos``: ``(dict, position, budget)``."""
+    out: dict[str, Any] = {}
+    for _ in range(n):
+        ib = buf[pos]
+        if 0x60 <= ib < 0x78:  # the key: a short text (longer ones are left to the reference)
+            pos += 1
+            stop = pos + ib - 0x60
+        elif ib == 0x78:
+            pos += 2
+            stop = pos + buf[pos - 1]
+        else:
+            raise _Slow
+        key = buf[pos:stop].decode()
+        ib = buf[stop]  # past the end if the key was truncated: IndexError
+        pos = stop + 1
+        if ib < 0x18:
+            out[key] = ib
+        elif 0x60 <= ib <= 0x78:  # text shorter than 256 bytes
+            if ib == 0x78:
+                pos += 1
+                stop = pos + buf[pos - 1]
+            else:
+                stop = pos + ib - 0x60
+            out[key] = buf[pos:stop].decode()
+            pos = stop
+        elif 0x40 <= ib <= 0x58:  # byte string shorter than 256 bytes
+            if ib == 0x58:
+                pos += 1
+                stop = pos + buf[pos - 1]
+            else:
+                stop = pos + ib - 0x40
+            out[key] = buf[pos:stop]
+            pos = stop
+        elif ib == 0x18:
+            out[key] = buf[pos]
+            pos += 1
+        elif ib == 0xF6:
+            out[key] = None
+        elif 0x80 <= ib < 0x98 or 0xA0 <= ib < 0xB8:  # array or map of fewer than 24
+            if not room:
+                raise _Slow
+            count = ib & 0x1F
+            budget -= count
+            if budget < 0:
+                raise _Slow
+            if ib < 0xA0:
+                out[key], pos, budget = _fast_array(buf, pos, count, room - 1, budget)
+            else:
+                out[key], pos, budget = _fast_map(buf, pos, count, room - 1, budget)
+        else:
+            out[key], pos, budget = _fast_item(buf, ib, pos, room, budget)
+    if len(out) != n:  # a key came twice (the later value replaced the earlier one)
+        raise _Slow
+    return out, pos, budget
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_items: int | None = None,
+) -> Any:
+    """Decode exactly one CBOR item of the protocol subset.
+
+    Integers may use non-minimal argument widths (§3). Byte strings decode to ``bytes``,
+    arrays to ``list``, maps to ``dict`` (text keys only). ``max_depth`` counts arrays and
+    maps: a top-level container is depth 1, a container inside it depth 2, and so on;
+    scalars do not add depth.
+
+    ``max_items`` is the decode budget (§10): every data item counts one (a container, a
+    scalar, an array element; a map pair counts one for its key and value together). The
+    decoder stops as soon as the budget is spent, so hostile input costs at most
+    ``max_items`` steps whatever its size.
+
+    The result and the errors are those of :func:`decode_reference`; an optimistic fast path
+    returns the value of well-formed input directly and hands everything else to it.
+
+    Args:
+        data: the encoded item (e.g. a frame body), with nothing after it.
+        max_depth: maximum container nesting depth (>= 1).
+        max_items: the most items the input may hold (None: bounded by its size only).
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        ProtocolError: the input is not exactly one well-formed item of the subset (tag,
+            float, undefined or other simple value, indefinite length, break, reserved
+            additional information, invalid UTF-8, non-text or duplicate map key, truncated
+            item, trailing bytes, nesting deeper than ``max_depth``, more than ``max_items``
+            items).
+        ValueError: ``max_depth`` or ``max_items`` < 1 (caller bug).
+    """
+    buf = data if type(data) is bytes else bytes(data)
+    if 1 <= max_depth <= MAX_DEPTH and (max_items is None or max_items >= 1):
+        end = len(buf)
+        budget = (end if max_items is None else max_items) - 1  # the top-level item's
+        try:
+            ib = buf[0]
+            pairs = ib - 0xA0
+            if 0 <= pairs < 24 and pairs <= budget:  # a message: a map (_fast_item, inlined)
+                value, pos, _ = _fast_map(buf, 1, pairs, max_depth - 1, budget - pairs)
+            else:
+                value, pos, _ = _fast_item(buf, ib, 1, max_depth, budget)
+            if pos == end:
+                return value
+        except (_Slow, IndexError, UnicodeDecodeError, RecursionError):
+            pass
+    return decode_reference(buf, max_depth=max_depth, max_items=max_items)
+
+
+def decode_byte_string(data: bytes | bytearray | memoryview) -> bytes:
+    """Decode exactly one CBOR byte string (the sealed frame of §5).
+
+    Accepts what ``decode(data, max_items=1)`` accepts when it returns ``bytes`` (any
+    argument width, nothing after the string), reading only the head.
+
+    Raises:
+        ProtocolError: anything else (the reference decoder's error, or "not a byte string"
+            for another well-formed item).
+    """
+    buf = data if type(data) is bytes else bytes(data)
+    end = len(buf)
+    if end:
+        ib = buf[0]
+        if 0x40 <= ib < 0x58:
+            if ib - 0x3F == end:
+                return buf[1:]
+        elif 0x58 <= ib <= 0x5B:
+            pos = 1 + _ARG_WIDTH[ib - 0x40]
+            # A truncated head reads short and puts pos past the end: never equal below.
+            if pos + int.from_bytes(buf[1:pos], "big") == end:
+                return buf[pos:]
+    value = decode_reference(buf, max_items=1)  # raises its precise error for malformed input
+    if type(value) is bytes:
+        return value
+    raise ProtocolError("CBOR: not a byte string")

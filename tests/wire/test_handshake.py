@@ -486,6 +486,37 @@ def test_channel_round_trip_and_counters() -> None:
         b.open(a.seal({"n": 5}))
 
 
+def test_sealed_frame_head_of_any_width_opens() -> None:
+    a = SecureChannel(send_key=b"\x01" * 32, recv_key=b"\x02" * 32)
+    b = SecureChannel(send_key=b"\x02" * 32, recv_key=b"\x01" * 32)
+    for i, width in enumerate((2, 4, 8)):  # non-minimal lengths are valid CBOR (§3)
+        sealed = cbor.decode(a.seal({"n": i}))
+        ai = {2: 25, 4: 26, 8: 27}[width]
+        assert b.open(bytes([0x40 | ai]) + len(sealed).to_bytes(width, "big") + sealed) == {"n": i}
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\x00",
+        cbor.encode([b"\x00" * 32]),
+        cbor.encode("x" * 32),
+        b"\x5f" + cbor.encode(b"\x00" * 32) + b"\xff",  # indefinite length
+        b"\x58\x20" + b"\x00" * 31,  # truncated
+        cbor.encode(b"\x00" * 32) + b"\x00",  # trailing byte
+        cbor.encode(b"\x00" * 15),  # shorter than a tag
+    ],
+)
+def test_sealed_frame_that_is_not_one_byte_string_breaks_the_channel(frame: bytes) -> None:
+    a = SecureChannel(send_key=b"\x01" * 32, recv_key=b"\x02" * 32)
+    b = SecureChannel(send_key=b"\x02" * 32, recv_key=b"\x01" * 32)
+    with pytest.raises(ChannelError, match="not a CBOR byte string"):
+        b.open(frame)
+    with pytest.raises(ChannelError, match="closed"):
+        b.open(a.seal({"n": 0}))
+
+
 def test_reordered_frames_fail_closed() -> None:
     a = SecureChannel(send_key=b"\x01" * 32, recv_key=b"\x02" * 32)
     b = SecureChannel(send_key=b"\x02" * 32, recv_key=b"\x01" * 32)
