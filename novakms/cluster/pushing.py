@@ -137,10 +137,15 @@ class Pusher:
                 await self._push_now.wait()
             self._push_now = trio.Event()
             self.rounds += 1
-            async with trio.open_nursery() as nursery:
-                now = trio.current_time()
-                for link in list(self._links.by_wallet.values()):
-                    if link.outbox.pending() and now >= max(link.next_try, link.hold_until):
+            now = trio.current_time()
+            due = [
+                link
+                for link in self._links.by_wallet.values()
+                if link.outbox.pending() and now >= max(link.next_try, link.hold_until)
+            ]
+            if due:  # most rounds have nothing to push: no nursery for them
+                async with trio.open_nursery() as nursery:
+                    for link in due:
                         nursery.start_soon(self.push, link)
 
     async def push(self, link: PeerLink) -> bool:
