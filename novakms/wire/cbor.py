@@ -578,8 +578,10 @@ def decode_reference(
 # --- The fast decoder ---------------------------------------------------------------------------
 
 
-class _Slow(Exception):  # not an error: a hand-over to decode_reference
-    """Raised by the fast decoder for anything it does not return a value for."""
+def _slow() -> ProtocolError:
+    """What the fast decoder raises for anything it does not return a value for: the input
+    goes to :func:`decode_reference`, which decides (and words any error) itself."""
+    return ProtocolError("CBOR: left to the strict decoder")
 
 
 def _fast_item(buf: bytes, ib: int, pos: int, room: int, budget: int) -> tuple[Any, int, int]:
@@ -595,7 +597,7 @@ def _fast_item(buf: bytes, ib: int, pos: int, room: int, budget: int) -> tuple[A
             return True, pos, budget
         if ib == 0xF4:
             return False, pos, budget
-        raise _Slow
+        raise _slow()
     ai = ib & 0x1F
     if ai < 24:
         arg = ai
@@ -607,7 +609,7 @@ def _fast_item(buf: bytes, ib: int, pos: int, room: int, budget: int) -> tuple[A
         arg = int.from_bytes(buf[pos:stop], "big")  # short if truncated: then stop > end
         pos = stop
     else:  # indefinite lengths, reserved additional information
-        raise _Slow
+        raise _slow()
     mt = ib >> 5
     if mt == 0:
         return arg, pos, budget
@@ -621,12 +623,12 @@ def _fast_item(buf: bytes, ib: int, pos: int, room: int, budget: int) -> tuple[A
             return buf[pos:stop], stop, budget
         return buf[pos:stop].decode(), stop, budget
     if not room:
-        raise _Slow
+        raise _slow()
     # The budget is charged for all the elements (pairs) when the container opens: a
     # container declaring more than is left stops here, before anything inside it is read.
     budget -= arg
     if budget < 0:
-        raise _Slow
+        raise _slow()
     if mt == _MT_ARRAY:
         return _fast_array(buf, pos, arg, room - 1, budget)
     return _fast_map(buf, pos, arg, room - 1, budget)
@@ -662,11 +664,11 @@ def _fast_array(buf: bytes, pos: int, n: int, room: int, budget: int) -> tuple[A
             pos += 1
         elif 0x80 <= ib < 0x98 or 0xA0 <= ib < 0xB8:  # array or map of fewer than 24
             if not room:
-                raise _Slow
+                raise _slow()
             count = ib & 0x1F
             budget -= count
             if budget < 0:
-                raise _Slow
+                raise _slow()
             if ib < 0xA0:
                 value, pos, budget = _fast_array(buf, pos, count, room - 1, budget)
             else:
@@ -690,7 +692,7 @@ def _fast_map(buf: bytes, pos: int, n: int, room: int, budget: int) -> tuple[Any
             pos += 2
             stop = pos + buf[pos - 1]
         else:
-            raise _Slow
+            raise _slow()
         key = buf[pos:stop].decode()
         ib = buf[stop]  # past the end if the key was truncated: IndexError
         pos = stop + 1
@@ -719,11 +721,11 @@ def _fast_map(buf: bytes, pos: int, n: int, room: int, budget: int) -> tuple[Any
             out[key] = None
         elif 0x80 <= ib < 0x98 or 0xA0 <= ib < 0xB8:  # array or map of fewer than 24
             if not room:
-                raise _Slow
+                raise _slow()
             count = ib & 0x1F
             budget -= count
             if budget < 0:
-                raise _Slow
+                raise _slow()
             if ib < 0xA0:
                 out[key], pos, budget = _fast_array(buf, pos, count, room - 1, budget)
             else:
@@ -731,7 +733,7 @@ def _fast_map(buf: bytes, pos: int, n: int, room: int, budget: int) -> tuple[Any
         else:
             out[key], pos, budget = _fast_item(buf, ib, pos, room, budget)
     if len(out) != n:  # a key came twice (the later value replaced the earlier one)
-        raise _Slow
+        raise _slow()
     return out, pos, budget
 
 
@@ -785,7 +787,7 @@ def decode(
                 value, pos, _ = _fast_item(buf, ib, 1, max_depth, budget)
             if pos == end:
                 return value
-        except (_Slow, IndexError, UnicodeDecodeError, RecursionError):
+        except (ProtocolError, IndexError, UnicodeDecodeError, RecursionError):
             pass
     return decode_reference(buf, max_depth=max_depth, max_items=max_items)
 

@@ -479,7 +479,7 @@ def fast_path(data: bytes, max_depth: int = MAX_DEPTH, max_items: int | None = N
     budget = len(data) if max_items is None else max_items
     try:
         value, pos, _ = cbor._fast_item(data, data[0], 1, max_depth, budget - 1)
-    except (cbor._Slow, IndexError, UnicodeDecodeError):
+    except (ProtocolError, IndexError, UnicodeDecodeError):
         return REFUSED
     return value if pos == len(data) else REFUSED
 
