@@ -45,6 +45,9 @@ class Admission:
     evict: int | None = None
 
 
+_ADMITTED = Admission(True)  # (immutable: one for every plain admission)
+
+
 @dataclass(slots=True)
 class _Entry:
     source: str
@@ -129,7 +132,7 @@ class ConnectionTable:
         self._entries[conn_id] = _Entry(source=source, state="handshaking", touched=self._tick)
         self._sources[source] = self.count(source) + 1
         self._count_unproven(source, +1)
-        return Admission(True, evict=evict)
+        return _ADMITTED if evict is None else Admission(True, evict=evict)
 
     def _count_unproven(self, source: str, delta: int) -> None:
         """Count an unproven connection of ``source`` in (+1) or out (-1)."""

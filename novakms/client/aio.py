@@ -177,7 +177,9 @@ class Client:
             auth = hs.auth_message(
                 wallet=signer.wallet, ts=ts, sig=await signer.sign_text(hs.auth_text(ts))
             )
-        await sealed.send(auth)
+        # Nothing else sends on the connection yet: no need for the send lock of SealedStream
+        # (the same frame, sealed with counter 0).
+        await framed.send_body(channel.seal(auth, max_body=framed.max_frame))
         item = await sealed.receive()
         if item is END_OF_STREAM:
             raise NetworkError("the server closed the connection during the handshake")

@@ -47,6 +47,53 @@ _PRIVATE_KEY_SIZE = 32
 _GENERATE_MAX_ATTEMPTS = 64
 
 
+def _keccak256_hash_object(data: bytes) -> bytes:
+    return _keccak.new(digest_bits=256, data=data).digest()
+
+
+def _direct_keccak256() -> Callable[[bytes], bytes] | None:
+    """Keccak-256 straight from pycryptodome's C library, without its hash object.
+
+    A node hashes three times per handshake (two EIP-191 digests and a wallet) and the hash
+    object's Python layers cost more than the hash. This calls the same C functions the
+    object calls, through pycryptodome's own cffi declarations; it is used only when they
+    exist and give the object's digests (checked here once), else None (the object is used).
+    """
+    try:
+        from Crypto.Util import _raw_api
+
+        lib = vars(_keccak)["_raw_keccak_lib"]
+    except (ImportError, KeyError):  # pragma: no cover - another pycryptodome layout
+        return None
+    if getattr(_raw_api, "backend", None) != "cffi":  # pragma: no cover - the ctypes backend
+        return None
+    new, buffer = _raw_api.ffi.new, _raw_api.ffi.buffer
+
+    def keccak(data: bytes) -> bytes:
+        state_ref = new("void *[1]")
+        # capacity 64 bytes (2 x the digest), 24 rounds; padding 0x01 is Keccak's (SHA3: 0x06)
+        if lib.keccak_init(state_ref, 64, 24):
+            raise ValueError("keccak_init failed")
+        state = state_ref[0]
+        try:
+            digest = new("uint8_t[32]")
+            if lib.keccak_absorb(state, data, len(data)) or lib.keccak_digest(state, digest, 32, 1):
+                raise ValueError("keccak failed")
+            return bytes(buffer(digest))
+        finally:
+            lib.keccak_destroy(state)
+
+    samples = [b"", b"abc", bytes(range(256)) * 3]  # also more than one 136-byte block
+    try:
+        same = all(keccak(sample) == _keccak256_hash_object(sample) for sample in samples)
+    except Exception:  # pragma: no cover - declarations of another version: not used
+        return None
+    return keccak if same else None
+
+
+_keccak256 = _direct_keccak256() or _keccak256_hash_object
+
+
 def keccak256(data: bytes) -> bytes:
     """Keccak-256 (the original Keccak padding used by Ethereum, not SHA3-256).
 
@@ -56,7 +103,7 @@ def keccak256(data: bytes) -> bytes:
     Returns:
         The 32-byte digest.
     """
-    return _keccak.new(digest_bits=256, data=bytes(data)).digest()
+    return _keccak256(bytes(data))
 
 
 def normalize_wallet(text: str) -> str:

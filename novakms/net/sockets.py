@@ -22,6 +22,8 @@ from novakms.net.addresses import Address
 
 __all__ = ["connect_direct", "connection_source", "listener_address", "open_listener"]
 
+_AF_VSOCK = getattr(socket, "AF_VSOCK", object())  # never equal to a family without vsock
+
 
 def _remove_stale_socket(path: str) -> None:
     """A socket file left by a crashed run blocks bind; remove sockets only, never other files."""
@@ -134,12 +136,13 @@ def connection_source(stream: trio.abc.Stream) -> str:
     if sock is None:
         return "unknown"
     try:
-        if sock.family == socket.AF_UNIX:
+        family = sock.family
+        if family == socket.AF_UNIX:
             return "unix"
         peer = sock.getpeername()
     except OSError:
         return "unknown"
-    if sock.family == getattr(socket, "AF_VSOCK", object()):
+    if family == _AF_VSOCK:
         return f"vsock:{peer[0]}"
     return str(peer[0])
 

@@ -93,8 +93,11 @@ class NodeMetrics:
             ["event"],
             registry=self.registry,
         )
+        # Label children by their labels, made on first use (a series appears once counted).
         self._children: dict[tuple[str, str], Any] = {}
         self._timers: dict[str, Any] = {}
+        self._handshake_children: dict[str | None, Any] = {}
+        self._refused_children: dict[str, Any] = {}
         self.registry.register(_NodeCollector(node, roles))
 
     def request(self, op: str, code: str, seconds: float) -> None:
@@ -111,14 +114,18 @@ class NodeMetrics:
 
     def handshake(self, refused: str | None = None) -> None:
         """Count a finished handshake, or one refused with the code ``refused``."""
-        if refused is None:
-            self._handshakes.labels("ok", "").inc()
-        else:
-            self._handshakes.labels("refused", refused).inc()
+        child = self._handshake_children.get(refused)
+        if child is None:
+            labels = ("ok", "") if refused is None else ("refused", refused)
+            child = self._handshake_children[refused] = self._handshakes.labels(*labels)
+        child.inc()
 
     def connection_refused(self, reason: str) -> None:
         """Count a connection refused before its handshake."""
-        self._refused.labels(reason).inc()
+        child = self._refused_children.get(reason)
+        if child is None:
+            child = self._refused_children[reason] = self._refused.labels(reason)
+        child.inc()
 
     def suppressed(self, event: str) -> None:
         """Count a log line the sampler left out."""

@@ -14,7 +14,7 @@ behind its listeners until told to stop. The nurseries, outermost first::
                               more (``Replicator.drain``, within ``flush_timeout``)
         connection nursery    one task per connection (``_handle``); on shutdown readers stop
                               and in-flight requests finish within ``drain_timeout``
-          listener nursery    ``trio.serve_listeners`` per listener; cancelled first
+          listener nursery    an accept loop per listener (``_serve_listener``); cancelled first
         per connection:       [PROXY header] -> admission -> handshake (one deadline) ->
                               a reader task and a writer task (below)
 
@@ -48,8 +48,11 @@ never crashes the server; ``BaseException`` (cancellation, KeyboardInterrupt) pa
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import logging
 import math
+import os
 import signal
 import time
 import types
@@ -94,6 +97,10 @@ __all__ = ["Server", "serve"]
 
 _T = TypeVar("_T")
 _NOTICE_TIMEOUT = 1.0
+#: accept() errors that mean "out of resources for now" (as trio.serve_listeners): log, retry.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY = 0.1
+_ACCEPT_LOG = logging.getLogger("trio.serve_listeners")
 #: The longest a connection's reading pauses after a rate_limited answer (PROTOCOL.md §10).
 _RATE_LIMIT_PAUSE = 1.0
 
@@ -288,8 +295,36 @@ class Server:
         *,
         proxied: bool,
     ) -> None:
-        handler = functools.partial(self._handle, proxied=proxied)
-        await trio.serve_listeners(handler, [listener], handler_nursery=connections)
+        """Accept connections until cancelled, one :meth:`_handle` task each.
+
+        What ``trio.serve_listeners`` does (it closes the listener at the end; out of file
+        descriptors or memory it logs and retries after a pause), without closing every stream
+        a second time: :meth:`_handle` closes its stream on every path.
+        """
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    _ACCEPT_LOG.error(
+                        "accept returned %s (%s); retrying in %s seconds",
+                        errno.errorcode[exc.errno],
+                        os.strerror(exc.errno),
+                        _ACCEPT_RETRY,
+                        exc_info=True,
+                    )
+                    await trio.sleep(_ACCEPT_RETRY)
+                else:
+                    connections.start_soon(self._run_connection, stream, proxied)
+
+    async def _run_connection(self, stream: trio.abc.Stream, proxied: bool) -> None:
+        try:
+            await self._handle(stream, proxied=proxied)
+        except BaseException:  # e.g. cancelled before _handle reached its try: still close
+            await trio.aclose_forcefully(stream)
+            raise
 
     async def _handle(self, stream: trio.abc.Stream, *, proxied: bool = False) -> None:
         self._next_id += 1
@@ -303,9 +338,10 @@ class Server:
             with conn.scope:
                 # The PROXY header and the handshake share the handshake deadline.
                 with trio.move_on_after(self.limits.handshake_timeout) as deadline:
-                    if proxied and not await self._read_proxy_header(conn, log):
-                        return
-                    log = log.bind(source=conn.source)
+                    if proxied:
+                        if not await self._read_proxy_header(conn, log):
+                            return
+                        log = log.bind(source=conn.source)
                     if not await self._admit(conn, log):
                         return
                     established = await self._handshake(conn, log)
@@ -318,7 +354,8 @@ class Server:
                 session = established
                 conn.role = session.role
                 log = log.bind(wallet=session.wallet or "anonymous", role=session.role)
-                log.debug("session_open")
+                if log.isEnabledFor(logging.DEBUG):  # what structlog's filter_by_level checks
+                    log.debug("session_open")
                 await self._request_loop(conn, session, log)
             if conn.scope.cancelled_caught:
                 log.info("connection_aborted", reason="send_timeout")
@@ -447,7 +484,11 @@ class Server:
         # Anonymous sessions get the small frame limit; Ready announces what this one accepts.
         max_frame = self.limits.max_frame if wallet else self.limits.max_anonymous_frame
         ready = hs.ready(wallet=wallet, max_frame=max_frame, max_inflight=self.limits.max_inflight)
-        if not await self._send_sealed_quietly(sealed, ready):
+        # Nothing else sends on the connection yet: the Ready frame goes out without the lock
+        # that keeps a session's concurrent senders in counter order (the same bytes).
+        try:
+            await framed.send_body(channel.seal(ready, max_body=framed.max_frame))
+        except (TransportError, ChannelError):
             return None
         framed.set_receive_limit(max_frame)
         conn.sealed = sealed

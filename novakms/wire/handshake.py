@@ -21,15 +21,15 @@ signers may be remote (Odyn).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
+import hmac
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from novakms.crypto.eth import normalize_wallet, recover_wallet, wallet_to_bytes
 from novakms.errors import (
@@ -79,6 +79,22 @@ _KEY_S2C = b"novakms/1 key s2c"
 _EPH_SIZE = 32
 _NONCE_SIZE = 32
 _SIG_SIZE = 65
+_ZERO_SECRET = bytes(32)
+
+
+_cached_canonical = functools.lru_cache(maxsize=64)(normalize_wallet)
+_cached_wallet_bytes = functools.lru_cache(maxsize=64)(wallet_to_bytes)
+
+
+def _canonical_wallet(wallet: str) -> str:
+    """:func:`normalize_wallet`, remembered for the few wallets every handshake names again (a
+    node's own): parsed once. Errors are never remembered; a non-text value is not looked up."""
+    return _cached_canonical(wallet) if type(wallet) is str else normalize_wallet(wallet)
+
+
+def _wallet_bytes(wallet: str) -> bytes:
+    """:func:`wallet_to_bytes`, remembered like :func:`_canonical_wallet`."""
+    return _cached_wallet_bytes(wallet) if type(wallet) is str else wallet_to_bytes(wallet)
 
 
 def transcript_hash(
@@ -86,12 +102,16 @@ def transcript_hash(
 ) -> bytes:
     """TH of PROTOCOL.md §4.2."""
     return hashlib.sha256(
-        _TRANSCRIPT_LABEL
-        + struct.pack(">I", len(hello_body))
-        + hello_body
-        + server_eph
-        + nonce
-        + wallet_to_bytes(server_wallet)
+        b"".join(
+            (
+                _TRANSCRIPT_LABEL,
+                struct.pack(">I", len(hello_body)),
+                hello_body,
+                server_eph,
+                nonce,
+                _wallet_bytes(server_wallet),
+            )
+        )
     ).digest()
 
 
@@ -115,22 +135,36 @@ def session_keys(
     """
     try:
         private = X25519PrivateKey.from_private_bytes(own_eph_private)
+    except ValueError:
+        raise HandshakeError("invalid ephemeral key") from None
+    return _session_keys(private, other_eph_public, th)
+
+
+def _session_keys(
+    private: X25519PrivateKey, other_eph_public: bytes, th: bytes
+) -> tuple[bytes, bytes]:
+    """:func:`session_keys` with the own key already loaded (each load costs a scalar
+    multiplication: a handshake loads its ephemeral key once, for its public key and this)."""
+    try:
         shared = private.exchange(X25519PublicKey.from_public_bytes(other_eph_public))
     except ValueError:
         raise HandshakeError("invalid ephemeral key") from None
-    if shared == bytes(32):
+    if shared == _ZERO_SECRET:
         raise HandshakeError("invalid ephemeral key")
+    # HKDF-SHA256 (RFC 5869) with L = 32, one HMAC block per key: PRK = HMAC(TH, shared),
+    # k = HMAC(PRK, info || 0x01). The extract step is shared by both directions.
+    prk = hmac.digest(th, shared, "sha256")
+    return hmac.digest(prk, _KEY_C2S + b"\x01", "sha256"), hmac.digest(
+        prk, _KEY_S2C + b"\x01", "sha256"
+    )
 
-    def expand(info: bytes) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=th, info=info).derive(shared)
 
-    return expand(_KEY_C2S), expand(_KEY_S2C)
-
-
-def _public(eph_private: bytes) -> bytes:
+def _load_ephemeral(eph_private: bytes) -> tuple[X25519PrivateKey, bytes]:
+    """The ephemeral key and its public key."""
     if len(eph_private) != _EPH_SIZE:
         raise ValueError("ephemeral private key must be 32 bytes")
-    return X25519PrivateKey.from_private_bytes(eph_private).public_key().public_bytes_raw()
+    private = X25519PrivateKey.from_private_bytes(eph_private)
+    return private, private.public_key().public_bytes_raw()
 
 
 def _is_uint(value: object) -> bool:
@@ -276,11 +310,9 @@ class ClientHandshake:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         self.role: Role = role
-        self._eph_private = eph_private
+        self._eph_key, eph_public = _load_ephemeral(eph_private)
         self._expect = normalize_wallet(expect_wallet) if expect_wallet is not None else None
-        self._hello = cbor.encode(
-            {"v": PROTOCOL_VERSION, "role": role, "eph": _public(eph_private)}
-        )
+        self._hello = cbor.encode({"v": PROTOCOL_VERSION, "role": role, "eph": eph_public})
         self._state = ClientState.IDLE
         self.th: bytes | None = None
         self.server_wallet: str | None = None
@@ -347,9 +379,7 @@ class ClientHandshake:
             raise HandshakeError("server signature does not match its wallet")
         if self._expect is not None and wallet != self._expect:
             raise HandshakeError(f"server wallet {wallet} is not the expected {self._expect}")
-        k_c2s, k_s2c = session_keys(
-            own_eph_private=self._eph_private, other_eph_public=server_eph, th=th
-        )
+        k_c2s, k_s2c = _session_keys(self._eph_key, server_eph, th)
         return th, wallet, SecureChannel(send_key=k_c2s, recv_key=k_s2c)
 
     def auth_text(self, ts: int) -> str:
@@ -420,9 +450,8 @@ class ServerHandshake:
     def __init__(self, *, wallet: str, eph_private: bytes, nonce: bytes) -> None:
         if len(nonce) != _NONCE_SIZE:
             raise ValueError("nonce must be 32 bytes")
-        self.wallet = normalize_wallet(wallet)
-        self._eph_private = eph_private
-        self._eph_public = _public(eph_private)
+        self.wallet = _canonical_wallet(wallet)
+        self._eph_key, self._eph_public = _load_ephemeral(eph_private)
         self._nonce = nonce
         self._state = ServerState.IDLE
         self._client_eph = b""  # the client's key, from the accepted hello on
@@ -489,9 +518,7 @@ class ServerHandshake:
             raise ValueError("signature must be 65 bytes")
         assert self.th is not None  # set with HELLO_RECEIVED
         try:
-            k_c2s, k_s2c = session_keys(
-                own_eph_private=self._eph_private, other_eph_public=self._client_eph, th=self.th
-            )
+            k_c2s, k_s2c = _session_keys(self._eph_key, self._client_eph, self.th)
         except Exception:
             self._state = ServerState.FAILED
             raise

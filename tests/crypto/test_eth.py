@@ -6,6 +6,7 @@ import contextlib
 import secrets
 
 import pytest
+from Crypto.Hash import keccak
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from hypothesis import given, settings
@@ -43,6 +44,15 @@ def test_keccak256_known_values() -> None:
     assert keccak256(b"abc").hex() == (
         "4e03657aea45a94fc7d47ba826c8d667c0d1e6e33a64a036ec44f58fa12d6c45"
     )
+
+
+def test_keccak256_is_pycryptodome_keccak_for_every_length() -> None:
+    # keccak256 calls pycryptodome's C functions directly when it can (eth._direct_keccak256);
+    # whichever path it takes, the digests are those of the hash object, across block edges.
+    for size in [*range(300), 1000, 4096]:
+        data = bytes((i * 7 + size) & 0xFF for i in range(size))
+        expected = keccak.new(digest_bits=256, data=data).digest()
+        assert keccak256(data) == expected
 
 
 def test_wallet_of_known_key() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -454,6 +458,24 @@ def test_a_bad_signature_argument_changes_nothing() -> None:
     with pytest.raises(ValueError, match="65 bytes"):
         server.challenge(b"short")
     assert server.state is ServerState.HELLO_RECEIVED
+
+
+def test_session_keys_are_rfc5869_hkdf_sha256_of_the_x25519_secret() -> None:
+    # session_keys computes HKDF with one shared extract step; check it against a library HKDF.
+    rng = random.Random(15)
+    for _ in range(20):
+        own, other = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+        th = rng.randbytes(32)
+        shared = own.exchange(other.public_key())
+
+        def hkdf(info: bytes, shared: bytes = shared, th: bytes = th) -> bytes:
+            return HKDF(algorithm=hashes.SHA256(), length=32, salt=th, info=info).derive(shared)
+
+        assert session_keys(
+            own_eph_private=own.private_bytes_raw(),
+            other_eph_public=other.public_key().public_bytes_raw(),
+            th=th,
+        ) == (hkdf(b"novakms/1 key c2s"), hkdf(b"novakms/1 key s2c"))
 
 
 def test_transcript_hash_binds_every_input() -> None:
