@@ -11,8 +11,6 @@ take the port.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -36,8 +34,8 @@ from novakms.server.node import build_node
 from novakms.server.ops.dispatch import KV_OPS, STORE_OPS
 from tests.harness.registry import Wallets
 from tests.harness.world import free_port
+from tests.test_cli import SECRET, hkdf
 
-SECRET = "5a" * 32
 CONNECTIONS = 48  # fresh connections, one derive each: P(all on one worker) = 2**-47
 
 
@@ -100,17 +98,6 @@ async def test_a_worker_serves_the_secret_ops_and_refuses_the_store(
 
 
 # -- real processes ------------------------------------------------------------------------------
-
-
-def _hkdf(app_id: int, info: str, length: int = 32) -> bytes:
-    prk = hmac.new(
-        f"nova-kms:app:{app_id}".encode(), bytes.fromhex(SECRET), hashlib.sha256
-    ).digest()
-    out, block, i = b"", b"", 1
-    while len(out) < length:
-        block = hmac.new(prk, block + info.encode() + bytes([i]), hashlib.sha256).digest()
-        out, i = out + block, i + 1
-    return out[:length]
 
 
 def _serve_argv(state: DevState, secret: Path, port: int, *extra: str) -> list[str]:
@@ -229,7 +216,7 @@ async def test_two_workers_share_the_port_answer_alike_and_refuse_the_store(
                     address, signer=signer, expect_wallet=state.node_wallet
                 ) as kms:
                     keys.add((await kms.derive("scaling/test")).key)
-            assert keys == {_hkdf(app.app_id, "scaling/test")}  # one secret, one key
+            assert keys == {hkdf(app.app_id, "scaling/test", 32)}  # one secret, one key
 
             after = [await _metrics(http, m) for m in metrics]
             served = [

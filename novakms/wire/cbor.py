@@ -424,33 +424,7 @@ def decode_reference(
 
     The strict iterative decoder that defines what :func:`decode` accepts, what it returns and
     which error it raises; :func:`decode` hands it every input its fast path does not return
-    a value for.
-
-    Integers may use non-minimal argument widths (§3). Byte strings decode to ``bytes``,
-    arrays to ``list``, maps to ``dict`` (text keys only). ``max_depth`` counts arrays and
-    maps: a top-level container is depth 1, a container inside it depth 2, and so on;
-    scalars do not add depth.
-
-    ``max_items`` is the decode budget (§10): every data item counts one (a container, a
-    scalar, an array element; a map pair counts one for its key and value together). The
-    decoder stops as soon as the budget is spent, so hostile input costs at most
-    ``max_items`` steps whatever its size.
-
-    Args:
-        data: the encoded item (e.g. a frame body), with nothing after it.
-        max_depth: maximum container nesting depth (>= 1).
-        max_items: the most items the input may hold (None: bounded by its size only).
-
-    Returns:
-        The decoded value.
-
-    Raises:
-        ProtocolError: the input is not exactly one well-formed item of the subset (tag,
-            float, undefined or other simple value, indefinite length, break, reserved
-            additional information, invalid UTF-8, non-text or duplicate map key, truncated
-            item, trailing bytes, nesting deeper than ``max_depth``, more than ``max_items``
-            items).
-        ValueError: ``max_depth`` or ``max_items`` < 1 (caller bug).
+    a value for. Arguments, result and errors: as :func:`decode` documents them.
     """
     if max_depth < 1:
         raise ValueError("max_depth must be >= 1")
