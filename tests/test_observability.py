@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import random
 import re
 from typing import Any
 
@@ -267,3 +268,34 @@ async def test_a_flood_of_refused_connections_is_counted_and_sampled_in_the_log(
     left_out = value(samples, "novakms_log_lines_suppressed_total", event="connection_refused")
     reported = sum(int(r.get("suppressed", 0)) for r in written)
     assert len(written) + left_out == flood and reported <= left_out
+
+
+def test_request_series_are_those_prometheus_client_would_write() -> None:
+    """The hand-tallied request series render exactly as a Counter and a Histogram would."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from novakms.server.metrics import LATENCY_BUCKETS, _RequestTally
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    tally = _RequestTally()
+    ours.register(tally)
+    counter = Counter("novakms_requests", "", ["op", "code"], registry=theirs)
+    histogram = Histogram(
+        "novakms_request_duration_seconds", "", ["op"], buckets=LATENCY_BUCKETS, registry=theirs
+    )
+    rng = random.Random(15)
+    # On the bounds, between them, below the first and above the last.
+    durations = [*LATENCY_BUCKETS, 0.0, 1e-7, 0.0003, 7.5, 11.0, 1e6]
+    for _ in range(3000):
+        op, code = rng.choice(["derive", "kv.get", "unknown"]), rng.choice(["ok", "forbidden"])
+        seconds = rng.choice([*durations, rng.random() / 10])
+        tally.count(op, code, seconds)
+        counter.labels(op, code).inc()
+        histogram.labels(op).observe(seconds)
+
+    def series(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return sorted(line for line in lines if not line.startswith("#"))
+
+    assert series(ours) == series(theirs)
+    assert len(series(ours)) == 6 + 3 * (len(LATENCY_BUCKETS) + 3)

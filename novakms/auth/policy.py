@@ -19,6 +19,10 @@ App rules, checked in this order (the first failing rule decides the ``reason``)
 Peer rules: the app rules, then the instance's app is the KMS app (``not_kms_app``), then the
 wallet is in the KMSRegistry operator set (``not_operator``).
 
+:class:`AppDecisions` is :func:`authorize_app` with a memo of its last admission per wallet,
+for the sources to call on every request: the records are frozen, so the same record objects
+always give the same identity, and a source that learns anything new holds new objects.
+
 A zeroed record (``app_id == 0`` / ``version_id == 0``, which is what the chain returns for a
 missing app or version — with status 0, i.e. ``ACTIVE`` / ``ENROLLED``!) counts as missing.
 """
@@ -36,7 +40,7 @@ from novakms.auth.model import (
 )
 from novakms.errors import Forbidden
 
-__all__ = ["authorize_app", "authorize_peer"]
+__all__ = ["AppDecisions", "authorize_app", "authorize_peer"]
 
 
 def _check_records(
@@ -206,3 +210,53 @@ def authorize_peer(
         instance_id=inst.instance_id,
         role="peer",
     )
+
+
+class AppDecisions:
+    """:func:`authorize_app` remembering, per wallet, the identity it admitted and its records.
+
+    A request of an admitted wallet whose records are the very objects (``is``) the last
+    admission was decided on gets that admission's identity without the rules being run
+    again: records are frozen, so the rules would decide the same. Any other records (an
+    event applied, an entry refreshed, the file reloaded) are decided afresh; a refusal is
+    never remembered. Bounded: the oldest wallet is forgotten first.
+
+    Args:
+        capacity: wallets remembered, ``>= 1``.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        self._admitted: dict[
+            str, tuple[Instance, App | None, AppVersion | None, int | None, Identity]
+        ] = {}
+
+    def authorize_app(
+        self,
+        *,
+        wallet: str,
+        instance: Instance | None,
+        app: App | None,
+        version: AppVersion | None,
+        kms_app_id: int | None = None,
+    ) -> Identity:
+        """As :func:`authorize_app` (same arguments, result and refusals)."""
+        hit = self._admitted.get(wallet)
+        if (
+            hit is not None
+            and hit[0] is instance
+            and hit[1] is app
+            and hit[2] is version
+            and hit[3] == kms_app_id
+        ):
+            return hit[4]
+        identity = authorize_app(
+            wallet=wallet, instance=instance, app=app, version=version, kms_app_id=kms_app_id
+        )
+        assert instance is not None  # admitted
+        if hit is None and len(self._admitted) >= self._capacity:
+            del self._admitted[next(iter(self._admitted))]
+        self._admitted[wallet] = (instance, app, version, kms_app_id, identity)
+        return identity

@@ -73,6 +73,7 @@ class StaticRegistry:
         self._versions: dict[tuple[int, int], AppVersion] = {}
         self._instances: dict[int, Instance] = {}
         self._by_wallet: dict[str, int] = {}
+        self._decisions = policy.AppDecisions()
         self._operators: set[str] = set()
         self._kms_app_id: int | None = (
             None if kms_app_id is None else check_id(kms_app_id, "kms_app_id")
@@ -109,7 +110,7 @@ class StaticRegistry:
             Forbidden: as decided by :func:`novakms.auth.policy.authorize_app`.
         """
         instance, app, version = self._records(wallet)
-        return policy.authorize_app(
+        return self._decisions.authorize_app(
             wallet=wallet,
             instance=instance,
             app=app,

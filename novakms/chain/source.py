@@ -71,6 +71,7 @@ class ChainAuthorizationSource:
         self.cache = AuthCache(ttl=self.settings.ttl, negative_ttl=self.settings.negative_ttl)
         self._clock = clock or trio.current_time
         self._flights: dict[Any, _Flight] = {}
+        self._decisions = policy.AppDecisions()
         self._log = get_logger("novakms.chain")
         self.last_block: int | None = None
         self.last_block_time: int | None = None
@@ -176,7 +177,7 @@ class ChainAuthorizationSource:
     async def authorize_app(self, wallet: str) -> Identity:
         """Authorize an app instance's wallet now (see DESIGN §3)."""
         wallet, instance, app, version = await self._records(wallet)
-        return policy.authorize_app(
+        return self._decisions.authorize_app(
             wallet=wallet,
             instance=instance,
             app=app,

@@ -8,7 +8,8 @@ the fields logged are wallets, app ids, ops, error codes and sizes. A line looks
 
 Context reaches every line three ways: fields bound to a logger (:meth:`BoundLogger.bind`),
 fields bound to the current trio task and the tasks it starts (:func:`bind_task`, which the
-server uses for the connection and request ids, ``conn`` and ``req``), and the logger's name.
+server uses for the connection id ``conn``; :func:`set_request` for the request id ``req``, a
+context variable of its own set twice per request), and the logger's name.
 Records of other libraries (httpx) go through the same renderer. How a value is escaped is
 :mod:`novakms.log.render`; sampling of floods is :mod:`novakms.log.sampling`.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
 from typing import IO, Any, Final, Literal
 
 import structlog
@@ -33,7 +35,7 @@ __all__ = [
     "configure",
     "formatter",
     "get_logger",
-    "unbind_task",
+    "set_request",
 ]
 
 Format = Literal["logfmt", "json"]
@@ -41,6 +43,17 @@ FORMATS: Final = ("logfmt", "json")
 LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 BoundLogger = structlog.stdlib.BoundLogger
+
+
+#: The request the current task serves (``req`` on its lines), or None.
+_REQUEST: ContextVar[int | None] = ContextVar("novakms_request", default=None)
+
+
+def _add_request(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    request = _REQUEST.get()
+    if request is not None:
+        event.setdefault("req", request)
+    return event
 
 
 def _rename(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -60,6 +73,7 @@ def _renderer(fmt: Format) -> Processor:
 # Shared by our own records and by other libraries' (foreign) ones, before rendering.
 _PRE_CHAIN: list[Processor] = [
     structlog.contextvars.merge_contextvars,
+    _add_request,
     structlog.stdlib.add_logger_name,
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -93,9 +107,13 @@ def bind_task(**fields: Any) -> None:
     structlog.contextvars.bind_contextvars(**fields)
 
 
-def unbind_task(*names: str) -> None:
-    """Take ``names`` off the lines the current task writes from now on (see :func:`bind_task`)."""
-    structlog.contextvars.unbind_contextvars(*names)
+def set_request(request_id: int | None) -> None:
+    """``req=request_id`` on every line the current task (and the tasks it starts from now)
+    writes; None takes it off.
+
+    :func:`bind_task` for the one field set per request, at a fifth of its cost.
+    """
+    _REQUEST.set(request_id)
 
 
 def formatter(fmt: Format = "logfmt") -> logging.Formatter:

@@ -3,7 +3,8 @@
 Owner of: the secret (None until installed: by configuration, the bootstrap or a guardian
 recovery), why it is missing (``not_ready``: the bootstrap's reason), the owner's pin as last
 read and whether the held secret matches it, whether app operations require a pin, the
-guardian-share recovery pool, the per-app data keys and the bounded CA-certificate cache.
+guardian-share recovery pool, the per-app data keys, the bounded memo of app-key extracts
+(:class:`~novakms.crypto.kdf.AppKeys`) and the bounded CA-certificate cache.
 
 Nobody else writes any of it: the bootstrap reports through :meth:`Keyring.set_not_ready` and
 :meth:`Keyring.install_secret`, the pin watch through :meth:`Keyring.check_pin`. A secret's
@@ -21,12 +22,13 @@ from novakms.cluster.recovery import RecoveryPool
 from novakms.crypto import aead
 from novakms.crypto.certs import ca_certificate_pem
 from novakms.crypto.guardian_shares import GuardianShare
-from novakms.crypto.kdf import MASTER_SECRET_SIZE, secret_fingerprint
+from novakms.crypto.kdf import MASTER_SECRET_SIZE, AppKeys, secret_fingerprint
 from novakms.errors import Unavailable
 
 __all__ = ["Keyring"]
 
 _CA_CACHE_SIZE = 1024
+_APP_KEYS_CACHE_SIZE = 1024  # apps whose HKDF-Extract is kept (derive)
 
 #: Called with (secret, syncing) when a secret is installed.
 InstallListener = Callable[[bytes, bool], None]
@@ -43,6 +45,7 @@ class Keyring:
 
     def __init__(self, *, require_pin: bool, share_ttl: float) -> None:
         self._secret: bytes | None = None
+        self._app_keys: AppKeys | None = None
         self._require_pin = require_pin
         self._pin: str | None = None
         self._pin_mismatch = False
@@ -121,6 +124,7 @@ class Keyring:
         if self._secret is not None:
             raise ValueError("this node already has a master secret")
         self._secret = secret
+        self._app_keys = AppKeys(secret, capacity=_APP_KEYS_CACHE_SIZE)
         for listener in self._listeners:
             listener(secret, syncing)
 
@@ -188,6 +192,18 @@ class Keyring:
                 reason="unpinned",
                 fingerprint=self.fingerprint(),
             )
+
+    def derive_app_key(
+        self, *, app_id: int, path: str, context: str | None = None, length: int = 32
+    ) -> bytes:
+        """An app key from the master secret (:func:`novakms.crypto.kdf.derive_app_key`).
+
+        Raises:
+            Unavailable: as :meth:`require_secret`.
+        """
+        self.require_secret()
+        assert self._app_keys is not None  # installed with the secret
+        return self._app_keys.derive(app_id=app_id, path=path, context=context, length=length)
 
     def data_key(self, app_id: int) -> bytes:
         """The app's internal data key (cached).

@@ -78,7 +78,7 @@ from novakms.errors import (
     TransportError,
     Unavailable,
 )
-from novakms.log import BoundLogger, bind_task, get_logger, unbind_task
+from novakms.log import BoundLogger, bind_task, get_logger, set_request
 from novakms.log.sampling import Sampler
 from novakms.net.addresses import parse_address
 from novakms.net.framed import END_OF_STREAM, FramedStream, SealedStream
@@ -559,7 +559,7 @@ class Server:
         A reader that hands over (an op it answers inline had to wait) ends after that op
         without reporting: its successor reads on and reports.
         """
-        unbind_task("req")  # a successor starts in its predecessor's context
+        set_request(None)  # a successor starts in its predecessor's context
         generation = conn.reader_generation
         outcome = await self._read_requests(conn, session, requests, generation)
         if conn.reader_generation == generation:
@@ -663,14 +663,14 @@ class Server:
                 # Answered here, without a task of its own: such an op only computes. Should
                 # it wait after all (its caller's authorization must first be fetched), a new
                 # reader takes over at once and this task ends once the op is answered.
-                bind_task(req=request.id)
+                set_request(request.id)
                 handed_over = functools.partial(self._hand_over, conn, session, request, requests)
                 await self._run_request(conn, session, request, on_wait=handed_over)
                 if conn.reader_generation != generation:
                     self._table.busy(conn.id, -1)
                     conn.inflight.discard(request.id)
                     return None
-                unbind_task("req")
+                set_request(None)
         except (ProtocolError, TransportError) as exc:  # ChannelError is a ProtocolError
             return exc
 
@@ -704,7 +704,7 @@ class Server:
     async def _run_request_task(
         self, conn: _Connection, session: dispatch.Session, request: Request
     ) -> None:
-        bind_task(req=request.id)
+        set_request(request.id)
         self._table.busy(conn.id, +1)
         try:
             await self._run_request(conn, session, request)

@@ -18,7 +18,7 @@ from novakms.auth.model import (
     InstanceStatus,
     VersionStatus,
 )
-from novakms.auth.policy import authorize_app, authorize_peer
+from novakms.auth.policy import AppDecisions, authorize_app, authorize_peer
 from novakms.errors import Forbidden
 
 WALLET = "0x" + "ab" * 20
@@ -343,3 +343,82 @@ REASONS = {
     "not_kms_app",
     "not_operator",
 }
+
+
+def _records(v: dict[str, Any]) -> tuple[Instance | None, App | None, AppVersion | None]:
+    instance = (
+        Instance(
+            instance_id=v["instance_id"],
+            app_id=2,
+            version_id=5,
+            wallet=v["instance_wallet"],
+            zk_verified=v["zk"],
+            status=v["instance_status"],
+        )
+        if v["present"]
+        else None
+    )
+    app = App(app_id=v["app_id"], status=v["app_status"]) if v["app_present"] else None
+    version = (
+        AppVersion(
+            app_id=v["version_app_id"], version_id=v["version_id"], status=v["version_status"]
+        )
+        if v["version_present"]
+        else None
+    )
+    return instance, app, version
+
+
+def _decide(decide: Any, wallet: str, records: tuple[Any, Any, Any], kms: Any) -> object:
+    instance, app, version = records
+    try:
+        return decide(wallet=wallet, instance=instance, app=app, version=version, kms_app_id=kms)
+    except Forbidden as exc:
+        return ("forbidden", exc.details["reason"], exc.message)
+
+
+@settings(max_examples=200)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from([WALLET, OTHER]),
+            policy_inputs(),
+            st.integers(min_value=0, max_value=3),  # which earlier record set to reuse
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_app_decisions_decide_as_the_policy(
+    steps: list[tuple[str, dict[str, Any], int, bool]],
+) -> None:
+    """The memo admits and refuses exactly as :func:`authorize_app`, over records that change
+    (new objects) or stay (the same objects again), for two wallets in a memo of one."""
+    decisions = AppDecisions(capacity=1)
+    seen: list[tuple[Any, Any, Any]] = []
+    for wallet, v, back, reuse in steps:
+        records = seen[-1 - back % len(seen)] if reuse and seen else _records(v)
+        seen.append(records)
+        kms = v["kms_app_id"]
+        assert _decide(decisions.authorize_app, wallet, records, kms) == _decide(
+            authorize_app, wallet, records, kms
+        )
+
+
+def test_app_decisions_remember_admissions_of_the_same_records_only() -> None:
+    decisions = AppDecisions()
+    first = decisions.authorize_app(wallet=WALLET, instance=INSTANCE, app=APP, version=VERSION)
+    again = decisions.authorize_app(wallet=WALLET, instance=INSTANCE, app=APP, version=VERSION)
+    assert again is first
+    # Equal but new records (a refresh): decided afresh, to the same identity.
+    fresh = decisions.authorize_app(
+        wallet=WALLET, instance=dataclasses.replace(INSTANCE), app=APP, version=VERSION
+    )
+    assert fresh == first and fresh is not first
+    revoked = dataclasses.replace(VERSION, status=VersionStatus.REVOKED)
+    with pytest.raises(Forbidden) as refused:
+        decisions.authorize_app(wallet=WALLET, instance=INSTANCE, app=APP, version=revoked)
+    assert refused.value.details["reason"] == "version_revoked"
+    with pytest.raises(ValueError, match="capacity"):
+        AppDecisions(capacity=0)

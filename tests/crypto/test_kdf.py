@@ -19,6 +19,7 @@ from novakms.crypto.kdf import (
     INTERNAL_SALT,
     MASTER_SECRET_SIZE,
     MAX_DERIVE_LENGTH,
+    AppKeys,
     derive_app_key,
     derive_internal_key,
     secret_fingerprint,
@@ -96,6 +97,31 @@ def test_app_key_matches_reference(
     )
     assert got == ref_app(secret, app_id, path, context, length)
     assert len(got) == length
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    calls=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=5) | st.integers(min_value=0, max_value=2**64),
+            utf8_text,
+            st.none() | st.just("") | utf8_text,
+            st.integers(min_value=1, max_value=MAX_DERIVE_LENGTH),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+)
+def test_app_keys_memo_gives_the_reference_keys(
+    secret: bytes, calls: list[tuple[int, str, str | None, int]]
+) -> None:
+    # A capacity of 2 makes apps fall out of the memo and come back within one sequence.
+    keys = AppKeys(secret, capacity=2)
+    for app_id, path, context, length in calls:
+        got = keys.derive(app_id=app_id, path=path, context=context, length=length)
+        assert got == ref_app(secret, app_id, path, context, length)
+    assert len(repr(keys)) < 40 and secret.hex() not in repr(keys)
 
 
 @settings(max_examples=300, deadline=None)
@@ -212,6 +238,17 @@ def test_app_key_argument_errors(
     with pytest.raises(error, match=match) as info:
         derive_app_key(**args)
     assert SECRET.hex() not in str(info.value)
+    if "master_secret" in kwargs:
+        with pytest.raises(error, match=match):
+            AppKeys(args.pop("master_secret"))
+    else:
+        with pytest.raises(error, match=match):
+            AppKeys(args.pop("master_secret")).derive(**args)
+
+
+def test_app_keys_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        AppKeys(SECRET, capacity=0)
 
 
 @pytest.mark.parametrize(
@@ -277,6 +314,10 @@ def test_official_vectors() -> None:
             length=case["length"],
         )
         assert got.hex() == case["key"], case["name"]
+        memo = AppKeys(secret).derive(
+            app_id=case["app_id"], path=case["path"], context=case["context"], length=case["length"]
+        )
+        assert memo == got, case["name"]
         assert got == ref_app(secret, case["app_id"], case["path"], case["context"], case["length"])
     for case in data["internal"]:
         secret = bytes.fromhex(case["master_secret"])

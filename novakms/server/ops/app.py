@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from novakms.crypto.certs import sign_csr
-from novakms.crypto.kdf import derive_app_key
 from novakms.errors import BadRequest
 from novakms.server.ops.args import Args
 from novakms.server.ops.context import OpContext
@@ -28,12 +27,8 @@ async def op_derive(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any]:
     assert path is not None  # required=True
     context = a.text("context", max_bytes=limits.max_context_bytes)
     length = a.uint("length", default=32, minimum=1, maximum=limits.max_derive_length)
-    key = derive_app_key(
-        master_secret=ctx.keyring.require_secret(),
-        app_id=identity.app_id,
-        path=path,
-        context=context,
-        length=length,
+    key = ctx.keyring.derive_app_key(
+        app_id=identity.app_id, path=path, context=context, length=length
     )
     return {"app_id": identity.app_id, "path": path, "key": key, "length": length}
 

@@ -82,9 +82,12 @@ class Caller:
     guardians: GuardianSet | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class OpContext:
-    """One request's view of the node.
+    """One request's view of the node; ops only read it.
+
+    Not frozen: one is built per request, and a frozen dataclass's ``__init__`` costs three
+    times as much (one ``object.__setattr__`` per field).
 
     Attributes:
         wallet: this node's wallet.
