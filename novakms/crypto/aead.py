@@ -31,9 +31,28 @@ def data_key(*, master_secret: bytes, app_id: int) -> bytes:
     return derive_internal_key(master_secret=master_secret, label=DATA_KEY_LABEL, fields=[app_id])
 
 
+_AAD_HEAD = struct.pack(">I", len(_AAD_LABEL)) + _AAD_LABEL
+#: Ciphers by data key: an AESGCM object's key setup costs more than sealing a small value.
+_CIPHERS: dict[bytes, AESGCM] = {}
+_CIPHERS_SIZE = 1024
+
+
 def _aad(app_id: int, name: str) -> bytes:
-    parts = (_AAD_LABEL, str(app_id).encode(), name.encode("utf-8"))
-    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+    """``u32be(len) || part`` for the label, the decimal app id and the UTF-8 key name."""
+    app = str(app_id).encode()
+    raw = name.encode("utf-8")
+    return _AAD_HEAD + len(app).to_bytes(4, "big") + app + len(raw).to_bytes(4, "big") + raw
+
+
+def _cipher(key: bytes) -> AESGCM:
+    """The AES-256-GCM cipher of ``key``, kept for the most recent keys (a bounded memo)."""
+    cipher = _CIPHERS.get(key)
+    if cipher is None:
+        cipher = AESGCM(key)  # raises for a key that is not 16, 24 or 32 bytes
+        if len(_CIPHERS) >= _CIPHERS_SIZE:
+            del _CIPHERS[next(iter(_CIPHERS))]
+        _CIPHERS[bytes(key)] = cipher
+    return cipher
 
 
 def seal_value(*, key: bytes, app_id: int, name: str, value: bytes, nonce: bytes) -> bytes:
@@ -44,7 +63,7 @@ def seal_value(*, key: bytes, app_id: int, name: str, value: bytes, nonce: bytes
     """
     if len(nonce) != NONCE_SIZE:
         raise ValueError("nonce must be 12 bytes")
-    return nonce + AESGCM(key).encrypt(nonce, value, _aad(app_id, name))
+    return nonce + _cipher(key).encrypt(nonce, value, _aad(app_id, name))
 
 
 def open_value(*, key: bytes, app_id: int, name: str, sealed: bytes) -> bytes:
@@ -56,6 +75,6 @@ def open_value(*, key: bytes, app_id: int, name: str, sealed: bytes) -> bytes:
     if len(sealed) < SEAL_OVERHEAD:
         raise SealError("sealed value is truncated")
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], _aad(app_id, name))
+        return _cipher(key).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], _aad(app_id, name))
     except InvalidTag:
         raise SealError("sealed value does not open under this app and key") from None

@@ -23,6 +23,7 @@ Theory of operation:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, replace
@@ -110,6 +111,13 @@ class HybridClock:
         return stamp >> HLC_LOGICAL_BITS
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function: read-mostly keys are asked again and again
+def _version_token(hlc: int, node: str) -> str:
+    digest = hashlib.sha256(b"novakms/1 version" + struct.pack(">Q", hlc) + node.encode()).digest()
+    # Lowercase base32: shell- and CLI-safe (never starts with "-"), 24 characters.
+    return base64.b32encode(digest[:15]).decode("ascii").lower()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Record:
     """One version of one key of one app.
@@ -148,11 +156,7 @@ class Record:
 
         Derived from the write's ``(hlc, node)``, so every replica computes the same token.
         """
-        digest = hashlib.sha256(
-            b"novakms/1 version" + struct.pack(">Q", self.hlc) + self.node.encode()
-        ).digest()
-        # Lowercase base32: shell- and CLI-safe (never starts with "-"), 24 characters.
-        return base64.b32encode(digest[:15]).decode("ascii").lower()
+        return _version_token(self.hlc, self.node)
 
     def expired(self, now_ms: int) -> bool:
         """True when the record has a TTL that has run out."""

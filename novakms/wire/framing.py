@@ -7,6 +7,7 @@ out; nothing here reads a socket or sleeps.
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Final
 
 from novakms.errors import FrameTooLarge, ProtocolError
@@ -16,6 +17,7 @@ __all__ = ["DEFAULT_MAX_FRAME", "HEADER_SIZE", "FrameDecoder", "decode_body", "e
 
 #: Size of the big-endian length prefix.
 HEADER_SIZE: Final = 4
+_HEADER: Final = struct.Struct(">I")
 #: Default (and announced) maximum body length: 2 MiB (§2, §10).
 DEFAULT_MAX_FRAME: Final = 2_097_152
 
@@ -171,17 +173,24 @@ class FrameDecoder:
             ProtocolError: the next frame declares a zero length, or the decoder already
                 failed.
         """
-        self._raise_if_failed()
-        length = self._parse_header()
-        if length is None:
-            return None
+        if self._error is not None:
+            self._raise_if_failed()
+        buf = self._buf
+        length = self._body_len
+        if length is None:  # the header, checked here unless feed() did already
+            if len(buf) < HEADER_SIZE:
+                return None
+            (length,) = _HEADER.unpack_from(buf)
+            if not 0 < length <= self._max_frame:
+                self._check_length(length)  # raises
+            self._body_len = length
         stop = HEADER_SIZE + length
-        if len(self._buf) < stop:
+        if len(buf) < stop:
             return None
-        body = bytes(self._buf[HEADER_SIZE:stop])
-        del self._buf[:stop]
+        body = buf[HEADER_SIZE:stop]
+        del buf[:stop]
         self._body_len = None
-        return body
+        return bytes(body)
 
     def eof(self) -> None:
         """Signal the end of the stream.
