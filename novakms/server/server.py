@@ -777,14 +777,15 @@ class Server:
             self._log.error("response_unencodable", op=op, req=request_id, size=len(plaintext))
             plaintext = _internal_error(request_id)
         budget = conn.budget
-        extra = len(plaintext) - budget.held()
-        if not budget.try_take(extra):
+        held = budget.take_answer(len(plaintext))
+        if held is None:  # no room now: wait until the client reads
             with trio.move_on_after(self.limits.send_timeout) as waiting:
-                await budget.take_for_request(extra)
+                await budget.take_for_request(len(plaintext) - budget.held())
             if waiting.cancelled_caught:
                 conn.scope.cancel()  # a client that does not read: nothing more can be sent
                 return
-        conn.writer.put(plaintext, budget.detach())
+            held = budget.detach()
+        conn.writer.put(plaintext, held)
 
 
 async def serve(
@@ -922,6 +923,26 @@ class _ResponseBudget:
             self._held[task] = self._held.get(task, 0) + size
             self._used += size
         return True
+
+    def take_answer(self, size: int) -> int | None:
+        """Make the current task's reservation cover an answer of ``size`` bytes, if there is
+        room now, and detach it (:meth:`try_take` of the difference, then :meth:`detach`).
+
+        Returns:
+            The bytes detached, for the writer to give back; None when there is no room now
+            (the reservation stays with the task).
+        """
+        task = trio.lowlevel.current_task()
+        held = self._held.pop(task, 0)
+        extra = size - held
+        if self._used and self._used + extra > self.limit:
+            if held:
+                self._held[task] = held
+            return None
+        if extra > 0:
+            self._used += extra
+            return size
+        return held
 
     async def take_for_request(self, size: int) -> None:
         """Reserve ``size`` bytes for the current task, waiting while the budget is spent.

@@ -89,7 +89,7 @@ def request_message(request_id: int, op: str, args: Mapping[str, Any]) -> dict[s
 
 def ok_response(request_id: int, result: Mapping[str, Any]) -> dict[str, Any]:
     """Build a success response map."""
-    return {"id": request_id, "ok": dict(result)}
+    return {"id": request_id, "ok": result if type(result) is dict else dict(result)}
 
 
 def error_response(request_id: int, error: NovaKMSError) -> dict[str, Any]:

@@ -240,10 +240,20 @@ def test_an_unexpected_exception_is_internal_and_names_only_its_type(
 
 @pytest.fixture
 def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    """A port held open, the port before it free when checked (the anvil case starts there)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+            port = sock.getsockname()[1]
+            with socket.socket() as before:
+                try:
+                    before.bind(("127.0.0.1", port - 1))
+                except OSError:
+                    continue  # another process has it: the anvil case would fail on it
+            yield port
+            return
+    raise AssertionError("no free port with a free port before it")
 
 
 def test_serve_on_a_busy_port_is_a_json_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from novakms.errors import BadRequest
@@ -26,10 +27,9 @@ class Args:
         BadRequest: an unknown key.
     """
 
-    def __init__(self, args: Mapping[str, Any], allowed: set[str]) -> None:
-        unknown = set(args) - allowed
-        if unknown:
-            raise BadRequest(f"unknown arguments: {sorted(unknown)}")
+    def __init__(self, args: Mapping[str, Any], allowed: AbstractSet[str]) -> None:
+        if not allowed.issuperset(args):
+            raise BadRequest(f"unknown arguments: {sorted(set(args) - allowed)}")
         self._args = args
 
     def text(

@@ -160,29 +160,34 @@ async def authorize(node: Node, session: Session, auth: Auth) -> Caller:
     return Caller(identity=identity)
 
 
-async def _take_token(node: Node, session: Session, auth: Auth, now: float) -> float:
+async def _register(node: Node, session: Session) -> None:
+    """Look the session's wallet up for its role, once per session (``REGISTERED``).
+
+    Done by the first op that needs an authorization anyway (the source caches it); ops
+    without authorization never wait for it. A source that cannot decide now leaves the
+    question open for the next request.
+    """
+    try:
+        if session.role == "app":
+            session.state[APP_ID] = (await authorize_app(node.registry, session)).app_id
+        elif session.role == "peer":
+            await authorize_peer(node.registry, session)
+        else:
+            await authorize_guardian(node.membership, session)
+        session.state[REGISTERED] = True
+    except (Forbidden, Unauthenticated):
+        session.state[REGISTERED] = False
+    except Unavailable:
+        pass
+
+
+def _take_token(node: Node, session: Session, now: float) -> float:
     """Charge one request; the seconds until the bucket has a token again (0: go ahead).
 
-    The bucket is the session's wallet once the wallet is authorized for its role, else the
-    anonymous bucket of its source (``anonymous_rate``), so that fresh key pairs buy nothing.
-
-    The authorization is looked up once per session, by the first op that needs it anyway
-    (the source caches it); ops without authorization never wait for it. A source that cannot
-    decide now leaves the question open for the next request.
+    The bucket is the session's wallet once the wallet is authorized for its role
+    (:func:`_register`), else the anonymous bucket of its source (``anonymous_rate``), so
+    that fresh key pairs buy nothing.
     """
-    if auth != "none" and session.wallet is not None and REGISTERED not in session.state:
-        try:
-            if session.role == "app":
-                session.state[APP_ID] = (await authorize_app(node.registry, session)).app_id
-            elif session.role == "peer":
-                await authorize_peer(node.registry, session)
-            else:
-                await authorize_guardian(node.membership, session)
-            session.state[REGISTERED] = True
-        except (Forbidden, Unauthenticated):
-            session.state[REGISTERED] = False
-        except Unavailable:
-            pass
     if session.state.get(REGISTERED) is True:
         assert session.wallet is not None
         return node.wallet_limiter.take(session.wallet, now)
@@ -221,7 +226,9 @@ async def handle(
     if entry is None:
         raise UnknownOp(f"unknown operation {op!r}")
     auth, handler = entry
-    wait = await _take_token(node, session, auth, now)
+    if auth != "none" and session.wallet is not None and REGISTERED not in session.state:
+        await _register(node, session)
+    wait = _take_token(node, session, now)
     if wait > 0:
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
     if node.stateless_worker and op in STORE_OPS:
