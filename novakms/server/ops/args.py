@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from typing import Any
 
 from novakms.errors import BadRequest
@@ -27,7 +26,7 @@ class Args:
         BadRequest: an unknown key.
     """
 
-    def __init__(self, args: Mapping[str, Any], allowed: AbstractSet[str]) -> None:
+    def __init__(self, args: Mapping[str, Any], allowed: set[str] | frozenset[str]) -> None:
         if not allowed.issuperset(args):
             raise BadRequest(f"unknown arguments: {sorted(set(args) - allowed)}")
         self._args = args
