@@ -8,6 +8,7 @@ random-nonce bound for a per-app key).
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -37,6 +38,7 @@ _CIPHERS: dict[bytes, AESGCM] = {}
 _CIPHERS_SIZE = 1024
 
 
+@functools.lru_cache(maxsize=4096)  # pure; the same keys are read again and again
 def _aad(app_id: int, name: str) -> bytes:
     """``u32be(len) || part`` for the label, the decimal app id and the UTF-8 key name."""
     app = str(app_id).encode()

@@ -261,9 +261,7 @@ def policy_inputs(draw: st.DrawFn) -> dict[str, object]:
     return values
 
 
-@settings(max_examples=400)
-@given(v=policy_inputs(), peer=st.booleans())
-def test_authorized_iff_all_conditions_hold(v: dict[str, Any], peer: bool) -> None:
+def _records(v: dict[str, Any]) -> tuple[Instance | None, App | None, AppVersion | None]:
     instance = (
         Instance(
             instance_id=v["instance_id"],
@@ -284,6 +282,13 @@ def test_authorized_iff_all_conditions_hold(v: dict[str, Any], peer: bool) -> No
         if v["version_present"]
         else None
     )
+    return instance, app, version
+
+
+@settings(max_examples=400)
+@given(v=policy_inputs(), peer=st.booleans())
+def test_authorized_iff_all_conditions_hold(v: dict[str, Any], peer: bool) -> None:
+    instance, app, version = _records(v)
     expected_app = (
         v["present"]
         and v["instance_id"] != 0
@@ -343,30 +348,6 @@ REASONS = {
     "not_kms_app",
     "not_operator",
 }
-
-
-def _records(v: dict[str, Any]) -> tuple[Instance | None, App | None, AppVersion | None]:
-    instance = (
-        Instance(
-            instance_id=v["instance_id"],
-            app_id=2,
-            version_id=5,
-            wallet=v["instance_wallet"],
-            zk_verified=v["zk"],
-            status=v["instance_status"],
-        )
-        if v["present"]
-        else None
-    )
-    app = App(app_id=v["app_id"], status=v["app_status"]) if v["app_present"] else None
-    version = (
-        AppVersion(
-            app_id=v["version_app_id"], version_id=v["version_id"], status=v["version_status"]
-        )
-        if v["version_present"]
-        else None
-    )
-    return instance, app, version
 
 
 def _decide(decide: Any, wallet: str, records: tuple[Any, Any, Any], kms: Any) -> object:
