@@ -745,10 +745,25 @@ async def prepare_targets(targets: list[Target], signer: LocalSigner, wallet: st
         }
 
 
+#: Prints the novakms package a server would import, then how many of its hot modules are
+#: compiled (scripts/native) and of how many ("0 0" for a checkout from before them).
+_CHECKOUT_PROBE = """
+import novakms
+print(novakms.__file__)
+try:
+    from novakms import native
+except ImportError:
+    print("0 0")
+else:
+    flags = native.compiled()
+    print(sum(flags.values()), len(flags))
+"""
+
+
 def checkout_info(path: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]:
     """Git commit of a checkout, and the novakms package its server really imports."""
     done = subprocess.run(
-        [sys.executable, "-c", "import novakms; print(novakms.__file__)"],
+        [sys.executable, "-c", _CHECKOUT_PROBE],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -756,14 +771,26 @@ def checkout_info(path: Path, env: dict[str, str], cwd: Path) -> dict[str, Any]:
         timeout=30,
         check=False,
     )
-    module = done.stdout.strip() or None
-    if done.returncode != 0 or module is None:
+    module, _, native = done.stdout.strip().partition("\n")
+    if done.returncode != 0 or not module:
         raise BenchError(f"cannot import novakms with PYTHONPATH={path}:\n{done.stderr[-2000:]}")
     if not Path(module).resolve().is_relative_to(path.resolve()):
         raise BenchError(
             f"with PYTHONPATH={path} the server would import {module}, not the checkout's"
         )
-    return {"checkout": str(path), "novakms_module": module, "git": git_info(path)}
+    compiled, _, total = native.partition(" ")
+    return {
+        "checkout": str(path),
+        "novakms_module": module,
+        "native_modules": {"compiled": int(compiled or 0), "of": int(total or 0)},
+        "git": git_info(path),
+    }
+
+
+def _native_text(native: dict[str, int]) -> str:
+    if not native.get("of"):
+        return "all modules as source"
+    return f"{native.get('compiled', 0)} of {native['of']} hot modules compiled (scripts/native)"
 
 
 # --- measuring one scenario -------------------------------------------------------------------
@@ -1086,7 +1113,8 @@ def render(results: list[ScenarioResult], info: dict[str, Any]) -> str:
             lines.append(
                 f"  {label}: {target['checkout']} at {str(git.get('commit') or '?')[:10]}"
                 f"{' (dirty)' if git.get('dirty') else ''}, max_inflight "
-                f"{target.get('max_inflight')} per connection"
+                f"{target.get('max_inflight')} per connection, "
+                f"{_native_text(target.get('native_modules') or {})}"
             )
     lines += [
         "echo: bench/echo.py, trio + 4-byte length + cbor2, same answer shapes, no handshake / "
