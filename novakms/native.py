@@ -72,14 +72,29 @@ def stale() -> list[str]:
     return [m for m, is_compiled in compiled().items() if is_compiled and built.get(m) != now[m]]
 
 
+#: One group, its shared library inside the package (``novakms/_native__mypyc.<suffix>``), so
+#: that wherever ``novakms`` is imported from (an editable install, ``PYTHONPATH``) it is too.
+_BUILD = """
+import sys
+from mypyc.build import mypycify
+from setuptools import setup
+setup(
+    name="novakms-native",
+    packages=[],
+    ext_modules=mypycify(sys.argv[1:], group_name="novakms._native"),
+    script_args=["build_ext", "--inplace"],
+)
+"""
+
+
 def _artifacts() -> list[Path]:
     """Every file a build leaves in the tree: the modules' extensions, mypyc's shared library
-    (``<hash>__mypyc.<suffix>`` at the top), the manifest."""
+    of the group, the manifest."""
     found = [MANIFEST] if MANIFEST.exists() else []
     for module in MODULES:
         source = _source(module)
         found += [p for p in source.parent.glob(source.stem + ".*") if p.suffix != ".py"]
-    found += list(_ROOT.glob("*__mypyc.*"))
+    found += list(_PACKAGE_DIR.glob("_native__mypyc.*"))
     return [p for p in found if p.name.endswith(tuple(EXTENSION_SUFFIXES)) or p == MANIFEST]
 
 
@@ -118,7 +133,7 @@ def build() -> int:
     clean()
     print(f"native: compiling {len(MODULES)} modules with mypyc", file=sys.stderr)
     done = subprocess.run(
-        [sys.executable, "-m", "mypyc", *(str(_source(m).relative_to(_ROOT)) for m in MODULES)],
+        [sys.executable, "-c", _BUILD, *(str(_source(m).relative_to(_ROOT)) for m in MODULES)],
         cwd=_ROOT,
         capture_output=True,
         text=True,
