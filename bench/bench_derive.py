@@ -64,7 +64,7 @@ from novakms.errors import NovaKMSError, TransportError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: bench.*
 from bench.echo import FAKE_KEY, FAKE_VALUE
 from bench.loadgen import merge_histograms
-from bench.plot import chart_beside
+from bench.plot import write_with_charts
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -500,6 +500,17 @@ class Spawned:
     process: subprocess.Popen[bytes]
     log: Path
     launched: float  # time.perf_counter()
+
+
+def serve_argv(port: int, state: Any, secret_file: Path, *options: str) -> list[str]:
+    """``novakms serve`` on ``HOST:port`` with the run's key, registry and secret files and
+    :data:`SERVER_LIMITS`; ``options`` are further ``serve`` options."""
+    argv = [sys.executable, "-m", "novakms.cli", "serve", *options, "--listen"]
+    argv += [f"tcp://{HOST}:{port}", "--key-file", str(state.node_key_file)]
+    argv += ["--registry", str(state.registry_file), "--master-secret-file", str(secret_file)]
+    for limit in SERVER_LIMITS:
+        argv += ["--limit", limit]
+    return argv
 
 
 @contextlib.contextmanager
@@ -1213,14 +1224,7 @@ def to_json(results: list[ScenarioResult], info: dict[str, Any]) -> dict[str, An
 
 def write_results(document: dict[str, Any], stamp: str) -> Path:
     """Write the timestamped file and derive-latest.json, a chart beside each; return the first."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2) + "\n"
-    path = RESULTS_DIR / f"derive-{stamp}.json"
-    latest = RESULTS_DIR / "derive-latest.json"
-    path.write_text(text)
-    latest.write_text(text)
-    chart_beside(document, [path, latest])
-    return path
+    return write_with_charts(document, RESULTS_DIR, "derive", stamp)
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -1385,22 +1389,7 @@ def run(settings: Settings) -> int:
                 port = free_port()
                 env = {**base_env, "PYTHONPATH": checkout}
                 details = checkout_info(Path(checkout), env, tmp)
-                argv = [
-                    sys.executable,
-                    "-m",
-                    "novakms.cli",
-                    "serve",
-                    "--listen",
-                    f"tcp://{HOST}:{port}",
-                    "--key-file",
-                    str(state.node_key_file),
-                    "--registry",
-                    str(state.registry_file),
-                    "--master-secret-file",
-                    str(secret_file),
-                ]
-                for limit in SERVER_LIMITS:
-                    argv += ["--limit", limit]
+                argv = serve_argv(port, state, secret_file)
                 spawned = stack.enter_context(
                     server_process(
                         f"the KMS server {label!r}",

@@ -61,10 +61,11 @@ from bench.bench_derive import (
     percentile,
     process_cpu_seconds,
     progress,
+    serve_argv,
     server_process,
     tail,
 )
-from bench.plot import chart_beside
+from bench.plot import write_with_charts
 from novakms.client.aio import Client
 from novakms.crypto.signer import LocalSigner
 from novakms.dev.env import prepare_state
@@ -296,25 +297,9 @@ def start_workers(
         workers = []
         for index in range(count):
             metrics_port = free_port()
-            argv = [
-                sys.executable,
-                "-m",
-                "novakms.cli",
-                "serve",
-                "--reuse-port",
-                "--listen",
-                f"tcp://{HOST}:{port}",
-                "--metrics",
-                f"{HOST}:{metrics_port}",
-                "--key-file",
-                str(state.node_key_file),
-                "--registry",
-                str(state.registry_file),
-                "--master-secret-file",
-                str(secret),
-            ]
-            for limit in SERVER_LIMITS:
-                argv += ["--limit", limit]
+            argv = serve_argv(
+                port, state, secret, "--reuse-port", "--metrics", f"{HOST}:{metrics_port}"
+            )
             spawned = stack.enter_context(
                 server_process(f"worker {index}", argv, tmp / f"worker{index}-of-{count}.log", env)
             )
@@ -511,18 +496,6 @@ def mean_per_second(rows: Sequence[dict[str, Any]]) -> dict[int, float]:
     return {count: sum(values) / len(values) for count, values in found.items()}
 
 
-def write_results(document: dict[str, Any], stamp: str) -> Path:
-    """The timestamped JSON and scaling-latest.json, a chart beside each; returns the first."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2) + "\n"
-    path = RESULTS_DIR / f"scaling-{stamp}.json"
-    latest = RESULTS_DIR / "scaling-latest.json"
-    path.write_text(text)
-    latest.write_text(text)
-    chart_beside(document, [path, latest])
-    return path
-
-
 def run(settings: Settings) -> int:
     """Start the workers for each count, run every scenario, report; the exit code."""
     now = datetime.now(UTC)
@@ -577,7 +550,7 @@ def run(settings: Settings) -> int:
     agree = all(r["keys_agree"] for rows in results.values() for r in rows)
     document["ok"] = errors == 0 and agree
     print(render(document), flush=True)
-    path = write_results(document, stamp)
+    path = write_with_charts(document, RESULTS_DIR, "scaling", stamp)
     print(f"\nwrote {path.relative_to(REPO_DIR)} and bench/results/scaling-latest.json")
     if not document["ok"]:
         progress(f"FAILED: {errors} request(s) failed; keys agree across clients: {agree}")

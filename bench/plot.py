@@ -21,6 +21,7 @@ state), and every ``*_figure`` function returns the figure unsaved, for the test
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -600,6 +601,18 @@ def chart_beside(
         return []
     print(f"chart: {', '.join(str(p) for p in written)}", file=sys.stderr, flush=True)
     return written
+
+
+def write_with_charts(document: Document, directory: Path, name: str, stamp: str) -> Path:
+    """``<name>-<stamp>.json`` and ``<name>-latest.json`` in ``directory``, each with its chart
+    (:func:`chart_beside`); returns the first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2) + "\n"
+    paths = [directory / f"{name}-{stamp}.json", directory / f"{name}-latest.json"]
+    for path in paths:
+        path.write_text(text)
+    chart_beside(document, paths)
+    return paths[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,23 +205,8 @@ def encode_reference(obj: object) -> bytes:
     """Encode a value as deterministic CBOR of the protocol subset: the reference encoder.
 
     The straightforward encoder :func:`encode` is checked against (byte for byte, error for
-    error); :func:`encode` also hands it every value outside its fast path.
-
-    Supported: ``int`` (-2**64 .. 2**64-1), ``bytes``/``bytearray``/``memoryview`` (byte
-    string), ``str`` (text string), ``list``/``tuple`` (array), ``dict`` with ``str`` keys
-    (map, keys sorted), ``bool`` and ``None``.
-
-    Args:
-        obj: the value to encode.
-
-    Returns:
-        The deterministic encoding (RFC 8949 §4.2.1).
-
-    Raises:
-        TypeError: a value of an unsupported type (float, set, custom objects…) or a map key
-            that is not a ``str``.
-        ValueError: an integer out of range, a text with lone surrogates, or nesting deeper
-            than :data:`MAX_DEPTH` (the peer would reject it; this also catches cycles).
+    error); :func:`encode` also hands it every value outside its fast path. Supported values,
+    result and errors: those of :func:`encode`.
     """
     out: list[bytes] = []
     _encode_into(obj, out, 0)
