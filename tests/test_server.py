@@ -253,17 +253,25 @@ async def test_inflight_limit_applies_backpressure(start_server: Any, wallets: W
 async def test_pipelined_requests_are_answered_in_few_writes_and_in_order_of_sealing(
     start_server: Any, wallets: Wallets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 64 derives sent in one write: the reader answers them without tasks, the writer seals
-    # every queued answer and sends them together (max_inflight 32: at least two writes).
+    # 64 derives sent in one write: the reader answers them without tasks and queues the
+    # answers; before it waits, they go out together (max_inflight 32: at least two writes).
     srv = await start_server()
-    writes: list[int] = []
-    send_frames = FramedStream.send_frames
+    writes: list[int] = []  # frames per write
+    send_data, send_now = FramedStream.send_data, FramedStream.send_now
 
-    async def counted(self: FramedStream, bodies: list[bytes]) -> None:
-        writes.append(len(bodies))
-        await send_frames(self, bodies)
+    async def counted(self: FramedStream, data: bytes) -> None:
+        writes.append(frames_in(data))
+        await send_data(self, data)
 
-    monkeypatch.setattr(FramedStream, "send_frames", counted)
+    def counted_now(self: FramedStream, data: bytes) -> int:
+        sent = send_now(self, data)
+        if sent:
+            assert sent == len(data)  # a small write on loopback is taken whole
+            writes.append(frames_in(data))
+        return sent
+
+    monkeypatch.setattr(FramedStream, "send_data", counted)
+    monkeypatch.setattr(FramedStream, "send_now", counted_now)
     s = await raw_session(srv.tcp, signer=wallets.app1)
     writes.clear()
     plaintexts = [
@@ -276,6 +284,66 @@ async def test_pipelined_requests_are_answered_in_few_writes_and_in_order_of_sea
     assert [a["ok"]["key"] for a in answers] == [expected_key(1, f"k/{i}") for i in range(64)]
     assert sum(writes) == 64 and 2 <= len(writes) <= 8, writes
     await s.framed.aclose()
+
+
+async def test_answers_the_kernel_does_not_take_at_once_are_sent_whole_and_in_order(
+    start_server: Any, wallets: Wallets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client with a small receive buffer asks for large values and reads only later: the
+    # reader's direct write is cut short, the writer sends the rest, and every answer arrives
+    # whole, in order, interleaved correctly with the answers of request tasks (kv.put).
+    srv = await start_server()
+    value = os.urandom(300_000)
+    async with await Client.connect(srv.tcp, signer=wallets.app1) as kms:
+        await kms.kv_put("big", value)
+    partial: list[tuple[int, int]] = []
+    send_now = FramedStream.send_now
+
+    def noted(self: FramedStream, data: bytes) -> int:
+        sent = send_now(self, data)
+        if sent < len(data):
+            partial.append((sent, len(data)))
+        return sent
+
+    monkeypatch.setattr(FramedStream, "send_now", noted)
+    # The buffer is set before connecting, so the window it offers is a sane one (shrunk
+    # afterwards, loopback TCP waits on its persist timer instead of sending window updates).
+    host, port = srv.tcp.removeprefix("tcp://").rsplit(":", 1)
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    await sock.connect((host, int(port)))
+    s = await handshake(trio.SocketStream(sock), wallets.app1)
+    requests: list[dict[str, Any]] = []
+    for i in range(12):
+        if i % 4 == 3:  # a task's answer between the reader's
+            requests.append({"id": i, "op": "kv.put", "args": {"key": f"k{i}", "value": b"v"}})
+        else:
+            requests.append({"id": i, "op": "kv.get", "args": {"key": "big"}})
+    bodies = [s.channel.seal_plaintext(cbor.encode(r)) for r in requests]
+    await s.framed.stream.send_all(b"".join(len(b).to_bytes(4, "big") + b for b in bodies))
+    await trio.sleep(0.3)  # nothing read: the server's writes stop at the full buffers
+    assert partial, "no direct write was cut short"
+    answers = {}
+    for _ in requests:
+        answer = await s.receive()
+        answers[answer["id"]] = answer["ok"]
+    assert sorted(answers) == list(range(12))
+    for i, ok in answers.items():
+        if i % 4 != 3:
+            assert ok["value"] == value
+    await s.send({"id": 99, "op": "health"})  # the channel is still in step
+    assert (await s.receive())["id"] == 99
+    await s.framed.aclose()
+
+
+def frames_in(data: bytes) -> int:
+    """How many whole frames ``data`` holds (it must end at a frame's end)."""
+    count, at = 0, 0
+    while at < len(data):
+        at += 4 + int.from_bytes(data[at : at + 4], "big")
+        count += 1
+    assert at == len(data)
+    return count
 
 
 async def test_crashing_handler_is_an_internal_error_not_a_crash(

@@ -6,6 +6,7 @@ The protocol logic lives in the pure :mod:`novakms.wire` modules; this is the I/
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 import trio
@@ -42,6 +43,8 @@ class FramedStream:
     def __init__(self, stream: trio.abc.Stream, *, max_frame: int) -> None:
         self.stream = stream
         self.max_frame = max_frame
+        # send_now writes to a socket directly; trio's streams offer no write that never waits
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._decoder = FrameDecoder(max_frame=max_frame)
 
     def set_receive_limit(self, max_frame: int) -> None:
@@ -115,10 +118,41 @@ class FramedStream:
         Raises:
             TransportError: the connection broke.
         """
-        data = b"".join([encode_frame(body, max_frame=self.max_frame) for body in bodies])
+        await self.send_data(b"".join([encode_frame(b, max_frame=self.max_frame) for b in bodies]))
+
+    async def send_data(self, data: bytes) -> None:
+        """Send already-framed bytes.
+
+        Raises:
+            TransportError: the connection broke.
+        """
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise NetworkError(f"connection lost: {exc}") from None
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the kernel takes of already-framed ``data`` at once, never waiting.
+
+        Only on a socket stream (0 on others, and when its send buffer is full). Must not be
+        called while a :meth:`send_data` is under way: bytes would interleave.
+
+        Returns:
+            How many bytes were written.
+
+        Raises:
+            TransportError: the connection broke.
+        """
+        if self._socket is None:
+            return 0
+        fd = self._socket.fileno()
+        if fd < 0:
+            return 0
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
             raise NetworkError(f"connection lost: {exc}") from None
 
     async def aclose(self) -> None:
