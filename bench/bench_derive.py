@@ -75,6 +75,8 @@ HOST = "127.0.0.1"
 DERIVE_PATH = "bench/derive"
 KEY_LENGTH = 32
 KV_KEY = "bench/value"
+SIGN_KEY = "bench/signer"  # the named key of the sign scenarios
+SIGN_MESSAGE = b"novakms bench ed25519 message, 64 bytes long......................"[:64]
 #: The value put once and read by the kv.get scenario: not secret, the echo's value's size.
 KV_VALUE = (b"novakms bench kv.get value " * 3)[: len(FAKE_VALUE)]
 #: Limits passed to the KMS servers: the per-wallet and per-source token buckets are switched
@@ -174,8 +176,35 @@ SCENARIOS = (
         8,
     ),
 )
+#: Not in the default set: issue 16's named-key signatures, next to derive when asked for
+#: (``--scenarios c64,sign-k1,sign-ed``); servers from before them do not know ``sign``.
+EXTRA_SCENARIOS = (
+    Scenario(
+        "sign-k1",
+        "sign (secp256k1, a 32-byte digest), concurrency 64 on 1 connection",
+        "closed",
+        "sign/secp256k1",
+        64,
+        1,
+    ),
+    Scenario(
+        "sign-ed",
+        f"sign (ed25519, a {len(SIGN_MESSAGE)}-byte message), concurrency 64 on 1 connection",
+        "closed",
+        "sign/ed25519",
+        64,
+        1,
+    ),
+)
 SCENARIO_NAMES = tuple(s.name for s in SCENARIOS)
-OP_ARGS: dict[str, dict[str, Any]] = {"derive": {"path": DERIVE_PATH}, "kv.get": {"key": KV_KEY}}
+ALL_SCENARIOS = SCENARIOS + EXTRA_SCENARIOS
+#: What a scenario's ``op`` (a workload) sends: the wire op and its args.
+WORKLOADS: dict[str, tuple[str, dict[str, Any]]] = {
+    "derive": ("derive", {"path": DERIVE_PATH}),
+    "kv.get": ("kv.get", {"key": KV_KEY}),
+    "sign/secp256k1": ("sign", {"name": SIGN_KEY, "alg": "secp256k1", "digest": bytes(range(32))}),
+    "sign/ed25519": ("sign", {"name": SIGN_KEY, "alg": "ed25519", "message": SIGN_MESSAGE}),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,7 +756,9 @@ async def wait_ready(target: Target, probe: Callable[[], Awaitable[None]]) -> No
             return
 
 
-async def prepare_targets(targets: list[Target], signer: LocalSigner, wallet: str) -> None:
+async def prepare_targets(
+    targets: list[Target], signer: LocalSigner, wallet: str, workloads: frozenset[str]
+) -> None:
     """Wait until every server is ready; learn what the answers must be, put the kv value.
 
     The key each KMS derives is known only by its SHA-256 (never printed); the value read by
@@ -736,9 +767,12 @@ async def prepare_targets(targets: list[Target], signer: LocalSigner, wallet: st
     for target in targets:
         if target.kind == "echo":
             await wait_ready(target, partial(probe_echo, target.port))
+            fake = {"field": "key", "sha256": sha256_hex(FAKE_KEY)}  # any other op: a derive's
             target.checks = {
-                "derive": {"field": "key", "sha256": sha256_hex(FAKE_KEY)},
+                "derive": fake,
                 "kv.get": {"field": "value", "sha256": sha256_hex(FAKE_VALUE)},
+                "sign/secp256k1": fake,
+                "sign/ed25519": fake,
             }
             continue
         await wait_ready(target, partial(probe_kms, target.port, wallet))
@@ -754,6 +788,16 @@ async def prepare_targets(targets: list[Target], signer: LocalSigner, wallet: st
             "derive": {"field": "key", "sha256": sha256_hex(key)},
             "kv.get": {"field": "value", "sha256": sha256_hex(KV_VALUE)},
         }
+        if workloads - set(target.checks):
+            async with await kms_connect(target.port, signer, wallet) as kms:
+                for name in ("sign/secp256k1", "sign/ed25519"):
+                    if name in workloads:  # deterministic signatures: every answer the same
+                        op, args = WORKLOADS[name]
+                        signature = (await kms.call(op, args))["signature"]
+                        target.checks[name] = {
+                            "field": "signature",
+                            "sha256": sha256_hex(signature),
+                        }
 
 
 #: Prints the novakms package a server would import, then how many of its hot modules are
@@ -835,9 +879,10 @@ def measure(run: Run, target: Target, scenario: Scenario, rate: float | None) ->
     for process, connections in zip(used, shares, strict=True):
         job = dict(base)
         if scenario.op is not None:
+            op, args = WORKLOADS[scenario.op]
             job.update(
-                op=scenario.op,
-                args=OP_ARGS[scenario.op],
+                op=op,
+                args_cbor=cbor2.dumps(args).hex(),
                 check=target.checks[scenario.op],
                 connections=connections,
                 window=scenario.concurrency // scenario.connections if scenario.concurrency else 1,
@@ -915,7 +960,7 @@ def measure_all(run: Run, targets: list[Target]) -> list[ScenarioResult]:
     its rate: ``--rate``, or OPEN_FRACTION of the median c64x8 throughput of ``novakms``.
     """
     settings = run.settings
-    chosen = [s for s in SCENARIOS if s.name in settings.scenarios]
+    chosen = [s for s in ALL_SCENARIOS if s.name in settings.scenarios]
     results = {s.name: ScenarioResult(s) for s in chosen}
     for phase in ("closed", "open"):
         scenarios = [s for s in chosen if (s.kind == "open") == (phase == "open")]
@@ -1302,7 +1347,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument(
         "--scenarios",
         default=",".join(SCENARIO_NAMES),
-        help="comma-separated subset to run (default all: %(default)s)",
+        help="comma-separated scenarios to run (default: %(default)s; also sign-k1, sign-ed: "
+        "named-key signatures, for servers that have them)",
     )
     parser.add_argument(
         "--also",
@@ -1315,9 +1361,10 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     scenarios = tuple(name.strip() for name in str(args.scenarios).split(",") if name.strip())
-    unknown = [name for name in scenarios if name not in SCENARIO_NAMES]
+    known = tuple(s.name for s in ALL_SCENARIOS)
+    unknown = [name for name in scenarios if name not in known]
     if unknown or not scenarios:
-        parser.error(f"--scenarios: unknown {unknown} (known: {', '.join(SCENARIO_NAMES)})")
+        parser.error(f"--scenarios: unknown {unknown} (known: {', '.join(known)})")
     if "open50" in scenarios and "c64x8" not in scenarios and args.rate is None:
         parser.error("--scenarios: open50 needs c64x8 (its rate is half of it) or --rate")
     settings = Settings(
@@ -1328,7 +1375,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         load_processes=args.load_processes,
         pin=args.pin,
         rate=args.rate,
-        scenarios=tuple(name for name in SCENARIO_NAMES if name in scenarios),
+        scenarios=tuple(name for name in known if name in scenarios),
         also=parse_also(parser, args.also),
     )
     if settings.duration_s <= 0 or settings.warmup_s < 0 or settings.rounds < 1:
@@ -1350,7 +1397,7 @@ def run(settings: Settings) -> int:
         "machine": machine_info(),
         "settings": {
             **asdict(settings),
-            "scenarios": [asdict(s) for s in SCENARIOS if s.name in settings.scenarios],
+            "scenarios": [asdict(s) for s in ALL_SCENARIOS if s.name in settings.scenarios],
             "derive_path": DERIVE_PATH,
             "key_length": KEY_LENGTH,
             "kv_key": KV_KEY,
@@ -1403,7 +1450,10 @@ def run(settings: Settings) -> int:
                     Target(label, "kms", spawned, port, checkout=Path(checkout), info=details)
                 )
             signer = LocalSigner.from_file(state.apps[0].key_file)
-            trio.run(prepare_targets, targets, signer, state.node_wallet)
+            workloads = frozenset(
+                s.op for s in ALL_SCENARIOS if s.name in settings.scenarios and s.op is not None
+            )
+            trio.run(prepare_targets, targets, signer, state.node_wallet, workloads)
             loads = stack.enter_context(
                 load_processes(settings.load_processes, tmp, pinning.load_cpus)
             )

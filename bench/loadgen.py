@@ -30,7 +30,8 @@ process's trio loop while it runs (nothing else runs here meanwhile):
   must have the SHA-256 the parent gave (no key is ever printed or passed around), and every
   later answer must be the same bytes but its id.
 
-Three kinds of job:
+Three kinds of job (an op's ``args`` come as ``args_cbor``, their CBOR in hex: JSON has no
+bytes):
 
 ``closed``
     ``window`` requests in flight on each connection, a new one as soon as one is answered
@@ -669,7 +670,7 @@ async def run_job(job: dict[str, Any], lines: LineReader) -> dict[str, Any]:
         await handshakes(spec, signer, window.end, tally, counted=True)
         cpu = time.process_time() - cpu
     elif kind in ("closed", "open"):
-        encode = request_template(job["op"], job["args"])
+        encode = request_template(job["op"], cbor2.loads(bytes.fromhex(job["args_cbor"])))
         checker = Checker(job["check"]["field"], job["check"]["sha256"])
         per_link = int(job.get("window", 1))
         async with contextlib.AsyncExitStack() as stack:

@@ -19,6 +19,9 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
 
 pytestmark = pytest.mark.slow
 
@@ -217,6 +220,71 @@ def test_client_derive_as_documented(dev: dict[str, Any]) -> None:
             "length": 48,
             "key": base64.b64encode(hkdf(app["app_id"], "db/key:v1", 48)).decode(),
         }
+
+
+def test_client_named_keys_as_documented(dev: dict[str, Any], tmp_path: Path) -> None:
+    app = dev["apps"][0]
+
+    def client(node: dict[str, Any], *op: str) -> dict[str, Any]:
+        out = novakms("client", "--node", node["address"], "--key", app["key_file"], *op)
+        assert out.returncode == 0, out.stdout + out.stderr
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    first, second = dev["nodes"][:2]
+    public = client(first, "keys", "public", "--name", "main", "--alg", "secp256k1")
+    assert public == client(second, "keys", "public", "--name", "main", "--alg", "secp256k1")
+    address = public["address"]
+    signed = client(second, "sign", "--name", "main", "--alg", "secp256k1", "--eip191", "hi")
+    signature = bytes.fromhex(signed["signature"][2:])
+    assert (
+        Account.recover_message(encode_defunct(text="hi"), signature=signature).lower() == address
+    )
+    typed = {
+        "types": {
+            "EIP712Domain": [{"name": "name", "type": "string"}],
+            "Ping": [{"name": "n", "type": "uint256"}],
+        },
+        "primaryType": "Ping",
+        "domain": {"name": "cli"},
+        "message": {"n": 7},
+    }
+    (tmp_path / "typed.json").write_text(json.dumps(typed))
+    signed = client(
+        first,
+        "sign",
+        "--name",
+        "main",
+        "--alg",
+        "secp256k1",
+        "--typed-data",
+        str(tmp_path / "typed.json"),
+    )
+    recovered = Account.recover_message(
+        encode_typed_data(full_message=typed), signature=bytes.fromhex(signed["signature"][2:])
+    )
+    assert recovered.lower() == address
+    digest = "0x" + "ab" * 32
+    signed = client(first, "sign", "--name", "main", "--alg", "secp256k1", "--digest", digest)
+    assert signed["digest"] == digest
+    ed = client(first, "sign", "--name", "id", "--alg", "ed25519", "--message", "m")
+    Ed25519PublicKey.from_public_bytes(bytes.fromhex(ed["public_key"][2:])).verify(
+        bytes.fromhex(ed["signature"][2:]), b"m"
+    )
+    attested = client(second, "keys", "attest", "--name", "id", "--alg", "ed25519")
+    assert attested["signer"] == second["wallet"] and ed["public_key"] in attested["statement"]
+    sealed = client(first, "encrypt", "--name", "vault", "--text", "s3cret", "--aad", "ctx")
+    out = novakms(
+        "client", "--node", second["address"], "--key", app["key_file"], "decrypt",
+        "--ciphertext", sealed["ciphertext"], "--aad", "ctx", "--output", "text",
+    )  # fmt: skip
+    assert (out.returncode, out.stdout) == (0, "s3cret"), out.stderr
+    refused = novakms(
+        "client", "--node", second["address"], "--key", app["key_file"], "decrypt",
+        "--ciphertext", sealed["ciphertext"], "--aad", "other",
+    )  # fmt: skip
+    error = json.loads(refused.stdout)["error"]
+    assert refused.returncode == 1 and error["reason"] == "decrypt_failed"
 
 
 def test_client_health_and_status(dev: dict[str, Any]) -> None:

@@ -618,6 +618,7 @@ _AUTH_REFUSALS = {"wrong_role", "no_cluster_proof", "not_guardian"}
 _COLUMNS = {
     **dict.fromkeys(["health", "status", "nodes", "cert.ca"], "none"),
     **dict.fromkeys(["derive", "cert.sign", "kv.get", "kv.put", "kv.delete", "kv.list"], "app"),
+    **dict.fromkeys(["keys.public", "keys.attest", "sign", "encrypt", "decrypt"], "app"),
     **dict.fromkeys(["secret.status", "secret.get", "sync.hello"], "peer"),
     **dict.fromkeys(
         ["sync.push", "sync.digests", "sync.buckets", "sync.keys", "sync.pull"], "proven_peer"

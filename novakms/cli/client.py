@@ -1,8 +1,8 @@
 """``novakms client``: call a KMS node as an app, over the blocking client.
 
 Holds the subcommand's arguments (``health``, ``status``, ``nodes``, ``derive``, ``kv …``,
-``cert …``), the choice of signer (a key file, or the enclave's Odyn API with ``--odyn``) and
-the JSON each operation prints.
+``cert …``, ``keys …``, ``sign``, ``encrypt``, ``decrypt``), the choice of signer (a key file,
+or the enclave's Odyn API with ``--odyn``) and the JSON each operation prints.
 
 Either one node (``--node``, with ``--expect-wallet`` to pin its wallet) or the cluster the
 chain lists (``--chain-rpc``, ``--kms-registry``, ``--nova-app-registry``): then the blocking
@@ -13,7 +13,9 @@ fails over as :mod:`novakms.client.cluster_core` says. The JSON printed is the s
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +32,7 @@ from novakms.cli.common import (
     print_json,
 )
 from novakms.client.blocking import BlockingClient
-from novakms.client.results import Nodes
+from novakms.client.results import Nodes, PublicKey
 from novakms.config import DEFAULT_ODYN_URL
 from novakms.crypto.signer import LocalSigner, SyncSigner
 from novakms.errors import CliError
@@ -204,8 +206,58 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="write the certificate and then its app CA as PEM (a chain file) to FILE and "
         "print the certificate's details instead",
     )
+    _add_key_parsers(ops)
     add_options(leaf_parsers(client), _OPTIONS, repeated=True)
     client.set_defaults(func=_cmd_client)
+
+
+def _add_key_parsers(ops: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keys public|attest``, ``sign``, ``encrypt``, ``decrypt``: the app's named keys."""
+    algs = ("secp256k1", "ed25519", "p256")
+    keys = ops.add_parser("keys", help="the app's named signing keys").add_subparsers(
+        dest="keys_op", required=True, metavar="OP"
+    )
+    for op, text in (
+        ("public", "a named key's public key (and Ethereum address for secp256k1)"),
+        ("attest", "the node's signed statement that the public key is the app's"),
+    ):
+        parser = keys.add_parser(op, help=text)
+        parser.add_argument("--name", required=True, help="the key's name (text)")
+        parser.add_argument("--alg", required=True, choices=algs, help="the key's algorithm")
+    sign = ops.add_parser(
+        "sign", help="sign with a named key (public keys, digests, signatures printed as 0x hex)"
+    )
+    sign.add_argument("--name", required=True, help="the key's name (text)")
+    sign.add_argument("--alg", required=True, choices=algs, help="the key's algorithm")
+    what = sign.add_mutually_exclusive_group(required=True)
+    what.add_argument("--eip191", metavar="TEXT", help="secp256k1: personal_sign this text")
+    what.add_argument("--digest", metavar="HEX", help="secp256k1: sign this 32-byte digest")
+    what.add_argument(
+        "--typed-data", metavar="FILE", help="secp256k1: sign this EIP-712 typed data (JSON)"
+    )
+    what.add_argument("--message", metavar="TEXT", help="ed25519, p256: sign this text")
+    what.add_argument("--message-file", metavar="FILE", help="ed25519, p256: sign FILE's bytes")
+    sign.add_argument("--der", action="store_true", help="p256: a DER signature, not r || s")
+    encrypt = ops.add_parser("encrypt", help="seal data under a named symmetric key")
+    encrypt.add_argument("--name", required=True, help="the key's name (text)")
+    source = encrypt.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the plaintext as UTF-8 text")
+    source.add_argument("--in", dest="in_file", metavar="FILE", help="the plaintext's bytes")
+    encrypt.add_argument("--aad", help="associated data (UTF-8 text) to bind, not encrypt")
+    encrypt.add_argument(
+        "--out", metavar="FILE", help="write the ciphertext's bytes to FILE (else base64 JSON)"
+    )
+    decrypt = ops.add_parser("decrypt", help="open a ciphertext of encrypt")
+    sealed = decrypt.add_mutually_exclusive_group(required=True)
+    sealed.add_argument("--ciphertext", metavar="BASE64", help="the ciphertext, base64")
+    sealed.add_argument("--in", dest="in_file", metavar="FILE", help="the ciphertext's bytes")
+    decrypt.add_argument("--aad", help="the associated data given to encrypt (UTF-8 text)")
+    decrypt.add_argument(
+        "--output",
+        choices=["json", "text", "raw"],
+        default="json",
+        help="json: the result with the plaintext in base64; text / raw: the plaintext alone",
+    )
 
 
 def _client_signer(args: argparse.Namespace) -> SyncSigner | None:
@@ -281,7 +333,99 @@ def _cmd_client(args: argparse.Namespace) -> int:
             print_json(_kv(client, args))
         elif args.op == "cert":
             _cert(client, args)
+        elif args.op in ("keys", "sign"):
+            print_json(_signing(client, args))
+        elif args.op == "encrypt":
+            _encrypt(client, args)
+        elif args.op == "decrypt":
+            opened = client.decrypt(_read_ciphertext(args), aad=_text_bytes(args.aad))
+            if args.output == "json":
+                print_json({"name": opened.name, "alg": opened.alg, "plaintext": opened.plaintext})
+            else:
+                _kv_value(opened.plaintext, args.output)
     return 0
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _text_bytes(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8")
+
+
+def _public_json(key: PublicKey) -> dict[str, Any]:
+    shown: dict[str, Any] = {"app_id": key.app_id, "name": key.name, "alg": key.alg}
+    shown["public_key"] = "0x" + key.public_key.hex()
+    if key.address is not None:
+        shown["address"] = key.address
+    return shown
+
+
+def _signing(client: _Kms, args: argparse.Namespace) -> dict[str, Any]:
+    if args.op == "keys" and args.keys_op == "public":
+        return _public_json(client.keys_public(args.name, args.alg))
+    if args.op == "keys":
+        attested = client.keys_attest(args.name, args.alg)
+        return {
+            **_public_json(attested.key),
+            "statement": attested.statement,
+            "signature": "0x" + attested.signature.hex(),
+            "signer": attested.signer,
+            "issued_at": attested.issued_at,
+        }
+    signed = client.sign(args.name, args.alg, der=args.der, **_sign_payload(args))
+    shown = {**_public_json(signed.key), "signature": "0x" + signed.signature.hex()}
+    if signed.digest is not None:
+        shown["digest"] = "0x" + signed.digest.hex()
+    return shown
+
+
+def _sign_payload(args: argparse.Namespace) -> dict[str, Any]:
+    if args.eip191 is not None:
+        return {"eip191": args.eip191}
+    if args.digest is not None:
+        try:
+            digest = bytes.fromhex(args.digest.removeprefix("0x"))
+        except ValueError:
+            raise CliError("--digest must be hex") from None
+        return {"digest": digest}
+    if args.typed_data is not None:
+        from eth_account.messages import encode_typed_data
+
+        try:
+            typed = encode_typed_data(full_message=json.loads(_read(args.typed_data)))
+        except Exception as exc:  # eth-account raises many kinds for a bad document
+            raise CliError(f"{args.typed_data} is not EIP-712 typed data: {exc}") from None
+        return {"eip712": (bytes(typed.header), bytes(typed.body))}
+    if args.message is not None:
+        return {"message": args.message.encode("utf-8")}
+    return {"message": _read(args.message_file)}
+
+
+def _encrypt(client: _Kms, args: argparse.Namespace) -> None:
+    plaintext = args.text.encode("utf-8") if args.text is not None else _read(args.in_file)
+    sealed = client.encrypt(args.name, plaintext, aad=_text_bytes(args.aad))
+    if args.out is None:
+        print_json({"name": sealed.name, "alg": sealed.alg, "ciphertext": sealed.ciphertext})
+        return
+    try:
+        Path(args.out).write_bytes(sealed.ciphertext)
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print_json({"name": sealed.name, "alg": sealed.alg, "out": args.out})
+
+
+def _read_ciphertext(args: argparse.Namespace) -> bytes:
+    if args.in_file is not None:
+        return _read(args.in_file)
+    try:
+        return base64.b64decode(args.ciphertext, validate=True)
+    except ValueError:
+        raise CliError("--ciphertext must be base64") from None
 
 
 def _nodes_json(nodes: Nodes) -> dict[str, Any]:

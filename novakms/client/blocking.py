@@ -23,29 +23,40 @@ from typing import Any
 from novakms.client.results import (
     DEFAULT_TIMEOUT,
     CertIssued,
+    Ciphertext,
     DeleteResult,
     DeriveResult,
     GuardianShare,
     Health,
+    KeyAttestation,
     KVItem,
     KVPage,
     Nodes,
+    Plaintext,
+    PublicKey,
     PutResult,
     RestoreResult,
+    Signature,
     Status,
     optional_args,
     parse_cert_ca,
     parse_cert_issued,
+    parse_ciphertext,
     parse_delete_result,
     parse_derive_result,
     parse_guardian_share,
     parse_health,
+    parse_key_attestation,
     parse_kv_item,
     parse_kv_page,
     parse_nodes,
+    parse_plaintext,
+    parse_public_key,
     parse_put_result,
     parse_restore_result,
+    parse_signature,
     parse_status,
+    sign_args,
 )
 from novakms.crypto.signer import SyncSigner
 from novakms.errors import NetworkError, NovaKMSError, TransportError, TransportTimeout
@@ -267,6 +278,42 @@ class BlockingClient:
         """``derive``: an app key."""
         args = optional_args(path=path, context=context, length=length)
         return parse_derive_result(self.call("derive", args))
+
+    def keys_public(self, name: str, alg: str) -> PublicKey:
+        """``keys.public``: the public key of the app's signing key ``name``."""
+        return parse_public_key(self.call("keys.public", {"name": name, "alg": alg}))
+
+    def keys_attest(self, name: str, alg: str) -> KeyAttestation:
+        """``keys.attest``: the node's signed statement that the key is the app's."""
+        return parse_key_attestation(self.call("keys.attest", {"name": name, "alg": alg}))
+
+    def sign(
+        self,
+        name: str,
+        alg: str,
+        *,
+        digest: bytes | None = None,
+        eip191: bytes | str | None = None,
+        eip712: tuple[bytes, bytes] | None = None,
+        message: bytes | None = None,
+        der: bool = False,
+    ) -> Signature:
+        """``sign``: secp256k1 takes one of ``digest``, ``eip191``, ``eip712`` (domain
+        separator, struct hash); ed25519 and p256 a ``message`` (p256: ``der`` for DER)."""
+        args = sign_args(
+            name, alg, digest=digest, eip191=eip191, eip712=eip712, message=message, der=der
+        )
+        return parse_signature(self.call("sign", args))
+
+    def encrypt(self, name: str, plaintext: bytes, *, aad: bytes | None = None) -> Ciphertext:
+        """``encrypt``: seal ``plaintext`` under the app's symmetric key ``name``."""
+        args = optional_args(name=name, plaintext=plaintext, aad=aad)
+        return parse_ciphertext(self.call("encrypt", args))
+
+    def decrypt(self, ciphertext: bytes, *, aad: bytes | None = None) -> Plaintext:
+        """``decrypt``: open a ciphertext of :meth:`encrypt` (the key it names, this app's)."""
+        args = optional_args(ciphertext=ciphertext, aad=aad)
+        return parse_plaintext(self.call("decrypt", args))
 
     def kv_get(self, key: str) -> KVItem:
         """``kv.get``."""

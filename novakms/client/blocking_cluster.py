@@ -46,13 +46,18 @@ from novakms.client.cluster_core import (
 )
 from novakms.client.results import (
     CertIssued,
+    Ciphertext,
     DeleteResult,
     DeriveResult,
     Health,
+    KeyAttestation,
     KVItem,
     KVPage,
     Nodes,
+    Plaintext,
+    PublicKey,
     PutResult,
+    Signature,
     Status,
 )
 from novakms.crypto.signer import SyncSigner
@@ -420,6 +425,42 @@ class BlockingClusterClient:
         return self._call(
             "kv.list", "safe", lambda c: c.kv_list(prefix=prefix, limit=limit, cursor=cursor)
         )
+
+    def keys_public(self, name: str, alg: str) -> PublicKey:
+        """``keys.public`` (every node has the same keys)."""
+        return self._call("keys.public", "safe", lambda c: c.keys_public(name, alg))
+
+    def keys_attest(self, name: str, alg: str) -> KeyAttestation:
+        """``keys.attest`` (retried elsewhere: only the signing node differs)."""
+        return self._call("keys.attest", "safe", lambda c: c.keys_attest(name, alg))
+
+    def sign(
+        self,
+        name: str,
+        alg: str,
+        *,
+        digest: bytes | None = None,
+        eip191: bytes | str | None = None,
+        eip712: tuple[bytes, bytes] | None = None,
+        message: bytes | None = None,
+        der: bool = False,
+    ) -> Signature:
+        """``sign`` (retried elsewhere: every node signs with the same key)."""
+        return self._call(
+            "sign",
+            "safe",
+            lambda c: c.sign(
+                name, alg, digest=digest, eip191=eip191, eip712=eip712, message=message, der=der
+            ),
+        )
+
+    def encrypt(self, name: str, plaintext: bytes, *, aad: bytes | None = None) -> Ciphertext:
+        """``encrypt`` (retried elsewhere: nothing is stored)."""
+        return self._call("encrypt", "safe", lambda c: c.encrypt(name, plaintext, aad=aad))
+
+    def decrypt(self, ciphertext: bytes, *, aad: bytes | None = None) -> Plaintext:
+        """``decrypt`` (any node opens what any node sealed)."""
+        return self._call("decrypt", "safe", lambda c: c.decrypt(ciphertext, aad=aad))
 
     def cert_ca(self, app_id: int) -> str:
         """``cert.ca``."""

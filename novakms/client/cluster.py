@@ -55,13 +55,18 @@ from novakms.client.cluster_core import (
 )
 from novakms.client.results import (
     CertIssued,
+    Ciphertext,
     DeleteResult,
     DeriveResult,
     Health,
+    KeyAttestation,
     KVItem,
     KVPage,
     Nodes,
+    Plaintext,
+    PublicKey,
     PutResult,
+    Signature,
     Status,
 )
 from novakms.crypto.signer import Signer
@@ -493,6 +498,42 @@ class ClusterClient:
         return await self._call(
             "kv.list", "safe", lambda c: c.kv_list(prefix=prefix, limit=limit, cursor=cursor)
         )
+
+    async def keys_public(self, name: str, alg: str) -> PublicKey:
+        """``keys.public`` (every node has the same keys)."""
+        return await self._call("keys.public", "safe", lambda c: c.keys_public(name, alg))
+
+    async def keys_attest(self, name: str, alg: str) -> KeyAttestation:
+        """``keys.attest`` (retried elsewhere: only the signing node differs)."""
+        return await self._call("keys.attest", "safe", lambda c: c.keys_attest(name, alg))
+
+    async def sign(
+        self,
+        name: str,
+        alg: str,
+        *,
+        digest: bytes | None = None,
+        eip191: bytes | str | None = None,
+        eip712: tuple[bytes, bytes] | None = None,
+        message: bytes | None = None,
+        der: bool = False,
+    ) -> Signature:
+        """``sign`` (retried elsewhere: every node signs with the same key)."""
+        return await self._call(
+            "sign",
+            "safe",
+            lambda c: c.sign(
+                name, alg, digest=digest, eip191=eip191, eip712=eip712, message=message, der=der
+            ),
+        )
+
+    async def encrypt(self, name: str, plaintext: bytes, *, aad: bytes | None = None) -> Ciphertext:
+        """``encrypt`` (retried elsewhere: nothing is stored)."""
+        return await self._call("encrypt", "safe", lambda c: c.encrypt(name, plaintext, aad=aad))
+
+    async def decrypt(self, ciphertext: bytes, *, aad: bytes | None = None) -> Plaintext:
+        """``decrypt`` (any node opens what any node sealed)."""
+        return await self._call("decrypt", "safe", lambda c: c.decrypt(ciphertext, aad=aad))
 
     async def cert_ca(self, app_id: int) -> str:
         """``cert.ca`` (every node serves the same certificate)."""

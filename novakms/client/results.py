@@ -22,34 +22,45 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "CatchUp",
     "CertIssued",
+    "Ciphertext",
     "DeleteResult",
     "DeriveResult",
     "GuardianShare",
     "Health",
     "KVItem",
     "KVPage",
+    "KeyAttestation",
     "NodeEntry",
     "NodeInfo",
     "Nodes",
     "PeerProbe",
+    "Plaintext",
+    "PublicKey",
     "PutResult",
     "RestoreResult",
     "SecretState",
+    "Signature",
     "Status",
     "StoreStats",
     "optional_args",
     "parse_cert_ca",
     "parse_cert_issued",
+    "parse_ciphertext",
     "parse_delete_result",
     "parse_derive_result",
     "parse_guardian_share",
     "parse_health",
+    "parse_key_attestation",
     "parse_kv_item",
     "parse_kv_page",
     "parse_nodes",
+    "parse_plaintext",
+    "parse_public_key",
     "parse_put_result",
     "parse_restore_result",
+    "parse_signature",
     "parse_status",
+    "sign_args",
 ]
 
 DEFAULT_TIMEOUT = 10.0  # seconds for connecting + handshake, and the default per-call timeout
@@ -60,6 +71,30 @@ _T = TypeVar("_T")
 def optional_args(**items: Any) -> dict[str, Any]:
     """An args map without the None entries (shared by the trio and blocking clients)."""
     return {k: v for k, v in items.items() if v is not None}
+
+
+def sign_args(
+    name: str,
+    alg: str,
+    *,
+    digest: bytes | None = None,
+    eip191: bytes | str | None = None,
+    eip712: tuple[bytes, bytes] | None = None,
+    message: bytes | None = None,
+    der: bool = False,
+) -> dict[str, Any]:
+    """The args of ``sign`` (shared by the trio and blocking clients); ``eip712`` is
+    (domain separator, struct hash)."""
+    typed = None if eip712 is None else {"domain": eip712[0], "message": eip712[1]}
+    return optional_args(
+        name=name,
+        alg=alg,
+        digest=digest,
+        eip191=eip191,
+        eip712=typed,
+        message=message,
+        format="der" if der else None,
+    )
 
 
 # --- strict field access ------------------------------------------------------------------
@@ -489,4 +524,113 @@ def parse_restore_result(result: Mapping[str, Any]) -> RestoreResult:
         recovered=_get(result, "recovered", bool, "guardian.restore"),
         received=_get(result, "received", int, "guardian.restore"),
         threshold=_get(result, "threshold", int, "guardian.restore"),
+    )
+
+
+# --- named keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """Result of ``keys.public``: ``public_key`` is SEC1 uncompressed (secp256k1, p256) or raw
+    (ed25519); ``address`` the Ethereum address of a secp256k1 key."""
+
+    app_id: int
+    name: str
+    alg: str
+    public_key: bytes
+    address: str | None
+
+
+def parse_public_key(result: Mapping[str, Any], where: str = "keys.public") -> PublicKey:
+    """Check and wrap a ``keys.public`` result (also the key part of the others)."""
+    return PublicKey(
+        app_id=_get(result, "app_id", int, where),
+        name=_get(result, "name", str, where),
+        alg=_get(result, "alg", str, where),
+        public_key=_get(result, "public_key", bytes, where),
+        address=_opt(result, "address", str, where),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """Result of ``sign``: ``digest`` is what a secp256k1 key signed (None for the others)."""
+
+    key: PublicKey
+    signature: bytes
+    digest: bytes | None
+
+
+def parse_signature(result: Mapping[str, Any]) -> Signature:
+    """Check and wrap a ``sign`` result."""
+    return Signature(
+        key=parse_public_key(result, "sign"),
+        signature=_get(result, "signature", bytes, "sign"),
+        digest=_opt(result, "digest", bytes, "sign"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Ciphertext:
+    """Result of ``encrypt``."""
+
+    app_id: int
+    name: str
+    alg: str
+    ciphertext: bytes
+
+
+def parse_ciphertext(result: Mapping[str, Any]) -> Ciphertext:
+    """Check and wrap an ``encrypt`` result."""
+    return Ciphertext(
+        app_id=_get(result, "app_id", int, "encrypt"),
+        name=_get(result, "name", str, "encrypt"),
+        alg=_get(result, "alg", str, "encrypt"),
+        ciphertext=_get(result, "ciphertext", bytes, "encrypt"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Plaintext:
+    """Result of ``decrypt``."""
+
+    app_id: int
+    name: str
+    alg: str
+    plaintext: bytes
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Plaintext(app_id={self.app_id}, name={self.name!r}, alg={self.alg!r})"
+
+
+def parse_plaintext(result: Mapping[str, Any]) -> Plaintext:
+    """Check and wrap a ``decrypt`` result."""
+    return Plaintext(
+        app_id=_get(result, "app_id", int, "decrypt"),
+        name=_get(result, "name", str, "decrypt"),
+        alg=_get(result, "alg", str, "decrypt"),
+        plaintext=_get(result, "plaintext", bytes, "decrypt"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAttestation:
+    """Result of ``keys.attest``: ``statement`` EIP-191-signed by the node wallet ``signer``."""
+
+    key: PublicKey
+    statement: str
+    signature: bytes
+    signer: str
+    issued_at: int
+
+
+def parse_key_attestation(result: Mapping[str, Any]) -> KeyAttestation:
+    """Check and wrap a ``keys.attest`` result."""
+    return KeyAttestation(
+        key=parse_public_key(result, "keys.attest"),
+        statement=_get(result, "statement", str, "keys.attest"),
+        signature=_get(result, "signature", bytes, "keys.attest"),
+        signer=_get(result, "signer", str, "keys.attest"),
+        issued_at=_get(result, "issued_at", int, "keys.attest"),
     )

@@ -22,6 +22,8 @@ from novakms.errors import InvalidSignature
 __all__ = [
     "SECP256K1_N",
     "eip191_digest",
+    "eip191_message_digest",
+    "eip712_digest",
     "format_private_key",
     "generate_private_key",
     "is_canonical_wallet",
@@ -29,6 +31,7 @@ __all__ = [
     "normalize_wallet",
     "parse_private_key",
     "recover_wallet",
+    "sign_digest",
     "sign_text",
     "wallet_from_private_key",
     "wallet_from_public_key",
@@ -246,8 +249,43 @@ def eip191_digest(text: str) -> bytes:
     Raises:
         UnicodeEncodeError: the text holds lone surrogates (not encodable as UTF-8).
     """
-    body = text.encode("utf-8")
-    return keccak256(_EIP191_PREFIX + str(len(body)).encode("ascii") + body)
+    return eip191_message_digest(text.encode("utf-8"))
+
+
+def eip191_message_digest(message: bytes) -> bytes:
+    """The EIP-191 ``personal_sign`` digest of a message of any bytes.
+
+    ``keccak256("\x19Ethereum Signed Message:\n" || decimal(len(message)) || message)``
+    """
+    return keccak256(_EIP191_PREFIX + str(len(message)).encode("ascii") + message)
+
+
+def eip712_digest(domain_separator: bytes, struct_hash: bytes) -> bytes:
+    """The EIP-712 digest ``keccak256(0x19 0x01 || domainSeparator || hashStruct(message))``.
+
+    Raises:
+        ValueError: either part is not 32 bytes.
+    """
+    if len(domain_separator) != 32 or len(struct_hash) != 32:
+        raise ValueError("EIP-712 domain separator and struct hash are 32 bytes each")
+    return keccak256(b"\x19\x01" + domain_separator + struct_hash)
+
+
+def sign_digest(*, private_key: bytes | PrivateKey, digest: bytes) -> bytes:
+    """Sign a 32-byte digest: ``r || s || v`` with ``v`` in {27, 28}, RFC 6979, low-s.
+
+    Args:
+        private_key: a 32-byte scalar in ``1 .. N-1``, or a coincurve key already built
+            (which saves building it: most of a signature's cost).
+        digest: the 32 bytes to sign.
+
+    Raises:
+        ValueError: the key is invalid, or the digest is not 32 bytes.
+    """
+    if len(digest) != 32:
+        raise ValueError("a digest is 32 bytes")
+    key = private_key if isinstance(private_key, PrivateKey) else _private_key(private_key)
+    return _sign_digest(key, digest)
 
 
 def _sign_digest(key: PrivateKey, digest: bytes) -> bytes:

@@ -23,12 +23,14 @@ from novakms.crypto import aead
 from novakms.crypto.certs import ca_certificate_pem
 from novakms.crypto.guardian_shares import GuardianShare
 from novakms.crypto.kdf import MASTER_SECRET_SIZE, AppKeys, secret_fingerprint
+from novakms.crypto.named_keys import NamedKey, derive_named_key
 from novakms.errors import Unavailable
 
 __all__ = ["Keyring"]
 
 _CA_CACHE_SIZE = 1024
 _APP_KEYS_CACHE_SIZE = 1024  # apps whose HKDF-Extract is kept (derive)
+_NAMED_KEYS_CACHE_SIZE = 4096  # named keys kept ready (keys.*, sign, encrypt, decrypt)
 
 #: Called with (secret, syncing) when a secret is installed.
 InstallListener = Callable[[bytes, bool], None]
@@ -53,6 +55,7 @@ class Keyring:
         self._listeners: list[InstallListener] = []
         self._data_keys: dict[int, bytes] = {}
         self._ca_pems: dict[int, str] = {}
+        self._named_keys: dict[tuple[int, str, str], NamedKey] = {}
         self.recovery: RecoveryPool[GuardianShare] = RecoveryPool(ttl=share_ttl)
 
     def __repr__(self) -> str:  # never the secret
@@ -216,6 +219,23 @@ class Keyring:
             key = self._data_keys[app_id] = aead.data_key(
                 master_secret=self.require_secret(), app_id=app_id
             )
+        return key
+
+    def named_key(self, *, app_id: int, name: str, alg: str) -> NamedKey:
+        """The app's named key (:mod:`novakms.crypto.named_keys`; cached, bounded).
+
+        Raises:
+            Unavailable: as :meth:`require_secret` (also when cached).
+            ValueError: an unknown algorithm or a bad name.
+        """
+        secret = self.require_secret()
+        index = (app_id, name, alg)
+        key = self._named_keys.get(index)
+        if key is None:
+            key = derive_named_key(master_secret=secret, app_id=app_id, name=name, alg=alg)
+            if len(self._named_keys) >= _NAMED_KEYS_CACHE_SIZE:  # any app may name any key
+                del self._named_keys[next(iter(self._named_keys))]
+            self._named_keys[index] = key
         return key
 
     def ca_pem(self, app_id: int) -> str:

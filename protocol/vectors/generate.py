@@ -3,9 +3,10 @@
 
 This is an implementation of the derived values of PROTOCOL.md that is independent of the
 `novakms` package: it must never import it. It uses only the standard library (HKDF is written
-out with `hmac`, RFC 5869), `cryptography` (X25519, ChaCha20-Poly1305), `coincurve`
-(secp256k1 recoverable signatures with RFC 6979 nonces), pycryptodome's Keccak-256 and `cbor2`
-(for *encoding* only; the small strict decoder below exists only to check the framing vectors).
+out with `hmac`, RFC 5869), `cryptography` (X25519, ChaCha20-Poly1305, Ed25519, P-256 ECDSA,
+AES-GCM), `coincurve` (secp256k1 recoverable signatures with RFC 6979 nonces), pycryptodome's
+Keccak-256 and `cbor2` (for *encoding* only; the small strict decoder below exists only to check
+the framing vectors).
 The guardian vectors' GF(2^8) Shamir arithmetic and HPKE (RFC 9180) key schedule are written
 out here too (novakms uses tables and pyhpke); the HPKE code checks itself against RFC 9180
 A.2.1 before it is used.
@@ -31,8 +32,12 @@ from typing import Any
 import cbor2
 import coincurve
 from Crypto.Hash import keccak
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 HERE = Path(__file__).resolve().parent
 
@@ -1313,6 +1318,139 @@ def guardians() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# named app keys (§9.4, §8 keys.*)
+
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def keys() -> dict[str, Any]:
+    master = const("keys master secret")
+    app_id, name = 7, "main"
+    raw_point = serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+
+    def okm(alg: str, length: int) -> bytes:
+        return derive_internal(master, f"app-key/{alg}", [app_id, name], length)
+
+    k1_okm = okm("secp256k1", 48)
+    k1_secret = (int.from_bytes(k1_okm, "big") % (SECP256K1_ORDER - 1) + 1).to_bytes(32, "big")
+    k1 = coincurve.PrivateKey(k1_secret)
+    k1_public = k1.public_key.format(compressed=False)
+    address = "0x" + keccak256(k1_public[1:])[-20:].hex()
+
+    def k1_sign(digest: bytes) -> bytes:
+        sig = k1.sign_recoverable(digest, hasher=None)
+        return bytes(sig[:64]) + bytes([sig[64] + 27])
+
+    digest = const("keys digest")
+    eip191_message = "pay 1 ETH to bob"
+    eip191 = eip191_digest(eip191_message)
+    domain, struct_hash = const("keys eip712 domain"), const("keys eip712 message")
+    eip712 = keccak256(b"\x19\x01" + domain + struct_hash)
+
+    p256_okm = okm("p256", 48)
+    p256_scalar = int.from_bytes(p256_okm, "big") % (P256_ORDER - 1) + 1
+    p256 = ec.derive_private_key(p256_scalar, ec.SECP256R1())
+    message = b"a message to sign"
+    p256_der = p256.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    r, s_ = decode_dss_signature(p256_der)
+
+    ed_seed = okm("ed25519", 32)
+    ed = Ed25519PrivateKey.from_private_bytes(ed_seed)
+    ed_public = ed.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+
+    aes_key = okm("aes-256-gcm", 32)
+    nonce, aad, plaintext = const("keys nonce")[:12], b"record 7", b"the secret"
+    encoded_name = name.encode()
+    header = bytes([1, 1]) + u16be(len(encoded_name)) + encoded_name + nonce
+    full_aad = b"".join(
+        u32be(len(part)) + part
+        for part in (b"novakms/1 encrypt", str(app_id).encode(), header, aad)
+    )
+    ciphertext = header + AESGCM(aes_key).encrypt(nonce, plaintext, full_aad)
+
+    node_key = const("keys node wallet")
+    node = wallet_of(node_key)
+    issued_at = TS
+    statement = "\n".join([
+        "novakms key attestation v1",
+        f"app_id: {app_id}",
+        f'name: "{name}"',
+        "alg: secp256k1",
+        f"public_key: 0x{k1_public.hex()}",
+        f"address: {address}",
+        f"node: {node}",
+        f"issued_at: {issued_at}",
+    ])  # fmt: skip
+
+    return {
+        "description": (
+            'PROTOCOL.md §9.4 and §8 keys.*: the named keys of app 7, name "main", under a '
+            "fixed master secret. okm is the internal key (§9.2, label app-key/<alg>, fields "
+            "app id and name); secp256k1 and p256 scalars are int(okm) mod (n - 1) + 1. "
+            "Signatures: secp256k1 r || s || v (v = 27 + recovery id, RFC 6979, low-s) over "
+            "the digest given, the EIP-191 digest of `eip191.message` and the EIP-712 digest "
+            "of (domain, message); ed25519 over `message`; p256 ECDSA-SHA-256 (RFC 6979) raw "
+            "r || s and DER. The ciphertext seals `plaintext` with `aad` under a fixed nonce "
+            "(a server draws it at random). The attestation statement is signed (EIP-191) by "
+            "the node wallet of `node_private_key`."
+        ),
+        "master_secret": master.hex(),
+        "app_id": app_id,
+        "name": name,
+        "secp256k1": {
+            "okm": k1_okm.hex(),
+            "private_key": k1_secret.hex(),
+            "public_key": k1_public.hex(),
+            "address": address,
+            "digest": {"digest": digest.hex(), "signature": k1_sign(digest).hex()},
+            "eip191": {
+                "message": eip191_message,
+                "digest": eip191.hex(),
+                "signature": k1_sign(eip191).hex(),
+            },
+            "eip712": {
+                "domain": domain.hex(),
+                "message": struct_hash.hex(),
+                "digest": eip712.hex(),
+                "signature": k1_sign(eip712).hex(),
+            },
+        },
+        "p256": {
+            "okm": p256_okm.hex(),
+            "private_scalar": p256_scalar.to_bytes(32, "big").hex(),
+            "public_key": p256.public_key().public_bytes(*raw_point).hex(),
+            "message": message.hex(),
+            "signature_raw": (r.to_bytes(32, "big") + s_.to_bytes(32, "big")).hex(),
+            "signature_der": p256_der.hex(),
+        },
+        "ed25519": {
+            "seed": ed_seed.hex(),
+            "public_key": ed_public.hex(),
+            "message": message.hex(),
+            "signature": ed.sign(message).hex(),
+        },
+        "aes-256-gcm": {
+            "key": aes_key.hex(),
+            "nonce": nonce.hex(),
+            "aad": aad.hex(),
+            "plaintext": plaintext.hex(),
+            "header": header.hex(),
+            "ciphertext": ciphertext.hex(),
+        },
+        "attestation": {
+            "node_private_key": node_key.hex(),
+            "node": node,
+            "issued_at": issued_at,
+            "statement": statement,
+            "signature": eip191_sign(node_key, statement).hex(),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
 
 
 FILES: dict[str, Callable[[], dict[str, Any]]] = {
@@ -1320,6 +1458,7 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "handshake.json": handshake,
     "derive.json": derive,
     "guardians.json": guardians,
+    "keys.json": keys,
 }
 
 

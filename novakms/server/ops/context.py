@@ -17,6 +17,7 @@ from novakms.auth.model import Identity
 from novakms.auth.source import Membership, Registry
 from novakms.cluster.replicator import Replicator
 from novakms.config import Limits, Mode
+from novakms.crypto.signer import Signer
 from novakms.errors import Forbidden, Unauthenticated
 from novakms.server.keyring import Keyring
 from novakms.server.store_gate import StoreGate
@@ -100,8 +101,9 @@ class OpContext:
         session: the connection's session.
         caller: what the auth column admitted.
         now: unix seconds at the start of the request.
-        random_bytes: the RNG (certificate serials).
+        random_bytes: the RNG (certificate serials, nonces).
         connections: open connections (``status``).
+        signer: this node's wallet signer (``keys.attest``); None where none is given.
     """
 
     wallet: str
@@ -118,6 +120,7 @@ class OpContext:
     now: float
     random_bytes: Callable[[int], bytes]
     connections: int = 0
+    signer: Signer | None = None
 
     @property
     def identity(self) -> Identity:

@@ -58,12 +58,20 @@ from novakms.server.ops.context import (
 )
 from novakms.server.ops.guardian import op_guardian_restore, op_guardian_share
 from novakms.server.ops.info import op_health, op_nodes, op_status
+from novakms.server.ops.keys import (
+    op_decrypt,
+    op_encrypt,
+    op_keys_attest,
+    op_keys_public,
+    op_sign,
+)
 from novakms.server.ops.kv import MAX_ACKS, op_kv_delete, op_kv_get, op_kv_list, op_kv_put
 
 __all__ = [
     "APP_ID",
     "APP_OPS",
     "INLINE_OPS",
+    "KEY_OPS",
     "KV_OPS",
     "MAX_ACKS",
     "OPS",
@@ -100,6 +108,11 @@ OPS: dict[str, Op] = {
     "kv.list": Op("app", op_kv_list),
     "cert.ca": Op("none", op_cert_ca),
     "cert.sign": Op("app", op_cert_sign),
+    "keys.public": Op("app", op_keys_public),
+    "keys.attest": Op("app", op_keys_attest),
+    "sign": Op("app", op_sign),
+    "encrypt": Op("app", op_encrypt),
+    "decrypt": Op("app", op_decrypt),
     "secret.status": Op("peer", op_secret_status),
     "secret.get": Op("peer", op_secret_get),
     "sync.hello": Op("peer", op_sync_hello),
@@ -115,14 +128,18 @@ OPS: dict[str, Op] = {
 }
 
 KV_OPS = frozenset({"kv.get", "kv.put", "kv.delete", "kv.list"})
+#: The named-key ops (keys that never leave the KMS).
+KEY_OPS = frozenset({"keys.public", "keys.attest", "sign", "encrypt", "decrypt"})
 #: Ops that only compute once the caller's authorization is cached: the server answers them
 #: in the connection's reader, without a task of their own. Every other op may wait for a
 #: peer, the chain or acknowledgements, and runs in its own task.
-INLINE_OPS = frozenset({"health", "derive", "kv.get", "cert.ca"})
+INLINE_OPS = frozenset(
+    {"health", "derive", "kv.get", "cert.ca", "keys.public", "sign", "encrypt", "decrypt"}
+)
 #: Ops that read or change the replicated store: a stateless worker refuses them.
 STORE_OPS = KV_OPS | frozenset(op for op in OPS if op.startswith("sync."))
 #: Ops that serve apps from the master secret: only under a pinned one (``Keyring.require_pin``).
-APP_OPS = frozenset({"derive", "cert.ca", "cert.sign", *KV_OPS})
+APP_OPS = frozenset({"derive", "cert.ca", "cert.sign", *KV_OPS, *KEY_OPS})
 
 
 async def authorize(node: Node, session: Session, auth: Auth) -> Caller:
@@ -254,6 +271,7 @@ async def handle(
         now=now,
         random_bytes=node.random_bytes,
         connections=connections,
+        signer=node.signer,
     )
     result = await handler(ctx, args)
     degraded = node.gate.degraded
