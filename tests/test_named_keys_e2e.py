@@ -142,6 +142,8 @@ async def test_encrypt_and_decrypt_bind_the_app_the_aad_and_every_byte(
             with pytest.raises(BadRequest) as info:
                 await kms.decrypt(bad)
             assert info.value.details["reason"] == "bad_ciphertext"
+        with pytest.raises(BadRequest, match="alg must be"):
+            await kms.call("encrypt", {"name": "vault", "plaintext": b"x", "alg": ""})
         with pytest.raises(TooLarge):
             await kms.encrypt("vault", bytes(1_048_577))
         with pytest.raises(TooLarge):

@@ -58,7 +58,9 @@ def _named(ctx: OpContext, a: Args, algorithms: tuple[str, ...], default: str | 
         check_name(name)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    alg = a.text("alg", required=default is None, max_bytes=32) or default
+    alg = a.text("alg", required=default is None, max_bytes=32)
+    if alg is None:
+        alg = default
     if alg not in algorithms:
         raise BadRequest(f"alg must be one of {', '.join(algorithms)}")
     return ctx.keyring.named_key(app_id=ctx.identity.app_id, name=name, alg=alg)
