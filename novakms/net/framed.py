@@ -107,18 +107,7 @@ class FramedStream:
         Raises:
             TransportError: the connection broke.
         """
-        try:
-            await self.stream.send_all(encode_frame(body, max_frame=self.max_frame))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise NetworkError(f"connection lost: {exc}") from None
-
-    async def send_frames(self, bodies: list[bytes]) -> None:
-        """Send several frame bodies with one write (each checked against ``max_frame``).
-
-        Raises:
-            TransportError: the connection broke.
-        """
-        await self.send_data(b"".join([encode_frame(b, max_frame=self.max_frame) for b in bodies]))
+        await self.send_data(encode_frame(body, max_frame=self.max_frame))
 
     async def send_data(self, data: bytes) -> None:
         """Send already-framed bytes.

@@ -1045,7 +1045,7 @@ class _Writer:
         if not self._queue:
             return
         if not self._sending and not self._broken:
-            data = b"".join(self._queue) if len(self._queue) > 1 else self._queue[0]
+            data = b"".join(self._queue)
             try:
                 sent = self._framed.send_now(data)
             except TransportError:
@@ -1107,7 +1107,7 @@ class _Writer:
             return
         if self._final is not None and not self._broken:
             with trio.move_on_after(_NOTICE_TIMEOUT), contextlib.suppress(TransportError):
-                await framed.send_frames([self._channel.seal_plaintext(self._final)])
+                await framed.send_body(self._channel.seal_plaintext(self._final))
 
 
 class _Connection:
