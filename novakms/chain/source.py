@@ -149,8 +149,11 @@ class ChainAuthorizationSource:
 
         async def fetch() -> frozenset[str]:
             fetched = await self.reader.operators()
+            kms_app_id = await self.reader.kms_app_id() or None
+            # Both are stored at once, after both reads: a caller finding the operator set
+            # cached must also find the KMS app id (else a peer is refused as "not configured").
+            self.cache.kms_app_id = kms_app_id
             self.cache.put_operators(fetched, self._clock())
-            self.cache.kms_app_id = await self.reader.kms_app_id() or None
             return frozenset(fetched)
 
         return await self._once(("operators",), fetch)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from novakms.admin.tx import TxSender
 from novakms.auth.model import Identity
@@ -220,6 +221,49 @@ async def test_concurrent_lookups_of_one_wallet_share_one_fetch(
         for _ in range(20):
             group.start_soon(one)
     assert calls == 1 and len(results) == 20 and {r.app_id for r in results} == {2}
+
+
+async def test_a_peer_authorized_while_the_operator_set_is_read_is_not_refused(
+    nursery: trio.Nursery, anvil: AnvilProcess, wallets: Wallets
+) -> None:
+    """Two peers authorized at once on a cold cache: the second arrives when the operator set
+    has been read and the KMS app id has not. It must wait for both, not be refused as "not the
+    KMS app (not configured)" (seen in CI as a peer refused during a node's start)."""
+    world = await start_world(nursery, anvil, wallets)
+    reader = RegistryReader(
+        client_of(anvil.url, 10),
+        nova_app_registry=world.chain.nova_app_registry,
+        kms_registry=world.chain.kms_registry,
+    )
+    reading, release = trio.Event(), trio.Event()
+    original = reader.kms_app_id
+
+    async def held() -> int:
+        reading.set()
+        await release.wait()
+        return await original()
+
+    reader.kms_app_id = held  # type: ignore[method-assign]
+    source = ChainAuthorizationSource(reader, ChainSettings(poll_interval=POLL))
+    outcomes: list[Identity | NovaKMSError] = []
+
+    async def authorize() -> None:
+        try:
+            outcomes.append(await source.authorize_peer(wallets.node.wallet))
+        except NovaKMSError as exc:
+            outcomes.append(exc)
+
+    async with trio.open_nursery() as group:
+        group.start_soon(authorize)
+        with trio.fail_after(10):
+            await reading.wait()  # the operator set is read; the KMS app id is being read
+        group.start_soon(authorize)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert len(outcomes) == 2
+    for outcome in outcomes:
+        assert isinstance(outcome, Identity), outcome
+        assert outcome.role == "peer" and outcome.app_id == world.chain.kms_app_id
 
 
 @pytest.fixture
