@@ -75,7 +75,10 @@ def check_name(name: str) -> str:
     Raises:
         ValueError: anything else.
     """
-    size = len(name.encode("utf-8"))
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: not text any peer could read
+        size = 0
     if not 1 <= size <= MAX_NAME_BYTES or "\x00" in name:
         raise ValueError("name must be 1..512 bytes of UTF-8 without NUL")
     return name
