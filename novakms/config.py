@@ -111,6 +111,8 @@ class Limits:
             wrote the key); a replicated record with more is rejected (``clock_too_large``).
             Must be at least the number of KMS nodes of the cluster.
         ack_timeout: seconds ``kv.put`` with ``acks`` waits for the peer acknowledgements.
+        cas_timeout: seconds a conditional write (``if_version``) may take to be decided by a
+            majority (rounds, retries after contention); then ``unavailable``.
         tombstone_gc_delay: seconds after a delete before a tombstone that every current peer
             has acknowledged may be forgotten early (covers replication messages still in
             flight); unacknowledged tombstones wait for ``tombstone_retention``.
@@ -165,6 +167,7 @@ class Limits:
     max_clock_skew_ms: int = 60_000
     max_clock_entries: int = 64
     ack_timeout: float = 5.0
+    cas_timeout: float = 5.0
     tombstone_gc_delay: float = 60.0
 
     def __post_init__(self) -> None:

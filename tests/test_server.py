@@ -624,6 +624,7 @@ _COLUMNS = {
         ["sync.push", "sync.digests", "sync.buckets", "sync.keys", "sync.pull"], "proven_peer"
     ),
     **dict.fromkeys(["sync.snapshot", "sync.forget"], "proven_peer"),
+    **dict.fromkeys(["cas.prepare", "cas.accept", "cas.recover"], "proven_peer"),
     **dict.fromkeys(["guardian.share", "guardian.restore"], "guardian"),
 }
 

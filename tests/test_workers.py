@@ -46,7 +46,7 @@ def _refused_as_worker(exc: NovaKMSError) -> bool:
 # -- in process ---------------------------------------------------------------------------------
 
 
-def test_store_ops_are_kv_and_sync() -> None:
+def test_store_ops_are_kv_sync_and_cas() -> None:
     assert KV_OPS < STORE_OPS
     assert {op for op in STORE_OPS - KV_OPS} == {
         "sync.hello",
@@ -57,6 +57,9 @@ def test_store_ops_are_kv_and_sync() -> None:
         "sync.pull",
         "sync.snapshot",
         "sync.forget",
+        "cas.prepare",
+        "cas.accept",
+        "cas.recover",
     }
 
 

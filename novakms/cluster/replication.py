@@ -82,6 +82,7 @@ DEFAULT_BUCKETS: Final = SYNC_BUCKETS
 _UINT64_MAX: Final = (1 << 64) - 1
 _TAG_SIZE: Final = SEAL_OVERHEAD - NONCE_SIZE
 _FIELDS: Final = frozenset({"a", "k", "v", "c", "h", "n", "x"})
+_OPTIONAL: Final = frozenset({"g"})
 
 _RECORD_LABEL: Final = b"novakms/1 replication record\x00"
 _SET_LABEL: Final = b"novakms/1 replication set\x00"
@@ -107,6 +108,7 @@ Reason = Literal[
     "bad_hlc",
     "future_hlc",
     "bad_expiry",
+    "bad_gen",
     "undecryptable",
 ]
 
@@ -116,9 +118,11 @@ def record_to_wire(record: Record) -> dict[str, Any]:
 
     Keys: ``a`` app id, ``k`` key, ``v`` sealed value (null for a tombstone), ``c`` vector clock
     as ``[[wallet, counter], ...]`` sorted by wallet, ``h`` hybrid logical timestamp, ``n`` the
-    writer's wallet, ``x`` expiry in unix ms (null for none). Every key is always present.
+    writer's wallet, ``x`` expiry in unix ms (null for none): always present. ``g``, the key's
+    generation (``Record.gen``), only when it is not 0, so a record that never saw a
+    conditional write has the same wire form (and hash) as before generations existed.
     """
-    return {
+    wire: dict[str, Any] = {
         "a": record.app_id,
         "k": record.key,
         "v": record.sealed,
@@ -127,6 +131,9 @@ def record_to_wire(record: Record) -> dict[str, Any]:
         "n": record.node,
         "x": record.expires_at_ms,
     }
+    if record.gen:
+        wire["g"] = record.gen
+    return wire
 
 
 def wire_size(record: Record) -> int:
@@ -163,10 +170,15 @@ def record_from_wire(item: object, *, limits: Limits, now_ms: int, max_skew_ms: 
     """
     if type(item) is not dict:
         raise InvalidRecord("not_a_map", f"a record is a map, not {type(item).__name__}")
-    if item.keys() != _FIELDS:
-        extra = sorted(str(k) for k in item.keys() - _FIELDS)
-        missing = sorted(_FIELDS - item.keys())
+    fields = item.keys() - _OPTIONAL
+    if fields != _FIELDS:
+        extra = sorted(str(k) for k in fields - _FIELDS)
+        missing = sorted(_FIELDS - fields)
         raise InvalidRecord("bad_fields", f"extra fields {extra}, missing fields {missing}")
+    gen = item.get("g", 0)
+    if "g" in item and (not _uint(gen) or gen == 0):
+        # 0 is written by leaving the field out: one wire form per record.
+        raise InvalidRecord("bad_gen", "generation must be an integer 1 .. 2**64-1 when present")
 
     app_id = item["a"]
     if not _uint(app_id) or app_id == 0:
@@ -229,6 +241,7 @@ def record_from_wire(item: object, *, limits: Limits, now_ms: int, max_skew_ms: 
         hlc=hlc,
         node=node,
         expires_at_ms=expires,
+        gen=gen,
     )
 
 
@@ -372,9 +385,10 @@ def _value_fingerprint(sealed: bytes | None) -> bytes | None:
 def record_hash(record: Record) -> bytes:
     """SHA-256 over everything that distinguishes one stored state of a key from another.
 
-    Covers the app, key, clock, hlc, writer, tombstone flag, expiry and the value fingerprint
-    (see ``_value_fingerprint``). Two replicas agree on a key exactly when the hashes agree
-    (including the merged clock, so a clock-only difference is repaired too).
+    Covers the app, key, clock, hlc, writer, tombstone flag, expiry, the value fingerprint
+    (see ``_value_fingerprint``) and the generation when it is not 0. Two replicas agree on a
+    key exactly when the hashes agree (including the merged clock, so a clock-only difference
+    is repaired too).
     """
     fields = [
         record.app_id,
@@ -386,6 +400,8 @@ def record_hash(record: Record) -> bytes:
         record.expires_at_ms,
         _value_fingerprint(record.sealed),
     ]
+    if record.gen:  # appended only when set: records without one hash as they always did
+        fields.append(record.gen)
     return hashlib.sha256(_RECORD_LABEL + cbor.encode(fields)).digest()
 
 

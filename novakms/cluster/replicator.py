@@ -30,6 +30,7 @@ store gate's catch-up state only through its methods (``finish_catch_up``,
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from typing import Any, Protocol
 
@@ -54,7 +55,6 @@ from novakms.store.records import Record
 __all__ = ["ReplicationView", "Replicator"]
 
 _POLL = 0.05  # seconds between checks while waiting for the store
-_BOOT_BYTES = msg.BOOT_BYTES
 
 
 class ReplicationView(Protocol):
@@ -133,7 +133,8 @@ class Replicator:
         self._gate = gate
         self._membership = membership
         self._membership_known = False
-        self.boot = os.urandom(_BOOT_BYTES)  # this process lifetime (not secret)
+        # This process lifetime (not secret); sorts after the node's earlier boots.
+        self.boot = msg.new_boot(time.time_ns(), os.urandom(msg.BOOT_BYTES - 8))
         self.holders = readiness.Holders()
         self.tombstone_acks = replication.TombstoneAcks()
         # Proven channels each peer holds open to this node now (kept apart from the links: a
@@ -168,6 +169,11 @@ class Replicator:
             membership_known=lambda: self._membership_known,
             log=self._log,
         )
+
+    @property
+    def membership_known(self) -> bool:
+        """Whether the peer set has been read from the membership at least once."""
+        return self._membership_known
 
     @property
     def links(self) -> dict[str, PeerLink]:

@@ -80,6 +80,16 @@ ResumePoint = tuple[int, str]
 TombstoneId = tuple[int, str, int, str]
 
 
+def new_boot(start_ns: int, nonce: bytes) -> bytes:
+    """A process lifetime's ``boot``: its start time (ns, big-endian), then random bytes.
+
+    One node's boots sort in start order, which the consensus fence relies on (PROTOCOL §8 `cas.*`).
+    """
+    if len(nonce) != BOOT_BYTES - 8:
+        raise ValueError(f"a boot nonce is {BOOT_BYTES - 8} bytes")
+    return start_ns.to_bytes(8, "big") + nonce
+
+
 def frame_budget(max_frame: int) -> int:
     """Bytes of one frame available for the items of a ``sync.*`` message (requests and answers).
 

@@ -20,6 +20,9 @@ collaborator       owns
                    exactly when ``membership`` is and the node is no stateless worker; ops and
                    ``status`` read it through
                    :class:`~novakms.cluster.replicator.ReplicationView` where they only read
+``consensus``      conditional writes: this node's CASPaxos coordinator and acceptor, its
+                   recovery after a start (:mod:`novakms.cluster.consensus`); absent on a
+                   stateless worker
 ``connector``      how peers are dialed (signer, egress proxy, injected dialer)
 limiters           the token buckets (per wallet, per source for handshakes and anonymous calls)
 =================  ============================================================================
@@ -46,6 +49,7 @@ from collections.abc import Callable
 from novakms import __version__
 from novakms.auth.ratelimit import KeyedRateLimiter
 from novakms.auth.source import Membership, Registry
+from novakms.cluster.consensus import Consensus
 from novakms.cluster.peering import Bootstrap, PeerConnector
 from novakms.cluster.replicator import Replicator
 from novakms.config import Limits, Mode, ServerConfig
@@ -135,6 +139,16 @@ class Node:
                     "bootstrapping the master secret: the authorization source lists no peers",
                     reason="not_ready",
                 )
+            )
+        self.consensus: Consensus | None = None
+        if not stateless_worker:
+            self.consensus = Consensus(
+                wallet=signer.wallet,
+                limits=limits,
+                keyring=self.keyring,
+                gate=self.gate,
+                replicator=self.replicator,
+                clock=clock,
             )
         self.wallet_limiter = KeyedRateLimiter(rate=limits.wallet_rate, burst=limits.wallet_burst)
         self.handshake_limiter = KeyedRateLimiter(

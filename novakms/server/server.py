@@ -247,6 +247,8 @@ class Server:
         """The tasks that live as long as the node: poller, pin watch, replication, bootstrap."""
         node = self.node
         nursery.start_soon(self._sweep_store)
+        if node.consensus is not None:
+            nursery.start_soon(node.consensus.run)
         membership, bootstrap = node.membership, node.bootstrap
         if membership is None or bootstrap is None:  # a lone node: nobody to poll or to ask
             return

@@ -28,7 +28,14 @@ from novakms.errors import (
     SealError,
     TooLarge,
 )
-from novakms.store.records import ABSENT, HybridClock, Record, clock_increment, merge
+from novakms.store.records import (
+    ABSENT,
+    HybridClock,
+    Record,
+    clock_advance,
+    clock_increment,
+    merge,
+)
 
 CLOCK_ENTRY_BYTES = 64
 """Quota charge of each vector-clock entry beyond a record's first (wallet, counter, headers)."""
@@ -207,7 +214,10 @@ class KVStore:
             if live is not None:
                 raise Conflict("the key exists", version=live.version)
         elif live is None or live.version != if_version:
-            raise Conflict("the key's version does not match if_version")
+            raise Conflict(
+                "the key's version does not match if_version",
+                version=None if live is None else live.version,
+            )
 
     # -- operations -------------------------------------------------------------------------
 
@@ -271,13 +281,7 @@ class KVStore:
         victims = self._plan_room(
             space, key, cost - (0 if current is None else self._cost(current))
         )
-        sealed = seal_value(
-            key=self._data_key(app_id),
-            app_id=app_id,
-            name=key,
-            value=value,
-            nonce=self._random(NONCE_SIZE),
-        )
+        sealed = self._seal(app_id, key, value)
         # Nothing has changed so far; from here on nothing can fail.
         self._spaces[app_id] = space
         for victim in victims:
@@ -291,6 +295,7 @@ class KVStore:
             hlc=hlc,
             node=self.node,
             expires_at_ms=None if ttl_ms is None else now_ms + ttl_ms,
+            gen=0 if current is None else current.gen,
         )
         self._write(space, record)
         return record
@@ -314,6 +319,97 @@ class KVStore:
         tombstone = self._tombstone(live, now_ms)
         self._write(self._spaces[app_id], tombstone)
         return tombstone
+
+    def propose(
+        self,
+        base: Record | None,
+        app_id: int,
+        key: str,
+        value: bytes | None,
+        now_ms: int,
+        *,
+        ttl_ms: int | None = None,
+        if_version: str,
+        counter: int = 0,
+    ) -> Record:
+        """The record a conditional write would commit on top of ``base`` (consensus).
+
+        Nothing is stored: the write reaches the store through :meth:`commit` once a majority
+        accepted it. ``value`` None is a delete. The new record's generation is
+        ``base.gen + 1``, its clock ``base``'s with this node's counter incremented (to at
+        least ``counter``: each proposal's clock is unique), its hlc after ``base``'s.
+        Conditional writes never evict: over the quota they are refused.
+
+        Raises:
+            BadRequest / TooLarge: key, value or TTL out of bounds.
+            Conflict: ``if_version`` does not match ``base`` (``version``: the current one,
+                null when absent).
+            QuotaExceeded: the app's or the node's quota has no room for it here.
+        """
+        self._check_key(key)
+        if value is not None and len(value) > self.limits.max_value_bytes:
+            raise TooLarge(
+                f"value is {len(value)} bytes; the limit is {self.limits.max_value_bytes}"
+            )
+        if ttl_ms is not None and ttl_ms < 1:
+            raise BadRequest("ttl_ms must be at least 1")
+        live = base if base is not None and base.live(now_ms) else None
+        if value is None and if_version == ABSENT:
+            raise BadRequest(f"if_version {ABSENT!r} makes no sense for a delete")
+        self._check_version(live, if_version)
+        clock = clock_advance(() if base is None else base.clock, self.node, counter)
+        sealed = None
+        if value is not None:
+            cost = (
+                self.limits.record_overhead_bytes
+                + len(key.encode("utf-8"))
+                + len(value)
+                + CLOCK_ENTRY_BYTES * (len(clock) - 1)
+            )
+            space = self._spaces.get(app_id)
+            current = None if space is None else space.records.get(key)
+            growth = cost - (0 if current is None else self._cost(current))
+            if (0 if space is None else space.used) + growth > self.limits.app_quota_bytes:
+                raise QuotaExceeded("the app storage quota is full", scope="app")
+            if self._total + growth > self.limits.global_quota_bytes:
+                raise QuotaExceeded("the node storage quota is full", scope="node")
+            sealed = self._seal(app_id, key, value)
+        return Record(
+            app_id=app_id,
+            key=key,
+            sealed=sealed,
+            clock=clock,
+            hlc=self.hlc.tick(now_ms, after=0 if base is None else base.hlc),
+            node=self.node,
+            expires_at_ms=None if ttl_ms is None or value is None else now_ms + ttl_ms,
+            gen=(0 if base is None else base.gen) + 1,
+        )
+
+    def _seal(self, app_id: int, key: str, value: bytes) -> bytes:
+        return seal_value(
+            key=self._data_key(app_id),
+            app_id=app_id,
+            name=key,
+            value=value,
+            nonce=self._random(NONCE_SIZE),
+        )
+
+    def commit(self, record: Record) -> bool:
+        """Store a record consensus committed, and replicate it; True when it changed the store.
+
+        Merged like a replica (a newer record of the key stays), but never refused for the
+        quota: it was checked when the write was proposed, and the write is decided.
+        """
+        space = self._space(record.app_id)
+        current = space.records.get(record.key)
+        merged = record if current is None else merge(current, record)
+        self.hlc.observe(record.hlc)
+        if merged == current:
+            return False
+        self._store(space, merged)
+        if self.listener is not None:
+            self.listener(merged)
+        return True
 
     def list_keys(
         self, app_id: int, now_ms: int, *, prefix: str = "", limit: int, after: str | None = None
@@ -489,6 +585,7 @@ class KVStore:
             clock=clock_increment(record.clock, self.node),
             hlc=self.hlc.tick(now_ms, after=record.hlc),
             node=self.node,
+            gen=record.gen,
         )
 
     def _write(self, space: _Namespace, record: Record) -> None:

@@ -7,8 +7,15 @@ Theory of operation:
   the stored record: its clock is the stored clock with this node's counter incremented, and its
   ``hlc`` is strictly greater than the stored one. So whenever a write causally follows
   another, both its clock dominates and its ``hlc`` is larger.
-* Records are **totally ordered** by ``(hlc, node, tombstone, expires_at, sealed)``. Under the
-  invariant above this order agrees with causality; for concurrent writes it is
+* Records are **totally ordered** by ``(gen, hlc, node, tombstone, expires_at, sealed)``.
+  ``gen`` is the key's **generation**: the number of conditional writes (compare-and-set,
+  decided by consensus: :mod:`novakms.cluster.paxos`) in the record's history. A conditional
+  write makes ``base.gen + 1``; every other write keeps the generation of the record it
+  overwrites. So a committed conditional write is only ever replaced by a write made on a
+  node that had already seen it, never by a concurrent unconditional one, however far ahead
+  that node's clock is. Under the
+  invariant above (and since a write never lowers the generation) this order agrees with
+  causality; for concurrent writes it is
   last-writer-wins on the HLC, then the node wallet — deterministic, and never a comparison of
   ciphertexts in practice (two different writes never share ``(hlc, node)``; the remaining
   fields only make the order total, so merge stays commutative even on malformed input).
@@ -35,6 +42,7 @@ __all__ = [
     "Clock",
     "HybridClock",
     "Record",
+    "clock_advance",
     "clock_compare",
     "clock_increment",
     "clock_join",
@@ -55,6 +63,17 @@ def clock_increment(clock: Clock, node: str) -> Clock:
     """``clock`` with ``node``'s counter increased by one."""
     counters = dict(clock)
     counters[node] = counters.get(node, 0) + 1
+    return tuple(sorted(counters.items()))
+
+
+def clock_advance(clock: Clock, node: str, at_least: int) -> Clock:
+    """``clock`` with ``node``'s counter increased by one, and to at least ``at_least``.
+
+    Counters may skip: a conditional write's proposals take unique counters this way, so one
+    proposal's clock never equals another's (``novakms.cluster.consensus``).
+    """
+    counters = dict(clock)
+    counters[node] = max(counters.get(node, 0) + 1, at_least)
     return tuple(sorted(counters.items()))
 
 
@@ -130,6 +149,7 @@ class Record:
         hlc: hybrid logical timestamp of the write.
         node: wallet of the node that made the write.
         expires_at_ms: unix ms after which the value is gone; None for no TTL.
+        gen: the key's generation (conditional writes in its history; module docstring).
     """
 
     app_id: int
@@ -139,6 +159,7 @@ class Record:
     hlc: int
     node: str
     expires_at_ms: int | None = None
+    gen: int = 0
 
     @property
     def tombstone(self) -> bool:
@@ -166,10 +187,10 @@ class Record:
         """True when a client can read this record now."""
         return self.sealed is not None and not self.expired(now_ms)
 
-    def order_key(self) -> tuple[int, str, bool, tuple[bool, int], bytes]:
+    def order_key(self) -> tuple[int, int, str, bool, tuple[bool, int], bytes]:
         """The total order merge uses (see the module docstring); injective on record content."""
         expires = (False, 0) if self.expires_at_ms is None else (True, self.expires_at_ms)
-        return (self.hlc, self.node, self.sealed is None, expires, self.sealed or b"")
+        return (self.gen, self.hlc, self.node, self.sealed is None, expires, self.sealed or b"")
 
     def as_expired(self) -> Record:
         """The deterministic tombstone every replica derives from this record once it expires."""

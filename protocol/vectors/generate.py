@@ -740,29 +740,49 @@ def handshake() -> dict[str, Any]:
     # (s2c counter 3); a plaintext close notice refusing a ClientHello at its length prefix;
     # the Ready of an anonymous session, which announces the anonymous frame limit.
     error_response = cbor(
-        {"id": 2, "err": {"code": "rate_limited", "message": "too many requests",
-                          "retry_after_ms": 250}}
-    )  # fmt: skip
+        {
+            "id": 2,
+            "err": {"code": "rate_limited", "message": "too many requests", "retry_after_ms": 250},
+        }
+    )
     close = cbor(
-        {"close": {"code": "unavailable", "message": "closing an idle connection",
-                   "reason": "idle_timeout"}}
-    )  # fmt: skip
+        {
+            "close": {
+                "code": "unavailable",
+                "message": "closing an idle connection",
+                "reason": "idle_timeout",
+            }
+        }
+    )
     plain_close = cbor(
-        {"close": {"code": "too_large",
-                   "message": "frame: body length 2097152 exceeds max_frame 1024"}}
-    )  # fmt: skip
+        {
+            "close": {
+                "code": "too_large",
+                "message": "frame: body length 2097152 exceeds max_frame 1024",
+            }
+        }
+    )
     anonymous_ready = cbor({"wallet": None, "limits": {"max_frame": 4096, "max_inflight": 32}})
     # PROXY protocol v2 headers (§2.1), written out field by field.
     proxy_signature = bytes.fromhex("0d0a0d0a000d0a515549540a")
     proxy_v4 = (
-        proxy_signature + b"\x21\x11" + u16be(12) + bytes([203, 0, 113, 7]) + bytes([10, 0, 0, 1])
-        + u16be(40000) + u16be(7400)
-    )  # fmt: skip
+        proxy_signature
+        + b"\x21\x11"
+        + u16be(12)
+        + bytes([203, 0, 113, 7])
+        + bytes([10, 0, 0, 1])
+        + u16be(40000)
+        + u16be(7400)
+    )
     proxy_v6 = (
-        proxy_signature + b"\x21\x21" + u16be(36)
-        + bytes.fromhex("20010db8000000000000000000000001") + bytes(16)
-        + u16be(40001) + u16be(7400)
-    )  # fmt: skip
+        proxy_signature
+        + b"\x21\x21"
+        + u16be(36)
+        + bytes.fromhex("20010db8000000000000000000000001")
+        + bytes(16)
+        + u16be(40001)
+        + u16be(7400)
+    )
     proxy_local = proxy_signature + b"\x20\x00" + u16be(0)
     # The first request on a peer channel: sync.hello with the cluster proof (§8 sync.*),
     # the dialer's boot and catch-up state, and the answer with the other direction's proof.
@@ -775,9 +795,12 @@ def handshake() -> dict[str, Any]:
     dialer_boot = hashlib.sha256(b"novakms vector: dialer boot").digest()[:16]
     server_boot = hashlib.sha256(b"novakms vector: server boot").digest()[:16]
     sync_hello = cbor(
-        {"id": 1, "op": "sync.hello",
-         "args": {"proof": peer_proof("c2s"), "boot": dialer_boot, "state": "syncing"}}
-    )  # fmt: skip
+        {
+            "id": 1,
+            "op": "sync.hello",
+            "args": {"proof": peer_proof("c2s"), "boot": dialer_boot, "state": "syncing"},
+        }
+    )
     sync_hello_answer = cbor(
         {"id": 1, "ok": {"proof": peer_proof("s2c"), "boot": server_boot, "state": "serving"}}
     )
@@ -1154,14 +1177,23 @@ def guardians() -> dict[str, Any]:
         )
     wallets = [m["wallet"] for m in members]
     seed_fields: list[str | int] = [version, threshold, *wallets]
-    seed_info = b"".join(u32be(len(str(p).encode())) + str(p).encode()
-                         for p in ["guardian-shares", *seed_fields])  # fmt: skip
+    seed_info = b"".join(
+        u32be(len(str(p).encode())) + str(p).encode() for p in ["guardian-shares", *seed_fields]
+    )
     seed = derive_internal(master, "guardian-shares", seed_fields, 32)
     coefficients = shamir_coefficients(seed, threshold, 32)
 
     def fields(x: int, y: bytes, wallet: str, **changes: Any) -> dict[str, Any]:
-        base = {"v": 1, "x": x, "y": y, "k": threshold, "n": 3, "set": version,
-                "fp": fingerprint, "wallet": wallet}  # fmt: skip
+        base = {
+            "v": 1,
+            "x": x,
+            "y": y,
+            "k": threshold,
+            "n": 3,
+            "set": version,
+            "fp": fingerprint,
+            "wallet": wallet,
+        }
         base.update(changes)
         return base
 
@@ -1195,22 +1227,34 @@ def guardians() -> dict[str, Any]:
     forged_y = bytes([ys[1][0] ^ 0x01]) + ys[1][1:]
     forged_plain = share_plaintext(fields(2, forged_y, wallets[1]))
     forged_sealed = hpke_seal(
-        bytes.fromhex(members[1]["enc_public"]), guardian_info(wallets[1], version), b"",
-        forged_plain, const("guardian forged ephemeral"),
-    )  # fmt: skip
+        bytes.fromhex(members[1]["enc_public"]),
+        guardian_info(wallets[1], version),
+        b"",
+        forged_plain,
+        const("guardian forged ephemeral"),
+    )
     wrong = shamir_combine([(1, ys[0]), (2, forged_y)])
     plain = [bytes.fromhex(s["plaintext"]) for s in shares]
     recover_cases = [
         {"name": "shares_1_2", "plaintexts": [plain[0].hex(), plain[1].hex()], "secret": master},
         {"name": "shares_3_1", "plaintexts": [plain[2].hex(), plain[0].hex()], "secret": master},
         {"name": "one_share", "plaintexts": [plain[0].hex()], "secret": None},
-        {"name": "forged_and_one_good", "plaintexts": [forged_plain.hex(), plain[0].hex()],
-         "secret": None},
-        {"name": "forged_first_then_two_good",
-         "plaintexts": [forged_plain.hex(), plain[0].hex(), plain[2].hex()], "secret": master},
-        {"name": "forged_between_two_good",
-         "plaintexts": [plain[0].hex(), forged_plain.hex(), plain[2].hex()], "secret": master},
-    ]  # fmt: skip
+        {
+            "name": "forged_and_one_good",
+            "plaintexts": [forged_plain.hex(), plain[0].hex()],
+            "secret": None,
+        },
+        {
+            "name": "forged_first_then_two_good",
+            "plaintexts": [forged_plain.hex(), plain[0].hex(), plain[2].hex()],
+            "secret": master,
+        },
+        {
+            "name": "forged_between_two_good",
+            "plaintexts": [plain[0].hex(), forged_plain.hex(), plain[2].hex()],
+            "secret": master,
+        },
+    ]
     for case in recover_cases:
         if case["secret"] is not None:
             case["secret"] = case["secret"].hex()
@@ -1224,8 +1268,7 @@ def guardians() -> dict[str, Any]:
     one_byte_x = cbor({**good, "x": 0}).replace(b"\x61x\x00", b"\x61x\x18\x01")
     bad_plaintexts = [
         bad("extra_key", cbor({**good, "note": "hi"}), "keys", "a ninth key"),
-        bad("missing_fp", cbor({k: v for k, v in good.items() if k != "fp"}), "keys",
-            "no fp"),
+        bad("missing_fp", cbor({k: v for k, v in good.items() if k != "fp"}), "keys", "no fp"),
         bad("version_2", cbor({**good, "v": 2}), "version", "v must be 1"),
         bad("x_zero", cbor({**good, "x": 0}), "x", "x = 0 would be the secret itself"),
         bad("x_above_n", cbor({**good, "x": 4}), "x", "x = 4 in a set of n = 3"),
@@ -1234,47 +1277,117 @@ def guardians() -> dict[str, Any]:
         bad("k_above_n", cbor({**good, "k": 4}), "threshold", "k = 4 in a set of n = 3"),
         bad("n_256", cbor({**good, "n": 256}), "count", "at most 255 guardians"),
         bad("set_negative", cbor({**good, "set": -1}), "set_version", "set must be unsigned"),
-        bad("fp_uppercase", cbor({**good, "fp": "0x" + fingerprint[2:].upper()}), "fingerprint",
-            "fp must be lowercase hex"),
-        bad("wallet_bytes", cbor({**good, "wallet": bytes.fromhex(wallets[0][2:])}), "wallet",
-            "wallet must be the text form"),
+        bad(
+            "fp_uppercase",
+            cbor({**good, "fp": "0x" + fingerprint[2:].upper()}),
+            "fingerprint",
+            "fp must be lowercase hex",
+        ),
+        bad(
+            "wallet_bytes",
+            cbor({**good, "wallet": bytes.fromhex(wallets[0][2:])}),
+            "wallet",
+            "wallet must be the text form",
+        ),
         bad("not_a_map", cbor([1, ys[0]]), "not_a_map", "an array"),
         bad("trailing_byte", cbor(good) + b"\x00", "not_cbor", "a byte after the map"),
-        bad("non_minimal_x", one_byte_x, "not_canonical",
-            "x = 1 written with a one-byte argument (0x18 0x01): valid CBOR, not deterministic"),
-    ]  # fmt: skip
+        bad(
+            "non_minimal_x",
+            one_byte_x,
+            "not_canonical",
+            "x = 1 written with a one-byte argument (0x18 0x01): valid CBOR, not deterministic",
+        ),
+    ]
 
     tampered = bytearray(bytes.fromhex(shares[0]["sealed"]))
     tampered[40] ^= 0x01
     other_guardian_plain = hpke_seal(
-        bytes.fromhex(members[0]["enc_public"]), guardian_info(wallets[0], version), b"",
-        plain[1], const("guardian mislabelled ephemeral"),
-    )  # fmt: skip
+        bytes.fromhex(members[0]["enc_public"]),
+        guardian_info(wallets[0], version),
+        b"",
+        plain[1],
+        const("guardian mislabelled ephemeral"),
+    )
 
-    def bad_sealed(name: str, sealed: bytes, wallet: str, set_version: int, reason: str,
-                   why: str, guardian: int = 0) -> dict[str, Any]:  # fmt: skip
-        return {"name": name, "sealed": sealed.hex(), "guardian": guardian, "wallet": wallet,
-                "set_version": set_version, "reason": reason, "why": why}  # fmt: skip
+    def bad_sealed(
+        name: str,
+        sealed: bytes,
+        wallet: str,
+        set_version: int,
+        reason: str,
+        why: str,
+        guardian: int = 0,
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "sealed": sealed.hex(),
+            "guardian": guardian,
+            "wallet": wallet,
+            "set_version": set_version,
+            "reason": reason,
+            "why": why,
+        }
 
     sealed0 = bytes.fromhex(shares[0]["sealed"])
     bad_sealed_cases = [
-        bad_sealed("other_wallet", sealed0, wallets[1], version, "decrypt",
-                   "guardian 1's share opened as guardian 2's: the HPKE info differs"),
-        bad_sealed("other_set_version", sealed0, wallets[0], 2, "decrypt",
-                   "opened for set version 2: the HPKE info differs"),
-        bad_sealed("other_key", sealed0, wallets[0], version, "decrypt",
-                   "opened with guardian 2's private key", guardian=1),
-        bad_sealed("bit_flipped", bytes(tampered), wallets[0], version, "decrypt",
-                   "bit 0 of byte 40 (in the ciphertext) flipped"),
-        bad_sealed("low_order_enc", bytes(32) + sealed0[32:], wallets[0], version, "bad_key",
-                   "enc is the all-zero X25519 point: the shared secret would be zero"),
-        bad_sealed("truncated", sealed0[:47], wallets[0], version, "truncated",
-                   "shorter than enc (32) and the tag (16)"),
-        bad_sealed("plaintext_names_another_guardian", other_guardian_plain, wallets[0],
-                   version, "wrong_wallet",
-                   "sealed correctly to guardian 1 with its info, but the plaintext is "
-                   "guardian 2's share"),
-    ]  # fmt: skip
+        bad_sealed(
+            "other_wallet",
+            sealed0,
+            wallets[1],
+            version,
+            "decrypt",
+            "guardian 1's share opened as guardian 2's: the HPKE info differs",
+        ),
+        bad_sealed(
+            "other_set_version",
+            sealed0,
+            wallets[0],
+            2,
+            "decrypt",
+            "opened for set version 2: the HPKE info differs",
+        ),
+        bad_sealed(
+            "other_key",
+            sealed0,
+            wallets[0],
+            version,
+            "decrypt",
+            "opened with guardian 2's private key",
+            guardian=1,
+        ),
+        bad_sealed(
+            "bit_flipped",
+            bytes(tampered),
+            wallets[0],
+            version,
+            "decrypt",
+            "bit 0 of byte 40 (in the ciphertext) flipped",
+        ),
+        bad_sealed(
+            "low_order_enc",
+            bytes(32) + sealed0[32:],
+            wallets[0],
+            version,
+            "bad_key",
+            "enc is the all-zero X25519 point: the shared secret would be zero",
+        ),
+        bad_sealed(
+            "truncated",
+            sealed0[:47],
+            wallets[0],
+            version,
+            "truncated",
+            "shorter than enc (32) and the tag (16)",
+        ),
+        bad_sealed(
+            "plaintext_names_another_guardian",
+            other_guardian_plain,
+            wallets[0],
+            version,
+            "wrong_wallet",
+            "sealed correctly to guardian 1 with its info, but the plaintext is guardian 2's share",
+        ),
+    ]
 
     return {
         "description": (
@@ -1374,16 +1487,18 @@ def keys() -> dict[str, Any]:
     node_key = const("keys node wallet")
     node = wallet_of(node_key)
     issued_at = TS
-    statement = "\n".join([
-        "novakms key attestation v1",
-        f"app_id: {app_id}",
-        f'name: "{name}"',
-        "alg: secp256k1",
-        f"public_key: 0x{k1_public.hex()}",
-        f"address: {address}",
-        f"node: {node}",
-        f"issued_at: {issued_at}",
-    ])  # fmt: skip
+    statement = "\n".join(
+        [
+            "novakms key attestation v1",
+            f"app_id: {app_id}",
+            f'name: "{name}"',
+            "alg: secp256k1",
+            f"public_key: 0x{k1_public.hex()}",
+            f"address: {address}",
+            f"node: {node}",
+            f"issued_at: {issued_at}",
+        ]
+    )
 
     return {
         "description": (
@@ -1453,12 +1568,150 @@ def keys() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# conditional writes by consensus (§8 `cas.*`) and records with a generation (§8 `sync.*`)
+
+
+def boot_of(start_ns: int, nonce: bytes) -> bytes:
+    return u64be(start_ns) + nonce
+
+
+def ballot_sort_key(ballot: list[Any]) -> tuple[int, str, bytes]:
+    return (ballot[0], ballot[1], ballot[2])
+
+
+def seal_kv(master: bytes, app_id: int, key: str, value: bytes, nonce: bytes) -> bytes:
+    data_key = derive_internal(master, "kv-data-key", [app_id], 32)
+    aad = b"".join(
+        u32be(len(p)) + p for p in (b"novakms/1 kv-value", str(app_id).encode(), key.encode())
+    )
+    return nonce + AESGCM(data_key).encrypt(nonce, value, aad)
+
+
+def cas() -> dict[str, Any]:
+    master = const("cas master secret")
+    a, b = wallet_of(const("cas node a")), wallet_of(const("cas node b"))
+    boot_a = boot_of(1_767_225_600_000_000_000, const("cas boot a")[:8])
+    boot_a2 = boot_of(1_767_225_660_000_000_000, const("cas boot a2")[:8])
+    boot_b = boot_of(1_767_225_601_000_000_000, const("cas boot b")[:8])
+    app_id, key = 7, "leader"
+    hlc = (TS * 1000) << 16
+    sealed = seal_kv(master, app_id, key, b"instance 3", const("cas nonce")[:12])
+    base = {"a": app_id, "k": key, "v": sealed, "c": [[a, 5]], "h": hlc, "n": a, "x": None}
+    decided = dict(
+        base, c=sorted([[a, 5], [b, 1_767_225_700_000]]), h=hlc + (1 << 16) + 1, n=b, g=2
+    )
+    ballot = [3, b, boot_b]
+    higher = [4, a, boot_a2]
+    quorum = [[a, boot_a2], [b, boot_b]]
+
+    def request(op: str, args: dict[str, Any]) -> str:
+        return cbor({"id": 9, "op": op, "args": args}).hex()
+
+    def answer(result: dict[str, Any]) -> str:
+        return cbor({"id": 9, "ok": result}).hex()
+
+    ballots = sorted(
+        [[3, b, boot_b], [3, a, boot_a], [3, a, boot_a2], [2, b, boot_b], [10, a, boot_a]],
+        key=ballot_sort_key,
+    )
+    bad_gen = [
+        ("zero", dict(base, g=0)),
+        ("boolean", dict(base, g=True)),
+        ("negative", dict(base, g=-1)),
+        ("text", dict(base, g="1")),
+    ]
+    return {
+        "description": (
+            "Consensus on conditional writes (PROTOCOL.md section 8 cas.*). boots: 8-byte "
+            "big-endian start time in ns, then 8 random bytes; one node's boots sort in start "
+            "order. ballots: [counter, wallet, boot] in ascending order. quorums: members -> "
+            "majority and recovery sources. records: a replication record of generation 0 "
+            "(no 'g') and the conditional write decided on top of it (g = 2), whose value "
+            "opens under the app's data key (kv-data-key of master_secret, app id) with the "
+            "key's associated data; bad_gen: records that must be rejected with reason "
+            "bad_gen. messages: request and answer plaintexts (CBOR, deterministic) of "
+            "cas.prepare, cas.accept and cas.recover."
+        ),
+        "master_secret": master.hex(),
+        "wallets": {"a": a, "b": b},
+        "boots": [
+            {
+                "start_ns": 1_767_225_600_000_000_000,
+                "nonce": boot_a[8:].hex(),
+                "boot": boot_a.hex(),
+            },
+            {
+                "start_ns": 1_767_225_660_000_000_000,
+                "nonce": boot_a2[8:].hex(),
+                "boot": boot_a2.hex(),
+            },
+        ],
+        "ballots": [cbor(x).hex() for x in ballots],
+        "quorums": [
+            {"members": n, "quorum": n // 2 + 1, "recovery_sources": min(n - n // 2, n - 1)}
+            for n in range(1, 8)
+        ],
+        "records": {
+            "base": {"wire": cbor(base).hex(), "value": b"instance 3".hex(), "gen": 0},
+            "decided": {"wire": cbor(decided).hex(), "value": b"instance 3".hex(), "gen": 2},
+        },
+        "bad_gen": [{"name": name, "wire": cbor(item).hex()} for name, item in bad_gen],
+        "messages": {
+            "prepare_request": request(
+                "cas.prepare", {"app_id": app_id, "key": key, "ballot": ballot}
+            ),
+            "prepare_promise": answer(
+                {
+                    "ok": True,
+                    "promised": ballot,
+                    "accepted": None,
+                    "value": None,
+                    "stored": base,
+                    "boot": boot_a2,
+                }
+            ),
+            "prepare_refusal": answer(
+                {
+                    "ok": False,
+                    "promised": higher,
+                    "accepted": None,
+                    "value": None,
+                    "stored": None,
+                    "boot": boot_a2,
+                }
+            ),
+            "accept_request": request(
+                "cas.accept",
+                {
+                    "app_id": app_id,
+                    "key": key,
+                    "ballot": ballot,
+                    "value": decided,
+                    "quorum": quorum,
+                },
+            ),
+            "accept_answer": answer({"ok": True, "promised": None, "boot": boot_a2}),
+            "recover_request": request("cas.recover", {"boot": boot_a2, "after": None}),
+            "recover_answer": answer(
+                {
+                    "entries": [[app_id, key, ballot, ballot, decided]],
+                    "next": None,
+                    "floor": [1, a, boot_a],
+                    "voting": True,
+                }
+            ),
+        },
+    }
+
+
 FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "framing.json": framing,
     "handshake.json": handshake,
     "derive.json": derive,
     "guardians.json": guardians,
     "keys.json": keys,
+    "cas.json": cas,
 }
 
 

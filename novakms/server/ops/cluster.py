@@ -1,4 +1,5 @@
-"""Peer operations: the secret (``secret.status``, ``secret.get``) and replication (``sync.*``).
+"""Peer operations: the secret (``secret.status``, ``secret.get``), replication (``sync.*``) and
+consensus on conditional writes (``cas.*``).
 
 The dispatcher has already checked the caller: column ``peer`` (an authorized KMS operator) for
 ``secret.*`` and ``sync.hello``, ``proven_peer`` (one that also proved the cluster secret on
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from novakms.cluster import replication, sync_messages
+from novakms.cluster import cas_messages, replication, sync_messages
 from novakms.cluster.proof import cluster_proof, verify_cluster_proof
 from novakms.cluster.sync_messages import SYNC_BUCKETS
 from novakms.errors import Forbidden
@@ -20,6 +21,9 @@ from novakms.server.ops.args import Args, now_ms
 from novakms.server.ops.context import PROVEN, OpContext
 
 __all__ = [
+    "op_cas_accept",
+    "op_cas_prepare",
+    "op_cas_recover",
     "op_secret_get",
     "op_secret_status",
     "op_sync_buckets",
@@ -173,3 +177,27 @@ async def op_sync_pull(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any
         records.append(wire)
         used += size
     return {"records": records, "remaining": []}
+
+
+# -- consensus on conditional writes (cas.*) ----------------------------------------------------
+
+
+async def op_cas_prepare(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase 1 of a conditional write: promise a ballot, report what was accepted."""
+    request = cas_messages.parse_prepare_request(args, max_key_bytes=ctx.limits.max_key_bytes)
+    return ctx.cas.on_prepare(ctx.identity.wallet, request)
+
+
+async def op_cas_accept(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Phase 2: accept a value under a promised ballot."""
+    consensus = ctx.cas
+    request = cas_messages.parse_accept_request(
+        args, max_key_bytes=ctx.limits.max_key_bytes, record=consensus.record_from_wire
+    )
+    return consensus.on_accept(ctx.identity.wallet, request)
+
+
+async def op_cas_recover(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any]:
+    """A restarted peer fences its old incarnation and copies a page of the acceptor table."""
+    boot, after = cas_messages.parse_recover_request(args, max_key_bytes=ctx.limits.max_key_bytes)
+    return ctx.cas.on_recover(ctx.identity.wallet, boot, after)

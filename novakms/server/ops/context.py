@@ -15,6 +15,7 @@ from typing import Any, Literal
 from novakms.auth.guardians import GuardianSet, no_guardians
 from novakms.auth.model import Identity
 from novakms.auth.source import Membership, Registry
+from novakms.cluster.consensus import Consensus
 from novakms.cluster.replicator import Replicator
 from novakms.config import Limits, Mode
 from novakms.crypto.signer import Signer
@@ -104,6 +105,7 @@ class OpContext:
         random_bytes: the RNG (certificate serials, nonces).
         connections: open connections (``status``).
         signer: this node's wallet signer (``keys.attest``); None where none is given.
+        consensus: conditional writes' coordinator and acceptor; None on a stateless worker.
     """
 
     wallet: str
@@ -121,6 +123,7 @@ class OpContext:
     random_bytes: Callable[[int], bytes]
     connections: int = 0
     signer: Signer | None = None
+    consensus: Consensus | None = None
 
     @property
     def identity(self) -> Identity:
@@ -128,6 +131,13 @@ class OpContext:
         identity = self.caller.identity
         assert identity is not None, "the op's auth column admits no identity"
         return identity
+
+    @property
+    def cas(self) -> Consensus:
+        """The consensus on conditional writes (store ops only: stateless workers refuse them)."""
+        consensus = self.consensus
+        assert consensus is not None, "a stateless worker serves no store op"
+        return consensus
 
     @property
     def guardians(self) -> GuardianSet:

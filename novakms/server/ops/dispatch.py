@@ -33,6 +33,9 @@ from novakms.server.node import Node
 from novakms.server.ops.app import op_cert_ca, op_cert_sign, op_derive
 from novakms.server.ops.args import Args
 from novakms.server.ops.cluster import (
+    op_cas_accept,
+    op_cas_prepare,
+    op_cas_recover,
     op_secret_get,
     op_secret_status,
     op_sync_buckets,
@@ -123,6 +126,9 @@ OPS: dict[str, Op] = {
     "sync.pull": Op("proven_peer", op_sync_pull),
     "sync.snapshot": Op("proven_peer", op_sync_snapshot),
     "sync.forget": Op("proven_peer", op_sync_forget),
+    "cas.prepare": Op("proven_peer", op_cas_prepare),
+    "cas.accept": Op("proven_peer", op_cas_accept),
+    "cas.recover": Op("proven_peer", op_cas_recover),
     "guardian.share": Op("guardian", op_guardian_share),
     "guardian.restore": Op("guardian", op_guardian_restore),
 }
@@ -137,7 +143,7 @@ INLINE_OPS = frozenset(
     {"health", "derive", "kv.get", "cert.ca", "keys.public", "sign", "encrypt", "decrypt"}
 )
 #: Ops that read or change the replicated store: a stateless worker refuses them.
-STORE_OPS = KV_OPS | frozenset(op for op in OPS if op.startswith("sync."))
+STORE_OPS = KV_OPS | frozenset(op for op in OPS if op.startswith(("sync.", "cas.")))
 #: Ops that serve apps from the master secret: only under a pinned one (``Keyring.require_pin``).
 APP_OPS = frozenset({"derive", "cert.ca", "cert.sign", *KV_OPS, *KEY_OPS})
 
@@ -250,7 +256,8 @@ async def handle(
         raise RateLimited("too many requests", retry_after_ms=max(1, math.ceil(wait * 1000)))
     if node.stateless_worker and op in STORE_OPS:
         raise Unavailable(
-            "this process is a stateless worker: it serves no store operation (kv.*, sync.*)",
+            "this process is a stateless worker: it serves no store operation "
+            "(kv.*, sync.*, cas.*)",
             reason="stateless_worker",
         )
     if op in APP_OPS:
@@ -272,6 +279,7 @@ async def handle(
         random_bytes=node.random_bytes,
         connections=connections,
         signer=node.signer,
+        consensus=node.consensus,
     )
     result = await handler(ctx, args)
     degraded = node.gate.degraded

@@ -62,6 +62,7 @@ async def op_status(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any]:
         "auth": {"source": ctx.registry.name, **ctx.registry.describe()},
         "store": _store_status(gate),
         "cluster": _cluster_status(gate, replicator, now_ms(ctx.now)),
+        "cas": None if ctx.consensus is None else ctx.consensus.describe(),
         "guardians": await _guardians_status(ctx),
         "connections": ctx.connections,
     }

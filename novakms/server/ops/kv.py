@@ -1,6 +1,9 @@
 """The KV operations: ``kv.get``, ``kv.put`` (optionally waiting for peer acknowledgements),
 ``kv.delete``, ``kv.list``.
 
+A put or delete with ``if_version`` is a conditional write: it is decided by a majority of the
+KMS nodes (:mod:`novakms.cluster.consensus`), never by this node's store alone.
+
 Every one serves the caller's own app (the app id comes from the registry, never the client)
 through :meth:`StoreGate.serving_store`, which refuses while the node is catching up.
 """
@@ -60,9 +63,12 @@ async def op_kv_put(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any]:
                 reason="not_enough_peers",
                 peers=peers,
             )
-    record = store.put(
-        identity.app_id, key, value, now_ms(ctx.now), ttl_ms=ttl_ms, if_version=if_version
-    )
+    if if_version is not None:
+        record = await ctx.cas.put(
+            identity.app_id, key, value, ttl_ms=ttl_ms, if_version=if_version
+        )
+    else:
+        record = store.put(identity.app_id, key, value, now_ms(ctx.now), ttl_ms=ttl_ms)
     acked = 0
     if acks:
         assert replicator is not None
@@ -91,9 +97,11 @@ async def op_kv_delete(ctx: OpContext, args: Mapping[str, Any]) -> dict[str, Any
     a = Args(args, {"key", "if_version"})
     key = a.key()
     if_version = a.text("if_version", max_bytes=64, min_bytes=1)
-    record = ctx.gate.serving_store().delete(
-        identity.app_id, key, now_ms(ctx.now), if_version=if_version
-    )
+    if if_version is not None:
+        ctx.gate.serving_store()
+        record = await ctx.cas.delete(identity.app_id, key, if_version=if_version)
+    else:
+        record = ctx.gate.serving_store().delete(identity.app_id, key, now_ms(ctx.now))
     return {"key": key, "deleted": True, "updated_at_ms": record.updated_at_ms}
 
 
